@@ -1,0 +1,1 @@
+//! The built-in debug endpoint server (feature `http`).
