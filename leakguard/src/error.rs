@@ -49,9 +49,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A guard is already running in this process.
-    #[error("a leakguard guard is already running in this process")]
-    AlreadyRunning,
 }
 
 /// Result alias with [`Error`].

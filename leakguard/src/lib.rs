@@ -7,19 +7,36 @@
 pub mod allocator;
 pub mod cgroup;
 mod clock;
+mod config;
 pub mod endpoint;
 mod error;
+mod event;
+mod exposition;
+mod history;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 pub mod process;
+mod report;
 pub mod sample;
+mod snapshot;
+mod threshold;
 mod units;
+mod watchdog;
 
 pub use self::clock::{Clock, ManualClock, SystemClock};
+pub use self::config::{Config, DEFAULT_ADDR, LimitSetting, RestartAction, parse_addr};
 pub use self::error::{Error, Result};
+pub use self::event::{EVENT_CAPACITY, Event, EventKind, EventLog, Level};
+pub use self::history::{History, HistoryPoint, Tier};
+pub use self::report::{
+    AllocatorSection, LimitSection, MemorySection, Report, RestartSection, SamplerSection,
+};
 pub use self::sample::{MemorySample, Sampler};
+pub use self::snapshot::Limit;
+pub use self::threshold::{MemoryState, ThresholdTracker, Thresholds, Transition};
 pub use self::units::{format_bytes, parse_duration, parse_fraction, parse_size};
+pub use self::watchdog::{Guard, GuardBuilder};
 
 /// The jemalloc allocator, for the service's `#[global_allocator]`:
 ///

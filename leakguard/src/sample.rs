@@ -49,7 +49,11 @@ pub struct Sampler {
 impl Sampler {
     /// A sampler of this process, with the allocator backend chosen by `choice`.
     pub fn new(choice: AllocatorChoice) -> Self {
-        Self::with_readers(ProcReader::new(), Some(CgroupReader::new()), Allocator::new(choice))
+        Self::with_readers(
+            ProcReader::new(),
+            Some(CgroupReader::new()),
+            Allocator::new(choice),
+        )
     }
 
     /// A sampler over the given readers (fixture trees in tests).
@@ -75,7 +79,7 @@ impl Sampler {
     /// the sample is still filled in.
     pub fn sample(&mut self, clock: &dyn Clock) -> MemorySample {
         let started = Instant::now();
-        let full = self.taken % FULL_EVERY == 0;
+        let full = self.taken.is_multiple_of(FULL_EVERY);
         self.taken += 1;
         let mut errors = Vec::new();
         let mut note = |source: &str, e: &dyn std::fmt::Display| {

@@ -113,7 +113,9 @@ pub fn parse_fraction(name: &str, value: &str) -> Result<f64> {
         s.parse::<f64>().map_err(|_| bad("not a number"))?
     };
     if !(f > 0.0 && f <= 1.0) {
-        return Err(bad("must be a fraction of the limit in (0, 1], e.g. 0.8 or 80%"));
+        return Err(bad(
+            "must be a fraction of the limit in (0, 1], e.g. 0.8 or 80%",
+        ));
     }
     Ok(f)
 }
@@ -135,6 +137,7 @@ pub fn format_bytes(bytes: u64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -163,7 +166,14 @@ mod tests {
     #[test]
     fn bad_sizes_name_the_variable_and_the_value() {
         for text in [
-            "", "MiB", "12 parsecs", "-5m", "1e9", "99999999999999999999", "20000000T", "1..5G",
+            "",
+            "MiB",
+            "12 parsecs",
+            "-5m",
+            "1e9",
+            "99999999999999999999",
+            "20000000T",
+            "1..5G",
         ] {
             let err = parse_size("LEAKGUARD_LIMIT", text).unwrap_err().to_string();
             assert!(err.contains("LEAKGUARD_LIMIT"), "{err}");
@@ -174,8 +184,14 @@ mod tests {
     #[test]
     fn durations_and_fractions() {
         assert_eq!(parse_duration("X", "1s").unwrap(), Duration::from_secs(1));
-        assert_eq!(parse_duration("X", "1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("X", "2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_duration("X", "1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            parse_duration("X", "2h").unwrap(),
+            Duration::from_secs(7200)
+        );
         assert!(parse_duration("X", "soon").is_err());
         assert!(parse_duration("X", "1e400").is_err());
         assert_eq!(parse_fraction("X", "0.95").unwrap(), 0.95);

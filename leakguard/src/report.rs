@@ -1,0 +1,185 @@
+//! The report that `GET /debug/leakguard` serves (and that later the CLI renders).
+
+use crate::allocator::{AllocatorStats, AllocatorStatus};
+use crate::cgroup::CgroupStats;
+use crate::event::Event;
+use crate::process::ProcessStats;
+use crate::snapshot::{Limit, Snapshot};
+use crate::threshold::{MemoryState, Thresholds};
+use serde::Serialize;
+
+/// The whole report. Its JSON form is part of the operator contract: fields are added, never
+/// renamed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// leakguard's version.
+    pub version: &'static str,
+    /// When the report was made, seconds since the Unix epoch.
+    pub generated_at: f64,
+    /// When the guard started, seconds since the Unix epoch.
+    pub started_at: f64,
+    /// Seconds since the guard started.
+    pub uptime_seconds: f64,
+    /// The threshold state.
+    pub state: MemoryState,
+    /// Whether `/readyz` answers 200.
+    pub ready: bool,
+    /// Memory usage against the limit.
+    pub memory: MemorySection,
+    /// The limit in force, if any, and the thresholds in bytes.
+    pub limit: Option<LimitSection>,
+    /// The thresholds as fractions.
+    pub thresholds: Thresholds,
+    /// Allocator status and statistics.
+    pub allocator: AllocatorSection,
+    /// Process statistics from the last sample.
+    pub process: Option<ProcessStats>,
+    /// The cgroup memory controller, if any.
+    pub cgroup: Option<CgroupStats>,
+    /// The sampler's own health.
+    pub sampler: SamplerSection,
+    /// Graceful restarts.
+    pub restart: RestartSection,
+    /// The debug endpoint's address, if it runs.
+    pub endpoint: Option<String>,
+    /// Recent events, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// Memory usage.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemorySection {
+    /// Resident set size, bytes (what the thresholds compare with the limit).
+    pub resident_bytes: Option<u64>,
+    /// Live heap (allocator `allocated`), bytes.
+    pub heap_bytes: Option<u64>,
+    /// Resident over limit.
+    pub usage_ratio: Option<f64>,
+}
+
+/// The limit and thresholds in bytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitSection {
+    /// Limit, bytes.
+    pub bytes: u64,
+    /// Where it came from.
+    pub source: String,
+    /// Warning threshold, bytes.
+    pub warn_bytes: u64,
+    /// Critical threshold, bytes.
+    pub critical_bytes: u64,
+    /// Restart threshold, bytes.
+    pub restart_bytes: u64,
+}
+
+/// Allocator status and last statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllocatorSection {
+    /// What was detected at start.
+    #[serde(flatten)]
+    pub status: AllocatorStatus,
+    /// The last statistics.
+    pub stats: Option<AllocatorStats>,
+}
+
+/// The sampler's health.
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplerSection {
+    /// Sampling interval, seconds.
+    pub interval_seconds: f64,
+    /// Samples taken.
+    pub samples: u64,
+    /// Samples in which a source failed.
+    pub sample_errors: u64,
+    /// Panics caught on the sampler thread.
+    pub panics: u64,
+    /// Cost of the last sample, microseconds.
+    pub last_duration_us: Option<f64>,
+    /// Time of the last sample, seconds since the Unix epoch.
+    pub last_sample_at: Option<f64>,
+    /// Sources that failed in the last sample.
+    pub errors: Vec<String>,
+}
+
+/// Restart state.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartSection {
+    /// Restarts performed (survives the re-exec).
+    pub restarts_total: u64,
+    /// Whether a restart is under way.
+    pub in_progress: bool,
+}
+
+fn threshold_bytes(limit: u64, fraction: f64) -> u64 {
+    (limit as f64 * fraction).floor() as u64
+}
+
+impl Report {
+    pub(crate) fn from_snapshot(s: Snapshot) -> Self {
+        let usage_ratio = s.usage_ratio();
+        let sample = s.sample;
+        let limit = s.limit.map(|Limit { bytes, source }| LimitSection {
+            bytes,
+            source,
+            warn_bytes: threshold_bytes(bytes, s.thresholds.warn),
+            critical_bytes: threshold_bytes(bytes, s.thresholds.critical),
+            restart_bytes: threshold_bytes(bytes, s.thresholds.restart),
+        });
+        let (process, allocator_stats, cgroup, sampler_bits) = match sample {
+            Some(x) => (
+                Some(x.process),
+                x.allocator,
+                x.cgroup,
+                Some((x.duration.as_secs_f64() * 1e6, x.unix_seconds, x.errors)),
+            ),
+            None => (None, None, None, None),
+        };
+        let (last_duration_us, last_sample_at, errors) = match sampler_bits {
+            Some((d, t, e)) => (Some(d), Some(t), e),
+            None => (None, None, Vec::new()),
+        };
+        Report {
+            version: s.version,
+            generated_at: s.now_unix,
+            started_at: s.started_unix,
+            uptime_seconds: s.uptime_seconds,
+            state: s.state,
+            ready: s.ready,
+            memory: MemorySection {
+                resident_bytes: process.as_ref().map(|p| p.resident_bytes),
+                heap_bytes: allocator_stats.as_ref().map(|a| a.allocated),
+                usage_ratio,
+            },
+            limit,
+            thresholds: s.thresholds,
+            allocator: AllocatorSection {
+                status: s.allocator,
+                stats: allocator_stats,
+            },
+            process,
+            cgroup,
+            sampler: SamplerSection {
+                interval_seconds: s.interval_seconds,
+                samples: s.samples_total,
+                sample_errors: s.sample_errors_total,
+                panics: s.panics_total,
+                last_duration_us,
+                last_sample_at,
+                errors,
+            },
+            restart: RestartSection {
+                restarts_total: s.restarts_total,
+                in_progress: !s.ready,
+            },
+            endpoint: s.endpoint,
+            events: s.recent_events,
+        }
+    }
+
+    /// The report as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| {
+            serde_json::json!({ "error": format!("report could not be rendered: {e}") }).to_string()
+        })
+    }
+}
