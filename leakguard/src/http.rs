@@ -1,1 +1,854 @@
 //! The built-in debug endpoint server (feature `http`).
+//!
+//! This module is only the transport: it turns HTTP/1.1 requests into [`EndpointRequest`]s,
+//! hands them to a [`Routes`] implementation (the guard, which decides what `/metrics`,
+//! `/healthz`, … answer) and writes the [`EndpointResponse`] back.
+//!
+//! # Design
+//!
+//! The server runs on **one dedicated OS thread named `leakguard-http`**, which owns a private
+//! single-threaded tokio runtime. It therefore works the same whether or not the host service
+//! uses tokio, and it never spawns tasks on, blocks, or otherwise touches the host's runtime.
+//! Connections are served by hyper's HTTP/1.1 server; HTTP/2 and upgrades are not offered.
+//!
+//! [`Routes::handle`] is called directly on that thread (it is synchronous and documented to be
+//! fast). A slow handler delays the endpoint's other clients, never the host service. No
+//! blocking thread pool is used: such a pool would add threads that outlive requests, and a
+//! handler stuck in it would make [`Server::stop`] wait for it anyway.
+//!
+//! # Limits
+//!
+//! The endpoint must never stall or bloat the service it watches, so every resource a client
+//! can make it hold is bounded (defaults in parentheses, all adjustable in [`ServerOptions`]):
+//!
+//! | limit | what happens when it is hit |
+//! | --- | --- |
+//! | [`header_read_timeout`](ServerOptions::header_read_timeout) (5 s) | a client that has not sent a complete request head this long after the connection opened, or after its previous response, is disconnected. This stops "slowloris" clients that trickle headers a byte at a time, and it also closes idle keep-alive connections. |
+//! | [`idle_timeout`](ServerOptions::idle_timeout) (15 s) | a connection on which no byte moved in either direction for this long is closed: a client that stalls while sending a body or stops reading its response. |
+//! | [`connection_lifetime`](ServerOptions::connection_lifetime) (60 s) | a connection older than this finishes the request in flight and is closed (dropped at most `shutdown_timeout` later). |
+//! | [`max_connections`](ServerOptions::max_connections) (64) | connections beyond it are accepted, answered `503 Service Unavailable` with `Connection: close` without reading their request, and closed at once (the client sees the 503 or a reset); they hold no memory. |
+//! | [`max_header_bytes`](ServerOptions::max_header_bytes) (16 KiB) | a larger request line plus headers is answered `431 Request Header Fields Too Large` and the connection is closed. This also bounds each connection's read buffer. |
+//! | [`max_headers`](ServerOptions::max_headers) (64) | more header lines are answered `431` and the connection is closed. |
+//! | [`max_body_bytes`](ServerOptions::max_body_bytes) (64 KiB) | no endpoint takes a request body; bodies up to this size are read and discarded, larger ones are answered `413` and the connection is closed. |
+//! | [`shutdown_timeout`](ServerOptions::shutdown_timeout) (1 s) | how long [`Server::stop`] lets requests in flight finish before it drops the remaining connections. |
+//!
+//! Malformed requests are answered `400 Bad Request` by hyper and their connection is closed;
+//! other connections are unaffected. With the defaults, the memory hostile clients can make the
+//! endpoint hold is about `max_connections × (max_header_bytes + a few KiB)`, about 1.5 MiB,
+//! plus, for clients slow to read their answer, that answer (until `idle_timeout` drops them).
+//!
+//! # Responses
+//!
+//! Every response carries the route's `Content-Type`, a `Content-Length`,
+//! `Cache-Control: no-store`, and the route's extra headers (which may replace `Content-Type`
+//! or `Cache-Control`; `Content-Length` and `Transfer-Encoding` are always the transport's).
+//! `HEAD` is routed as `GET` and answered without a body. Other methods, including unknown
+//! ones, are passed to the routes unchanged. A panic inside [`Routes::handle`] is caught and
+//! answered `500` with a JSON error (the panic message is still printed by the panic hook);
+//! the server keeps serving. (This needs `panic = "unwind"`, Rust's default.) A status outside
+//! `200..=599` from the routes is also answered `500`.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use leakguard::endpoint::{EndpointRequest, EndpointResponse, Routes, TEXT};
+//! use leakguard::http::{Server, ServerOptions};
+//!
+//! struct Hello;
+//! impl Routes for Hello {
+//!     fn handle(&self, request: &EndpointRequest) -> EndpointResponse {
+//!         EndpointResponse::new(200, TEXT, format!("hello from {}\n", request.path))
+//!     }
+//! }
+//!
+//! # fn main() -> leakguard::Result<()> {
+//! let mut options = ServerOptions::default();
+//! options.max_connections = 16;
+//! let mut server = Server::bind("127.0.0.1:0", Arc::new(Hello), options)?;
+//! println!("debug endpoint on http://{}/", server.local_addr());
+//! server.stop();
+//! # Ok(())
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::endpoint::{EndpointRequest, EndpointResponse, Routes};
+use crate::error::{Error, Result};
+
+/// Name of the thread that runs the endpoint.
+pub const THREAD_NAME: &str = "leakguard-http";
+
+/// hyper refuses read buffers smaller than this (`max_buf_size` panics below it).
+const MIN_BUF_SIZE: usize = 8192;
+
+/// How long the accept loop pauses after an accept error (e.g. out of file descriptors),
+/// so that a persistent error does not turn into a busy loop.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What a connection beyond [`ServerOptions::max_connections`] receives before it is closed.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+content-length: 61\r\n\
+cache-control: no-store\r\n\
+connection: close\r\n\
+\r\n\
+{\"error\":\"too many connections to the endpoint\",\"status\":503}";
+
+/// Limits and timeouts of the debug endpoint server.
+///
+/// The defaults suit an endpoint scraped by Prometheus and queried by hand; see the
+/// [module documentation](self) for what each limit protects against. The struct is
+/// `#[non_exhaustive]`: start from [`ServerOptions::default`] and change the fields you need.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut options = leakguard::http::ServerOptions::default();
+/// options.header_read_timeout = Duration::from_secs(2);
+/// options.max_connections = 8;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Time a client has to send a complete request head (request line and headers), counted
+    /// from when the connection opens or its previous response was written. Also closes idle
+    /// keep-alive connections. Default 5 s. Must be non-zero.
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte was read or written for this long is closed (a stalled
+    /// request body, a client that does not read its response). Default 15 s. Must be non-zero.
+    pub idle_timeout: Duration,
+    /// A connection older than this is closed after its request in flight. Default 60 s.
+    /// Must be non-zero.
+    pub connection_lifetime: Duration,
+    /// Connections served at once; further ones get a `503` and are closed. Default 64.
+    /// Must be at least 1.
+    pub max_connections: usize,
+    /// Largest request head (request line plus headers) in bytes; larger ones get a `431`.
+    /// Default 16 KiB. Each connection's read buffer is bounded by this value, or by 8 KiB if it
+    /// is smaller (hyper's minimum).
+    pub max_header_bytes: usize,
+    /// Most header lines in a request; more get a `431`. Default 64. Must be at least 1.
+    pub max_headers: usize,
+    /// Largest request body read (and discarded); larger ones get a `413`. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// How long [`Server::stop`] waits for requests in flight before it drops the remaining
+    /// connections. Default 1 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            connection_lifetime: Duration::from_secs(60),
+            max_connections: 64,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body_bytes: 64 * 1024,
+            shutdown_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Rejects values that would make the endpoint unusable.
+    fn validate(&self) -> Result<()> {
+        let durations = [
+            (
+                "ServerOptions::header_read_timeout",
+                self.header_read_timeout,
+            ),
+            ("ServerOptions::idle_timeout", self.idle_timeout),
+            (
+                "ServerOptions::connection_lifetime",
+                self.connection_lifetime,
+            ),
+        ];
+        for (name, value) in durations {
+            if value.is_zero() {
+                return Err(Error::config(name, "0s", "must be longer than zero"));
+            }
+        }
+        let counts = [
+            ("ServerOptions::max_connections", self.max_connections),
+            ("ServerOptions::max_headers", self.max_headers),
+            ("ServerOptions::max_header_bytes", self.max_header_bytes),
+        ];
+        for (name, value) in counts {
+            if value == 0 {
+                return Err(Error::config(name, "0", "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The running debug endpoint server.
+///
+/// Created by [`Server::bind`] or [`Server::start`]; stopped by [`Server::stop`] or when
+/// dropped.
+#[must_use = "the endpoint stops as soon as the Server is dropped"]
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Binds `addr` (e.g. `"127.0.0.1:9464"`) and serves `routes` there, as [`Server::start`]
+    /// does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the address when it cannot be bound (e.g. "binding the debug
+    /// endpoint to 127.0.0.1:9464: Address already in use"), and the errors of
+    /// [`Server::start`].
+    pub fn bind<A>(addr: A, routes: Arc<dyn Routes>, options: ServerOptions) -> Result<Server>
+    where
+        A: ToSocketAddrs + fmt::Display,
+    {
+        let listener = std::net::TcpListener::bind(&addr).map_err(|source| Error::Io {
+            what: format!("binding the debug endpoint to {addr}"),
+            source,
+        })?;
+        Self::start(listener, routes, options)
+    }
+
+    /// Serves `routes` on `listener` on a new thread named `leakguard-http`.
+    ///
+    /// The listener is switched to non-blocking mode and owned by the server from now on; it
+    /// is closed by [`Server::stop`]. This function returns once the server is ready to accept
+    /// connections. It may be called from inside or outside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when an option is out of range, [`Error::Io`] when the listener cannot
+    /// be set up or the thread or its runtime cannot be created.
+    pub fn start(
+        listener: std::net::TcpListener,
+        routes: Arc<dyn Routes>,
+        options: ServerOptions,
+    ) -> Result<Server> {
+        options.validate()?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Io {
+            what: "reading the debug endpoint's listening address".to_owned(),
+            source,
+        })?;
+        listener.set_nonblocking(true).map_err(|source| Error::Io {
+            what: format!("making the debug endpoint's listener on {local_addr} non-blocking"),
+            source,
+        })?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+        let thread = std::thread::Builder::new()
+            .name(THREAD_NAME.to_owned())
+            .spawn(move || run(listener, routes, options, shutdown_rx, ready_tx))
+            .map_err(|source| Error::Io {
+                what: format!("spawning the {THREAD_NAME} thread"),
+                source,
+            })?;
+
+        // The thread reports once its runtime owns the listener (or why it could not).
+        let ready = ready_rx.recv().unwrap_or_else(|_| {
+            Err(Error::Io {
+                what: format!("starting the {THREAD_NAME} thread"),
+                source: io::Error::other("the thread exited during setup"),
+            })
+        });
+        let mut server = Server {
+            local_addr,
+            shutdown,
+            thread: Some(thread),
+        };
+        match ready {
+            Ok(()) => Ok(server),
+            Err(error) => {
+                server.stop();
+                Err(error)
+            }
+        }
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the server: stops accepting and closes the listening socket, lets requests in
+    /// flight finish for at most [`ServerOptions::shutdown_timeout`], closes every connection
+    /// and joins the thread. Idle and slow clients do not delay it beyond that deadline (a
+    /// route handler that is running is always allowed to return).
+    ///
+    /// Idempotent; dropping the `Server` does the same. When called from the server's own
+    /// thread (from inside a route), it signals the stop and returns without joining.
+    pub fn stop(&mut self) {
+        // send_replace never fails, even once the thread is gone.
+        self.shutdown.send_replace(true);
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        if thread.thread().id() == std::thread::current().id() {
+            return;
+        }
+        if thread.join().is_err() {
+            tracing::error!("the {THREAD_NAME} thread panicked");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The body of the `leakguard-http` thread.
+fn run(
+    listener: std::net::TcpListener,
+    routes: Arc<dyn Routes>,
+    options: ServerOptions,
+    shutdown: watch::Receiver<bool>,
+    ready: std::sync::mpsc::SyncSender<Result<()>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(source) => {
+            // If start() is gone there is nobody to tell; ignoring is right.
+            let _ = ready.send(Err(Error::Io {
+                what: "creating the debug endpoint's runtime".to_owned(),
+                source,
+            }));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(source) => {
+                let _ = ready.send(Err(Error::Io {
+                    what: "registering the debug endpoint's listener".to_owned(),
+                    source,
+                }));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        drop(ready);
+        serve(listener, routes, Arc::new(options), shutdown).await;
+    });
+    // Dropping the runtime drops every remaining connection task, closing its socket.
+}
+
+/// The accept loop, then the graceful shutdown.
+async fn serve(
+    listener: TcpListener,
+    routes: Arc<dyn Routes>,
+    options: Arc<ServerOptions>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let http = http_builder(&options);
+    let mut connections = JoinSet::new();
+    while !*shutdown.borrow_and_update() {
+        tokio::select! {
+            biased;
+            // A change, or the Server gone (Err): stop either way.
+            _ = shutdown.changed() => break,
+            Some(finished) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(error) = finished {
+                    tracing::error!(%error, "a debug endpoint connection task failed");
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if connections.len() >= options.max_connections {
+                        refuse(&stream, peer);
+                        continue;
+                    }
+                    // Latency matters more than packet count here; failure is harmless.
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve_connection(
+                        stream,
+                        http.clone(),
+                        Arc::clone(&routes),
+                        Arc::clone(&options),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(error) => {
+                    if is_resource_exhaustion(&error) {
+                        tracing::warn!(%error, "the debug endpoint cannot accept connections");
+                    } else {
+                        tracing::debug!(%error, "accepting a debug endpoint connection failed");
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                    }
+                }
+            },
+        }
+    }
+    // Release the port first, then give connections (which saw the same signal and shut down
+    // gracefully) a bounded time to finish.
+    drop(listener);
+    let drained = tokio::time::timeout(options.shutdown_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(
+            remaining = connections.len(),
+            "dropping debug endpoint connections at shutdown"
+        );
+    }
+    connections.abort_all();
+}
+
+/// Whether an accept error means the process or system is out of something.
+fn is_resource_exhaustion(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Answers a connection beyond the cap with a 503 (best effort, never waiting) and closes it.
+fn refuse(stream: &TcpStream, peer: SocketAddr) {
+    tracing::debug!(%peer, "refusing a debug endpoint connection: too many connections");
+    // A fresh socket's send buffer always has room for this; if not, the client sees a close.
+    let _ = stream.try_write(BUSY_RESPONSE);
+}
+
+/// hyper's HTTP/1 server configured from `options`.
+fn http_builder(options: &ServerOptions) -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_header_size(options.max_header_bytes)
+        .max_headers(options.max_headers)
+        .max_buf_size(options.max_header_bytes.max(MIN_BUF_SIZE))
+        .keep_alive(true)
+        .half_close(false);
+    http
+}
+
+/// Serves one connection until it ends, is idle too long, reaches its lifetime or the server
+/// stops.
+async fn serve_connection(
+    stream: TcpStream,
+    http: hyper::server::conn::http1::Builder,
+    routes: Arc<dyn Routes>,
+    options: Arc<ServerOptions>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let activity = Activity::new();
+    let io = TokioIo::new(TrackedStream {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service_activity = activity.clone();
+    let service_options = Arc::clone(&options);
+    let service = hyper::service::service_fn(move |request| {
+        let routes = Arc::clone(&routes);
+        let options = Arc::clone(&service_options);
+        let activity = service_activity.clone();
+        async move {
+            let response = respond(request, routes.as_ref(), &options).await;
+            // A long handler must not count as idleness.
+            activity.touch();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = http.serve_connection(io, service);
+    tokio::pin!(connection);
+
+    let lifetime = tokio::time::sleep(options.connection_lifetime);
+    tokio::pin!(lifetime);
+    // Set once a graceful shutdown has begun: the hard deadline after which the connection is
+    // dropped even if the client never completes its request.
+    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "debug endpoint connection ended with an error");
+                }
+                return;
+            }
+            () = activity.idle(options.idle_timeout) => {
+                tracing::debug!("closing an idle debug endpoint connection");
+                return;
+            }
+            () = &mut lifetime, if deadline.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                deadline = Some(Box::pin(tokio::time::sleep(options.shutdown_timeout)));
+            }
+            _ = shutdown.changed(), if deadline.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                deadline = Some(Box::pin(tokio::time::sleep(options.shutdown_timeout)));
+            }
+            () = async { if let Some(deadline) = deadline.as_mut() { deadline.await } },
+                if deadline.is_some() => {
+                return;
+            }
+        }
+    }
+}
+
+/// Turns one hyper request into an endpoint request, asks the routes, and builds the answer.
+async fn respond(
+    request: Request<Incoming>,
+    routes: &dyn Routes,
+    options: &ServerOptions,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+
+    // No endpoint takes a body: read (and drop) small ones so the connection can be reused.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    let too_large = match declared {
+        Some(length) => usize::try_from(length).map_or(true, |l| l > options.max_body_bytes),
+        None => false,
+    };
+    if too_large {
+        return closing(EndpointResponse::error(413, "request body too large"));
+    }
+    match drain_body(body, options.max_body_bytes).await {
+        Ok(()) => {}
+        Err(BodyError::TooLarge) => {
+            return closing(EndpointResponse::error(413, "request body too large"));
+        }
+        Err(BodyError::Read(error)) => {
+            tracing::debug!(%error, "reading a debug endpoint request body failed");
+            return closing(EndpointResponse::error(400, "unreadable request body"));
+        }
+    }
+
+    // HEAD is answered like GET; hyper leaves the body out.
+    let method = if parts.method == Method::HEAD {
+        Method::GET.as_str()
+    } else {
+        parts.method.as_str()
+    };
+    let mut endpoint_request = EndpointRequest::new(method, "/");
+    endpoint_request.path = parts.uri.path().to_owned();
+    endpoint_request.query = parts.uri.query().unwrap_or_default().to_owned();
+    endpoint_request.authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+
+    let answer = match catch_unwind(AssertUnwindSafe(|| routes.handle(&endpoint_request))) {
+        Ok(answer) => answer,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(non-string panic payload)".to_owned());
+            tracing::error!(
+                method = %endpoint_request.method,
+                path = %endpoint_request.path,
+                panic = %message,
+                "a debug endpoint route panicked"
+            );
+            EndpointResponse::error(500, "internal error: the endpoint handler panicked")
+        }
+    };
+    to_response(answer)
+}
+
+/// Why a request body was not accepted.
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Reads `body` to its end without keeping it, failing once more than `limit` bytes arrived.
+async fn drain_body(mut body: Incoming, limit: usize) -> Result<(), BodyError> {
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Some(data) = frame.data_ref() {
+            total = total.saturating_add(data.len());
+            if total > limit {
+                return Err(BodyError::TooLarge);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `answer` as a response that also closes the connection.
+fn closing(answer: EndpointResponse) -> Response<Full<Bytes>> {
+    let mut response = to_response(answer);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Builds the HTTP response for an endpoint answer.
+fn to_response(answer: EndpointResponse) -> Response<Full<Bytes>> {
+    let status = match StatusCode::from_u16(answer.status) {
+        Ok(status) if (200..=599).contains(&answer.status) => status,
+        _ => {
+            tracing::error!(
+                status = answer.status,
+                "a debug endpoint route returned an invalid status"
+            );
+            return to_response(EndpointResponse::error(
+                500,
+                &format!("internal error: invalid status {}", answer.status),
+            ));
+        }
+    };
+    let bodiless = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+    let body = if bodiless {
+        Bytes::new()
+    } else {
+        Bytes::from(answer.body)
+    };
+    let length = body.len();
+
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    match HeaderValue::from_str(answer.content_type) {
+        Ok(value) => {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        Err(_) => tracing::warn!(
+            content_type = answer.content_type,
+            "a debug endpoint route returned an invalid Content-Type"
+        ),
+    }
+    if !bodiless {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+
+    // Route headers replace the defaults above, except the framing, which is ours.
+    let mut replaced: Vec<HeaderName> = Vec::new();
+    for (name, value) in answer.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            tracing::warn!(
+                header = name,
+                "a debug endpoint route returned an invalid header"
+            );
+            continue;
+        };
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if replaced.contains(&name) {
+            headers.append(name, value);
+        } else {
+            headers.insert(name.clone(), value);
+            replaced.push(name);
+        }
+    }
+    response
+}
+
+/// When bytes last moved on a connection, in milliseconds since the connection opened.
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Records activity now.
+    fn touch(&self) {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(elapsed, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing happened for `timeout`.
+    fn idle(&self, timeout: Duration) -> impl Future<Output = ()> + use<> {
+        let activity = self.clone();
+        async move {
+            loop {
+                let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+                let deadline = activity.start + last + timeout;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(deadline).await;
+            }
+        }
+    }
+}
+
+/// A TCP stream that records when bytes move, for the idle timeout.
+struct TrackedStream {
+    inner: TcpStream,
+    activity: Activity,
+}
+
+impl AsyncRead for TrackedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_response_content_length_matches_its_body() {
+        let text = std::str::from_utf8(BUSY_RESPONSE).expect("ASCII");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+        let declared = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .and_then(|value| value.parse::<usize>().ok());
+        assert_eq!(declared, Some(body.len()));
+        let json: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+        assert_eq!(json["status"], 503);
+    }
+
+    #[test]
+    fn default_options_are_valid_and_zero_limits_are_rejected() {
+        assert!(ServerOptions::default().validate().is_ok());
+        let options = ServerOptions {
+            max_connections: 0,
+            ..ServerOptions::default()
+        };
+        assert!(matches!(options.validate(), Err(Error::Config { .. })));
+        let options = ServerOptions {
+            header_read_timeout: Duration::ZERO,
+            ..ServerOptions::default()
+        };
+        assert!(matches!(options.validate(), Err(Error::Config { .. })));
+    }
+
+    #[test]
+    fn route_headers_replace_defaults_but_not_framing() {
+        let mut answer = EndpointResponse::new(200, crate::endpoint::TEXT, "abc");
+        answer.headers = vec![
+            ("Cache-Control", "max-age=5".to_owned()),
+            ("Content-Length", "999".to_owned()),
+            ("X-Twice", "1".to_owned()),
+            ("x-twice", "2".to_owned()),
+            ("Bad Name", "x".to_owned()),
+        ];
+        let response = to_response(answer);
+        let headers = response.headers();
+        assert_eq!(headers[header::CACHE_CONTROL], "max-age=5");
+        assert_eq!(headers[header::CONTENT_LENGTH], "3");
+        assert_eq!(headers.get_all("x-twice").iter().count(), 2);
+        assert_eq!(headers[header::CONTENT_TYPE], crate::endpoint::TEXT);
+    }
+
+    #[test]
+    fn invalid_status_becomes_500() {
+        let response = to_response(EndpointResponse::new(1000, crate::endpoint::TEXT, "x"));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let response = to_response(EndpointResponse::new(101, crate::endpoint::TEXT, "x"));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

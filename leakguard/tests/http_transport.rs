@@ -1,0 +1,718 @@
+//! The debug endpoint's transport over real TCP sockets: request/response mapping, and the
+//! limits that keep hostile or broken clients from stalling or bloating the host service.
+#![cfg(feature = "http")]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use leakguard::Error;
+use leakguard::endpoint::{EndpointRequest, EndpointResponse, Routes, TEXT};
+use leakguard::http::{Server, ServerOptions, THREAD_NAME};
+
+/// Size of the `/big` answer: more than loopback socket buffers hold.
+const BIG: usize = 32 * 1024 * 1024;
+/// How long a test client waits for any single read before it gives up.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A test double for the guard's routes.
+struct TestRoutes;
+
+impl Routes for TestRoutes {
+    fn handle(&self, request: &EndpointRequest) -> EndpointResponse {
+        match request.path.as_str() {
+            "/panic" => panic!("test route panicked on purpose"),
+            "/big" => EndpointResponse::new(200, "application/octet-stream", vec![b'x'; BIG]),
+            "/bad-status" => EndpointResponse::new(1000, TEXT, "nope"),
+            "/thread" => EndpointResponse::new(
+                200,
+                TEXT,
+                thread::current().name().unwrap_or_default().to_owned(),
+            ),
+            "/missing" => EndpointResponse::error(404, "no such page"),
+            _ => {
+                let body = format!(
+                    "{} {} ?{} auth={}",
+                    request.method,
+                    request.path,
+                    request.query,
+                    request.authorization.as_deref().unwrap_or("-")
+                );
+                let mut response = EndpointResponse::new(200, TEXT, body);
+                response.headers.push(("X-Test-Route", "echo".to_owned()));
+                response
+            }
+        }
+    }
+}
+
+fn start(options: ServerOptions) -> Server {
+    Server::bind("127.0.0.1:0", Arc::new(TestRoutes), options).expect("start the server")
+}
+
+/// One parsed HTTP response.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(CLIENT_TIMEOUT))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(CLIENT_TIMEOUT))
+        .expect("write timeout");
+    stream
+}
+
+/// Parses a response head; returns it (with an empty body) and its length in bytes.
+fn parse_head(bytes: &[u8]) -> Option<(Reply, usize)> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&bytes[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    Some((reply, end))
+}
+
+/// Reads one response from a keep-alive connection (framed by Content-Length).
+fn read_reply(stream: &mut TcpStream, head_request: bool) -> io::Result<Reply> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let (mut reply, head_len) = loop {
+        if let Some(parsed) = parse_head(&buf) {
+            break parsed;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "no response head",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    reply.body = buf.split_off(head_len);
+    let length = if head_request {
+        0
+    } else {
+        reply
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| io::Error::other("no content-length"))?
+    };
+    while reply.body.len() < length {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short body"));
+        }
+        reply.body.extend_from_slice(&chunk[..n]);
+    }
+    Ok(reply)
+}
+
+/// Sends `raw` on a new connection and reads everything until the server closes it.
+fn exchange(addr: SocketAddr, raw: &[u8]) -> Reply {
+    let mut stream = connect(addr);
+    stream.write_all(raw).expect("send the request");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("read the response");
+    let (mut reply, head_len) = parse_head(&bytes).expect("a response head");
+    reply.body = bytes.split_off(head_len);
+    reply
+}
+
+fn get(addr: SocketAddr, path: &str) -> Reply {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// What a raw client observes when it next reads.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// A response with this status arrived.
+    Status(u16),
+    /// The server closed (or reset) the connection without answering.
+    Closed,
+    /// Nothing happened within the wait.
+    StillOpen,
+}
+
+fn outcome(stream: &mut TcpStream, wait: Duration) -> Outcome {
+    stream.set_read_timeout(Some(wait)).expect("read timeout");
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => Outcome::Closed,
+        Ok(n) => {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            match text.split(' ').nth(1).and_then(|s| s.parse().ok()) {
+                Some(status) => Outcome::Status(status),
+                None => panic!("unexpected bytes from the server: {text:?}"),
+            }
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Outcome::StillOpen
+        }
+        Err(_) => Outcome::Closed,
+    }
+}
+
+/// Waits until the server closes `stream`; returns how long that took from `since`.
+fn wait_for_close(stream: &mut TcpStream, since: Instant, limit: Duration) -> Duration {
+    stream.set_read_timeout(Some(limit)).expect("read timeout");
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return since.elapsed(),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the server did not close the connection within {limit:?}")
+            }
+            Err(_) => return since.elapsed(),
+        }
+    }
+}
+
+fn assert_serving(addr: SocketAddr) {
+    let reply = get(addr, "/echo");
+    assert_eq!(reply.status, 200, "the server must keep serving");
+    assert_eq!(reply.text(), "GET /echo ? auth=-");
+}
+
+#[test]
+fn get_returns_status_content_type_headers_and_body() {
+    let server = start(ServerOptions::default());
+    let reply = get(server.local_addr(), "/echo");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some(TEXT));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.header("x-test-route"), Some("echo"));
+    assert_eq!(reply.text(), "GET /echo ? auth=-");
+    assert_eq!(reply.header("content-length"), Some("18"));
+
+    let reply = get(server.local_addr(), "/missing");
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+    assert_eq!(json["error"], "no such page");
+}
+
+#[test]
+fn query_string_and_authorization_are_passed_to_routes() {
+    let server = start(ServerOptions::default());
+    let reply = exchange(
+        server.local_addr(),
+        b"GET /debug/leakguard?format=json&x=%20y HTTP/1.1\r\nHost: t\r\n\
+          Authorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.text(),
+        "GET /debug/leakguard ?format=json&x=%20y auth=Bearer s3cret"
+    );
+}
+
+#[test]
+fn head_is_answered_like_get_without_a_body() {
+    let server = start(ServerOptions::default());
+    let get_reply = get(server.local_addr(), "/echo?a=1");
+    let head_reply = exchange(
+        server.local_addr(),
+        b"HEAD /echo?a=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(head_reply.status, 200);
+    assert!(head_reply.body.is_empty(), "HEAD must not carry a body");
+    assert_eq!(
+        head_reply.header("content-length"),
+        get_reply.header("content-length")
+    );
+    assert_eq!(head_reply.header("content-type"), Some(TEXT));
+    assert_eq!(get_reply.text(), "GET /echo ?a=1 auth=-");
+}
+
+#[test]
+fn unknown_methods_pass_through_to_routes() {
+    let server = start(ServerOptions::default());
+    for method in ["POST", "DELETE", "PURGE", "BREW"] {
+        let reply = exchange(
+            server.local_addr(),
+            format!(
+                "{method} /debug/leakguard/purge HTTP/1.1\r\nHost: t\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.text(),
+            format!("{method} /debug/leakguard/purge ? auth=-")
+        );
+    }
+}
+
+#[test]
+fn routes_run_on_the_leakguard_http_thread() {
+    let server = start(ServerOptions::default());
+    assert_eq!(get(server.local_addr(), "/thread").text(), THREAD_NAME);
+    assert_eq!(THREAD_NAME, "leakguard-http");
+}
+
+#[test]
+fn keep_alive_connection_serves_several_requests_including_small_bodies() {
+    let server = start(ServerOptions::default());
+    let mut stream = connect(server.local_addr());
+    for i in 0..3 {
+        write!(
+            stream,
+            "POST /echo?i={i} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        .expect("send");
+        let reply = read_reply(&mut stream, false).expect("reply");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), format!("POST /echo ?i={i} auth=-"));
+    }
+}
+
+#[test]
+fn big_body_is_sent_whole_with_its_length() {
+    let server = start(ServerOptions::default());
+    let reply = get(server.local_addr(), "/big");
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-length"),
+        Some(BIG.to_string().as_str())
+    );
+    assert_eq!(reply.body.len(), BIG);
+    assert!(reply.body.iter().all(|&b| b == b'x'));
+}
+
+#[test]
+fn panic_in_routes_answers_500_and_the_connection_and_server_keep_working() {
+    let server = start(ServerOptions::default());
+    let mut stream = connect(server.local_addr());
+    stream
+        .write_all(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let reply = read_reply(&mut stream, false).expect("reply");
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+    assert_eq!(json["status"], 500);
+
+    // Same connection, then a new one.
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_reply(&mut stream, false).expect("reply").status, 200);
+    assert_serving(server.local_addr());
+}
+
+#[test]
+fn invalid_status_from_routes_answers_500() {
+    let server = start(ServerOptions::default());
+    let reply = get(server.local_addr(), "/bad-status");
+    assert_eq!(reply.status, 500);
+    assert_serving(server.local_addr());
+}
+
+#[test]
+fn slowloris_is_cut_off_by_the_header_timeout_while_others_are_served() {
+    let header_timeout = Duration::from_millis(800);
+    let mut options = ServerOptions::default();
+    options.header_read_timeout = header_timeout;
+    let server = start(options);
+    let addr = server.local_addr();
+
+    let (started_tx, started_rx) = mpsc::channel();
+    let slowloris = thread::spawn(move || {
+        let mut stream = connect(addr);
+        let connected = Instant::now();
+        let mut request = b"GET /echo HTTP/1.1\r\nHost: t\r\nX-Slow: ".iter().copied();
+        let mut sent = 0usize;
+        loop {
+            let byte = request.next().unwrap_or(b'a');
+            if stream.write_all(&[byte]).is_err() {
+                return (connected.elapsed(), Instant::now(), sent, Outcome::Closed);
+            }
+            sent += 1;
+            if sent == 1 {
+                let _ = started_tx.send(());
+            }
+            match outcome(&mut stream, Duration::from_millis(50)) {
+                Outcome::StillOpen if connected.elapsed() < Duration::from_secs(20) => {}
+                other => return (connected.elapsed(), Instant::now(), sent, other),
+            }
+        }
+    });
+
+    started_rx
+        .recv_timeout(CLIENT_TIMEOUT)
+        .expect("slowloris started");
+    let asked = Instant::now();
+    let reply = get(addr, "/echo");
+    let answered = Instant::now();
+    assert_eq!(reply.status, 200);
+    assert!(
+        answered - asked < Duration::from_secs(2),
+        "a normal client waited {:?} next to a slowloris",
+        answered - asked
+    );
+
+    let (lasted, cut_at, sent, result) = slowloris.join().expect("slowloris thread");
+    assert!(
+        matches!(result, Outcome::Closed | Outcome::Status(408)),
+        "slowloris outcome {result:?}"
+    );
+    assert!(
+        lasted >= header_timeout.mul_f32(0.9),
+        "cut after {lasted:?}, before the header timeout"
+    );
+    assert!(
+        lasted < Duration::from_secs(6),
+        "slowloris lasted {lasted:?} ({sent} bytes)"
+    );
+    assert!(
+        answered < cut_at,
+        "the normal client must be answered while the slowloris is still connected"
+    );
+    assert_serving(addr);
+}
+
+#[test]
+fn idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let mut options = ServerOptions::default();
+    options.header_read_timeout = Duration::from_millis(300);
+    let server = start(options);
+    let mut stream = connect(server.local_addr());
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_reply(&mut stream, false).expect("reply").status, 200);
+    let answered = Instant::now();
+    let idle = wait_for_close(&mut stream, answered, CLIENT_TIMEOUT);
+    assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
+    assert!(idle < Duration::from_secs(5), "closed after {idle:?}");
+}
+
+#[test]
+fn stalled_request_body_is_closed_after_the_idle_timeout() {
+    let mut options = ServerOptions::default();
+    options.header_read_timeout = Duration::from_secs(30);
+    options.idle_timeout = Duration::from_millis(300);
+    let server = start(options);
+    let mut stream = connect(server.local_addr());
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+        .expect("send");
+    let sent = Instant::now();
+    let lasted = wait_for_close(&mut stream, sent, CLIENT_TIMEOUT);
+    assert!(
+        lasted >= Duration::from_millis(250),
+        "closed after {lasted:?}"
+    );
+    assert!(lasted < Duration::from_secs(5), "closed after {lasted:?}");
+    assert_serving(server.local_addr());
+}
+
+#[test]
+fn client_that_stops_reading_is_closed_after_the_idle_timeout() {
+    let mut options = ServerOptions::default();
+    options.idle_timeout = Duration::from_millis(300);
+    let server = start(options);
+    let mut stream = connect(server.local_addr());
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    // Do not read while the server is stuck on a full socket buffer.
+    thread::sleep(Duration::from_millis(1500));
+    let mut received = Vec::new();
+    stream
+        .set_read_timeout(Some(CLIENT_TIMEOUT))
+        .expect("read timeout");
+    // The connection ends (EOF or reset) long before the whole answer arrives.
+    let _ = stream.read_to_end(&mut received);
+    assert!(
+        received.len() < BIG,
+        "received {} bytes of {BIG}",
+        received.len()
+    );
+    assert_serving(server.local_addr());
+}
+
+#[test]
+fn huge_headers_are_refused_and_the_server_keeps_serving() {
+    let server = start(ServerOptions::default());
+    let mut request = b"GET /echo HTTP/1.1\r\nHost: t\r\n".to_vec();
+    let mut i = 0;
+    while request.len() < 64 * 1024 {
+        request.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "a".repeat(1000)).as_bytes());
+        i += 1;
+    }
+    request.extend_from_slice(b"\r\n");
+    let mut stream = connect(server.local_addr());
+    // The server may hang up before it has read everything.
+    let _ = stream.write_all(&request);
+    let result = outcome(&mut stream, CLIENT_TIMEOUT);
+    assert!(
+        matches!(result, Outcome::Status(431) | Outcome::Closed),
+        "64 KiB of headers gave {result:?}"
+    );
+    assert_serving(server.local_addr());
+}
+
+#[test]
+fn too_many_header_lines_get_431() {
+    let server = start(ServerOptions::default());
+    let mut request = b"GET /echo HTTP/1.1\r\nHost: t\r\n".to_vec();
+    for i in 0..200 {
+        request.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    let mut stream = connect(server.local_addr());
+    let _ = stream.write_all(&request);
+    let result = outcome(&mut stream, CLIENT_TIMEOUT);
+    assert!(
+        matches!(result, Outcome::Status(431) | Outcome::Closed),
+        "200 header lines gave {result:?}"
+    );
+    assert_serving(server.local_addr());
+}
+
+#[test]
+fn garbage_bytes_get_400_or_close_and_the_server_keeps_serving() {
+    let server = start(ServerOptions::default());
+    let garbage: [&[u8]; 3] = [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\xff\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nBad Header Line\r\n\r\n",
+    ];
+    for bytes in garbage {
+        let mut stream = connect(server.local_addr());
+        let _ = stream.write_all(bytes);
+        let result = outcome(&mut stream, CLIENT_TIMEOUT);
+        assert!(
+            matches!(result, Outcome::Status(400) | Outcome::Closed),
+            "{bytes:?} gave {result:?}"
+        );
+    }
+    assert_serving(server.local_addr());
+}
+
+#[test]
+fn request_body_over_the_limit_gets_413() {
+    let mut options = ServerOptions::default();
+    options.max_body_bytes = 1024;
+    let server = start(options);
+
+    // Declared too large: refused without waiting for the body.
+    let mut stream = connect(server.local_addr());
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
+        .expect("send");
+    let reply = read_reply(&mut stream, false).expect("reply");
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.header("connection"), Some("close"));
+
+    // Chunked, growing past the limit.
+    let mut stream = connect(server.local_addr());
+    let chunk = format!("400\r\n{}\r\n", "b".repeat(0x400));
+    let mut request =
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    request.extend_from_slice(chunk.as_bytes());
+    request.extend_from_slice(chunk.as_bytes());
+    let _ = stream.write_all(&request);
+    let result = outcome(&mut stream, CLIENT_TIMEOUT);
+    assert!(
+        matches!(result, Outcome::Status(413) | Outcome::Closed),
+        "chunked body over the limit gave {result:?}"
+    );
+
+    // At the limit: accepted.
+    let mut request = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1024\r\n\
+                        Connection: close\r\n\r\n"
+        .to_vec();
+    request.extend_from_slice(&[b'c'; 1024]);
+    assert_eq!(exchange(server.local_addr(), &request).status, 200);
+}
+
+#[test]
+fn connections_beyond_the_cap_are_refused_and_service_resumes_when_others_close() {
+    let cap = 4;
+    let mut options = ServerOptions::default();
+    options.max_connections = cap;
+    options.header_read_timeout = Duration::from_secs(30);
+    let server = start(options);
+    let addr = server.local_addr();
+
+    // The kernel queues connections in order, so these are accepted before the extra ones.
+    let mut held: Vec<TcpStream> = (0..cap).map(|_| connect(addr)).collect();
+    for _ in 0..3 {
+        let mut extra = connect(addr);
+        let result = outcome(&mut extra, CLIENT_TIMEOUT);
+        assert!(
+            matches!(result, Outcome::Status(503) | Outcome::Closed),
+            "a connection beyond the cap gave {result:?}"
+        );
+    }
+    for stream in &mut held {
+        assert_eq!(
+            outcome(stream, Duration::from_millis(50)),
+            Outcome::StillOpen,
+            "connections within the cap stay open"
+        );
+    }
+
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = connect(addr);
+        let _ = stream.write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        match read_reply(&mut stream, false) {
+            Ok(reply) if reply.status == 200 => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "service did not resume: {other:?}"
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[test]
+fn stop_returns_promptly_with_idle_and_slow_clients_and_releases_the_port() {
+    let mut options = ServerOptions::default();
+    options.header_read_timeout = Duration::from_secs(30);
+    options.idle_timeout = Duration::from_secs(30);
+    let mut server = start(options);
+    let addr = server.local_addr();
+
+    let mut idle = connect(addr);
+    idle.write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_reply(&mut idle, false).expect("reply").status, 200);
+    let mut slow = connect(addr);
+    slow.write_all(b"GET /echo HTTP/1.1\r\nHost:")
+        .expect("send");
+    assert_eq!(
+        outcome(&mut slow, Duration::from_millis(100)),
+        Outcome::StillOpen
+    );
+
+    let stopping = Instant::now();
+    server.stop();
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(3), "stop() took {took:?}");
+
+    wait_for_close(&mut idle, stopping, Duration::from_secs(2));
+    wait_for_close(&mut slow, stopping, Duration::from_secs(2));
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "nothing listens after stop()"
+    );
+    std::net::TcpListener::bind(addr).expect("the port can be bound again after stop()");
+
+    server.stop(); // idempotent
+    assert_eq!(server.local_addr(), addr);
+}
+
+#[test]
+fn dropping_the_server_stops_it() {
+    let server = start(ServerOptions::default());
+    let addr = server.local_addr();
+    assert_serving(addr);
+    drop(server);
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+}
+
+#[test]
+fn binding_a_port_in_use_fails_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let error = Server::bind(
+        addr.as_str(),
+        Arc::new(TestRoutes),
+        ServerOptions::default(),
+    )
+    .expect_err("the port is taken");
+    assert!(matches!(error, Error::Io { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("binding the debug endpoint to {addr}")),
+        "{message}"
+    );
+}
+
+#[test]
+fn start_serves_a_listener_bound_by_the_caller() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server =
+        Server::start(listener, Arc::new(TestRoutes), ServerOptions::default()).expect("start");
+    assert_eq!(server.local_addr(), addr);
+    assert_serving(addr);
+}
+
+#[test]
+fn invalid_options_are_rejected() {
+    let mut options = ServerOptions::default();
+    options.max_connections = 0;
+    let error =
+        Server::bind("127.0.0.1:0", Arc::new(TestRoutes), options).expect_err("zero connections");
+    assert!(matches!(error, Error::Config { .. }), "{error:?}");
+}
+
+#[test]
+fn works_when_started_and_stopped_inside_a_tokio_runtime() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut server = start(ServerOptions::default());
+        // The host's runtime is blocked here, yet the endpoint answers: it has its own.
+        assert_serving(server.local_addr());
+        server.stop();
+    });
+}
