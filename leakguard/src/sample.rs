@@ -7,8 +7,9 @@ use crate::process::{ProcReader, ProcessStats};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
-/// How often (in samples) a full reading is taken: fd types, fd limit, cgroup limits.
-const FULL_EVERY: u64 = 10;
+/// How often a full reading is taken (fd types, fd limit, peak and swap, cgroup limits): these
+/// cost about ten times a fast reading and change slowly.
+pub const FULL_EVERY: Duration = Duration::from_secs(30);
 /// At most this many source errors are kept per sample.
 const MAX_ERRORS: usize = 4;
 
@@ -44,6 +45,7 @@ pub struct Sampler {
     cgroup: Option<CgroupReader>,
     allocator: Allocator,
     taken: u64,
+    last_full: Option<Duration>,
 }
 
 impl Sampler {
@@ -67,6 +69,7 @@ impl Sampler {
             cgroup,
             allocator,
             taken: 0,
+            last_full: None,
         }
     }
 
@@ -75,11 +78,23 @@ impl Sampler {
         self.allocator.status()
     }
 
-    /// Takes one sample. Sources that fail are listed in [`MemorySample::errors`]; the rest of
+    /// How many samples were taken.
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// Takes one sample: a full reading first and then every [`FULL_EVERY`] of clock time, fast
+    /// readings otherwise. Sources that fail are listed in [`MemorySample::errors`]; the rest of
     /// the sample is still filled in.
     pub fn sample(&mut self, clock: &dyn Clock) -> MemorySample {
         let started = Instant::now();
-        let full = self.taken.is_multiple_of(FULL_EVERY);
+        let now = clock.monotonic();
+        let full = self
+            .last_full
+            .is_none_or(|t| now.saturating_sub(t) >= FULL_EVERY || now < t);
+        if full {
+            self.last_full = Some(now);
+        }
         self.taken += 1;
         let mut errors = Vec::new();
         let mut note = |source: &str, e: &dyn std::fmt::Display| {

@@ -23,7 +23,7 @@ fn a_services_recorder_sees_the_guards_gauges_and_counters() {
     let value = |name: &str| {
         seen.iter()
             .find(|(key, _, _, _)| key.key().name() == name)
-            .map(|(_, _, _, v)| v.clone())
+            .map(|(_, _, _, v)| v)
     };
     match value("process_resident_memory_bytes") {
         Some(DebugValue::Gauge(v)) => assert!(v.into_inner() > 1_048_576.0),
