@@ -22,7 +22,14 @@ pub fn example_binary(name: &str) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "leakguard-examples", "--example", name]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "leakguard-examples",
+            "--example",
+            name,
+        ]);
         if release {
             cmd.arg("--release");
         }
