@@ -1,0 +1,113 @@
+# leakguard: the commands a newcomer guesses.
+#
+#   make test    the one test command: Rust tests of the whole workspace, the Python wheel
+#                built and installed into .venv, the Python tests (pytest) against it
+#   make lint    rustfmt and clippy (warnings are errors), mypy on the Python package
+#   make fmt     format the Rust code
+#   make bench   criterion benches against peer crates
+#   make py-dev  build the extension in place into .venv (maturin develop), for quick iteration
+#   make demo    run the README's demo service
+#
+# Python tools come from requirements-dev.txt into .venv (made with `python3 -m venv`).
+# promtool (for the /metrics format test) is taken from Debian's prometheus package when it is
+# not on PATH; see the `promtool` target.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+CARGO ?= cargo
+VENV := .venv
+VENV_BIN := $(CURDIR)/$(VENV)/bin
+PY := $(VENV_BIN)/python
+# The venv's tools (maturin, pytest, mypy, and promtool once fetched) come first.
+export PATH := $(VENV_BIN):$(PATH)
+
+PY_CRATE := leakguard-py
+WHEEL_DIR := target/wheels
+# The Python tests: the package's own, and any at the top level.
+PY_TESTS := $(PY_CRATE)/tests $(wildcard tests/python tests/test_*.py)
+
+.PHONY: test cargo-test wheel demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv
+
+## test: wheel build + install, cargo tests, Python tests. A cold run takes a few minutes.
+test: wheel cargo-test py-test
+
+cargo-test:
+	$(CARGO) test --workspace
+
+# A debug wheel: the tests check behaviour, not speed, and a cold debug build is far quicker
+# than a release one on two cores. maturin (>= 1.9.4) sets PYO3_BUILD_EXTENSION_MODULE, so
+# the module does not link libpython; the wheel is abi3 (CPython >= 3.9).
+wheel: venv
+	rm -f $(WHEEL_DIR)/leakguard-*.whl
+	$(VENV_BIN)/maturin build --manifest-path $(PY_CRATE)/Cargo.toml --interpreter $(PY) --out $(WHEEL_DIR)
+	$(PY) -m pip install --quiet --no-index --no-deps --force-reinstall $(WHEEL_DIR)/leakguard-*.whl
+
+# The demo binary that test_exposition.py runs (target/debug/examples/leaky_service).
+demo-bin:
+	$(CARGO) build --example leaky_service
+
+# pytest exits 5 when it collects no test: that would mean the Python tests went missing,
+# so it is an error here, said plainly. Every other non-zero code is passed on as it is.
+py-test: venv promtool wheel demo-bin
+	@status=0; $(VENV_BIN)/pytest -p no:cacheprovider $(PY_TESTS) || status=$$?; \
+	if [ "$$status" -eq 5 ]; then \
+		echo "error: pytest collected no tests from $(PY_TESTS)" >&2; exit 1; \
+	fi; \
+	exit "$$status"
+
+## venv: .venv with the tools of requirements-dev.txt (re-installed when that file changes).
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## promtool: use the one on PATH, else extract it from Debian's prometheus package into
+## .venv/bin. The package is downloaded (about 19 MB), not installed: installing it would
+## start a Prometheus server from its postinst, create a system user and pull in ~40 packages;
+## promtool itself is one static binary.
+promtool: venv
+	@if command -v promtool >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "error: promtool is not on PATH; install Prometheus's promtool (Debian: package prometheus)" >&2; \
+		exit 1; \
+	fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	if ! (cd "$$tmp" && apt-get download -qq prometheus 2>/dev/null); then \
+		if [ "$$(id -u)" -ne 0 ]; then \
+			echo "error: cannot download Debian's prometheus package (run 'apt-get update' as root, or install promtool)" >&2; \
+			exit 1; \
+		fi; \
+		apt-get update -qq; \
+		(cd "$$tmp" && apt-get download -qq prometheus 2>&1 | grep -v 'unsandboxed as root' || true); \
+	fi; \
+	dpkg-deb --fsys-tarfile "$$tmp"/prometheus_*.deb | tar -x -C "$$tmp" ./usr/bin/promtool; \
+	install -m 0755 "$$tmp/usr/bin/promtool" $(VENV_BIN)/promtool; \
+	echo "promtool: $$($(VENV_BIN)/promtool --version 2>&1 | head -n 1), from Debian's prometheus package, in $(VENV)/bin"
+
+## lint: rustfmt, clippy with warnings as errors, mypy --strict on the Python package and tests.
+lint: venv
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	$(PY) -m mypy --strict --cache-dir $(VENV)/.mypy_cache $(PY_CRATE)/python/leakguard $(PY_CRATE)/tests
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	$(CARGO) bench -p leakguard-benches
+
+## py-dev: compile the extension into leakguard-py/python/leakguard/ and install the package
+## into .venv in editable mode; Python edits show at once, Rust edits after another py-dev.
+py-dev: venv
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV_BIN)/maturin develop --manifest-path $(PY_CRATE)/Cargo.toml
+
+demo:
+	$(CARGO) run --release --example leaky_service
+
+clean-venv:
+	rm -rf $(VENV)
