@@ -10,15 +10,20 @@
 //! - `DEMO_LIMIT`: the demo's memory limit (default 256MiB; `LEAKGUARD_LIMIT` overrides it).
 //! - `DEMO_LEAK_MAX`: the background leak stops here (default: 110% of the limit), so an
 //!   unattended demo never eats the machine.
+//! - `DEMO_DRAIN_DELAY`: how long readiness is off before the drain at a restart (default 2s).
 //! - every `LEAKGUARD_*` variable of the operator contract (endpoint address, thresholds, …).
 //!
 //! Endpoints of the service: `GET /` (a little real work), `GET /leak?kib=N` (keeps N KiB
-//! forever). leakguard's endpoint is printed at start.
+//! forever), `GET /leak_conn?n=N` (opens N connections and never closes them: they show in the
+//! report's handles section as kind `upstream_conn`, with the function that opened them).
+//! The service's own accepted connections are tracked as kind `http_conn`. leakguard's
+//! endpoint is printed at start.
 
 use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
-use leakguard::{Event, Guard, format_bytes, parse_size};
+use leakguard::restart::RestartPolicy;
+use leakguard::{Event, Guard, format_bytes, parse_duration, parse_size};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,6 +93,137 @@ async fn leak_handler(
     )
 }
 
+/// Connections the service "forgot" to close (see `/leak_conn`).
+static LEAKED_CONNS: Mutex<Vec<leakguard::Tracked<std::net::TcpStream>>> = Mutex::new(Vec::new());
+
+/// The service's own address, for `/leak_conn` to connect to.
+static SERVICE_ADDR: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+
+/// Opens a connection like a client to an upstream would, counted by leakguard while open.
+fn open_upstream_conn(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<leakguard::Tracked<std::net::TcpStream>> {
+    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    Ok(leakguard::Tracked::new(stream, "upstream_conn"))
+}
+
+/// `GET /leak_conn?n=N`: opens N connections and keeps them open forever.
+async fn leak_conn_handler(
+    Query(q): Query<HashMap<String, String>>,
+) -> (axum::http::StatusCode, String) {
+    let n = match q.get("n").map(|v| v.parse::<usize>()) {
+        Some(Ok(n)) if n <= 256 => n,
+        _ => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                "use /leak_conn?n=N with N from 0 to 256\n".into(),
+            );
+        }
+    };
+    let Some(addr) = SERVICE_ADDR.get().copied() else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not ready\n".into(),
+        );
+    };
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut opened = 0;
+        for _ in 0..n {
+            match open_upstream_conn(addr) {
+                Ok(conn) => {
+                    if let Ok(mut kept) = LEAKED_CONNS.lock() {
+                        kept.push(conn);
+                        opened += 1;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        opened
+    })
+    .await
+    .unwrap_or(0);
+    let total = LEAKED_CONNS.lock().map_or(0, |k| k.len());
+    (
+        axum::http::StatusCode::OK,
+        format!("leaked {opened} connection(s); {total} kept open in total\n"),
+    )
+}
+
+/// An accepted connection, counted by leakguard as kind `http_conn` while it is open.
+struct TrackedConn {
+    stream: tokio::net::TcpStream,
+    _handle: leakguard::HandleGuard,
+}
+
+impl tokio::io::AsyncRead for TrackedConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TrackedConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The service's listener, which stops handing out connections once the drain begins: new
+/// connections then wait in the kernel's backlog for the next process image, and the ones
+/// already accepted are served to the end.
+struct DrainableListener {
+    inner: tokio::net::TcpListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl axum::serve::Listener for DrainableListener {
+    type Io = TrackedConn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (inner, stop) = (&self.inner, &mut self.stop);
+        loop {
+            tokio::select! {
+                accepted = inner.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let conn = TrackedConn { stream, _handle: leakguard::track("http_conn") };
+                        return (conn, peer);
+                    }
+                    // Out of descriptors and the like: wait a little rather than spin.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                },
+                _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => {
+                    std::future::pending::<()>().await
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
 fn print_event(e: &Event) {
     println!("  [event {:>5}] {}", e.level.as_str(), e.message);
 }
@@ -105,9 +241,37 @@ fn main() {
         Err(_) => limit / 10 * 11,
     };
 
+    let drain_delay = parse_duration("DEMO_DRAIN_DELAY", &env_or("DEMO_DRAIN_DELAY", "2s"))
+        .unwrap_or_else(|e| fail(e.to_string()));
+
+    // At a restart, leakguard calls this after readiness went off: stop accepting and finish
+    // the requests in flight, then return (the listener itself stays open for the new image).
+    let (stop_accepting, stop_rx) = tokio::sync::watch::channel(false);
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_tx = std::sync::Mutex::new(Some(drain_tx));
+    let (drained_tx, drained_rx) = std::sync::mpsc::channel::<()>();
+    let drained_rx = std::sync::Mutex::new(drained_rx);
+
     let guard = Guard::builder()
         .limit(limit)
+        .restart_policy(RestartPolicy {
+            drain_delay,
+            ..RestartPolicy::default()
+        })
         .on_event(print_event)
+        .on_drain(move |deadline| {
+            // First stop accepting; give the connections just accepted time to have their
+            // request read; then close idle connections and finish the ones in flight.
+            let _ = stop_accepting.send(true);
+            std::thread::sleep(Duration::from_millis(250));
+            if let Some(tx) = drain_tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(());
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if let Ok(rx) = drained_rx.lock() {
+                let _ = rx.recv_timeout(wait);
+            }
+        })
         .start()
         .unwrap_or_else(|e| fail(format!("cannot start leakguard: {e}")));
 
@@ -116,15 +280,42 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")));
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(&demo_addr))
+    // The service's listener comes through leakguard, so it survives a restart in place.
+    let listener = leakguard::listener("http", demo_addr.as_str())
+        .and_then(|l| {
+            l.set_nonblocking(true)
+                .map_err(|source| leakguard::Error::Io {
+                    what: "making the listener non-blocking".into(),
+                    source,
+                })?;
+            Ok(l)
+        })
         .unwrap_or_else(|e| fail(format!("cannot listen on {demo_addr}: {e}")));
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)
+            .unwrap_or_else(|e| fail(format!("cannot listen on {demo_addr}: {e}")))
+    };
     let service_addr = listener
         .local_addr()
         .map_or(demo_addr.clone(), |a| a.to_string());
+    if let Ok(a) = listener.local_addr() {
+        let _ = SERVICE_ADDR.set(a);
+    }
+    // Every upstream connection's creation site is recorded (a kind under suspicion), and more
+    // than 100 open at once is a warning.
+    let _ = leakguard::handles::configure(
+        "upstream_conn",
+        leakguard::KindConfig::new().sample_every(1).max_open(100),
+    );
 
-    println!("leaky_service: a demo service with a deliberate leak, guarded by leakguard");
-    println!("  service     http://{service_addr}/          (GET /leak?kib=N leaks on demand)");
+    println!(
+        "leaky_service (pid {}): a demo service with a deliberate leak, guarded by leakguard",
+        std::process::id()
+    );
+    println!(
+        "  service     http://{service_addr}/          (GET /leak?kib=N, /leak_conn?n=N leak on demand)"
+    );
     println!(
         "  background  leaking {rate_kib} KiB/s, stops at {}",
         format_bytes(leak_max)
@@ -212,8 +403,27 @@ fn main() {
 
     let app = Router::new()
         .route("/", get(index))
-        .route("/leak", get(leak_handler));
-    if let Err(e) = runtime.block_on(async { axum::serve(listener, app).await }) {
+        .route("/leak", get(leak_handler))
+        .route("/leak_conn", get(leak_conn_handler));
+    let served = runtime.block_on(async {
+        let listener = DrainableListener {
+            inner: listener,
+            stop: stop_rx,
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = drain_rx.await;
+            })
+            .await
+    });
+    if let Err(e) = served {
         fail(format!("the service stopped: {e}"));
+    }
+    // Drained: in-flight requests are done. leakguard now replaces the process image; new
+    // connections wait in the listener's backlog meanwhile.
+    println!("  [demo] drained: no request in flight");
+    let _ = drained_tx.send(());
+    loop {
+        std::thread::park();
     }
 }

@@ -11,8 +11,7 @@
 //! counters wrap: they are read as unsigned 32-bit values, correct up to 4 GiB.
 
 #[cfg(feature = "jemalloc")]
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use serde::Serialize;
 
 /// Which allocator leakguard reads.
@@ -197,6 +196,45 @@ impl Allocator {
     /// What was detected.
     pub fn status(&self) -> &AllocatorStatus {
         &self.status
+    }
+
+    /// Asks the allocator to return free memory to the OS: jemalloc purges every arena's dirty
+    /// and muzzy pages, glibc runs `malloc_trim(0)`.
+    pub fn purge(&self) -> Result<()> {
+        match &self.backend {
+            #[cfg(feature = "jemalloc")]
+            Backend::Jemalloc(_) => {
+                // MALLCTL_ARENAS_ALL is 4096; purge takes neither input nor output.
+                let name = c"arena.4096.purge";
+                // SAFETY: a valid NUL-terminated mallctl name with null old/new pointers, as
+                // this control requires.
+                let rc = unsafe {
+                    tikv_jemalloc_sys::mallctl(
+                        name.as_ptr(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        0,
+                    )
+                };
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(Error::Allocator(format!(
+                        "jemalloc arena purge failed (error {rc})"
+                    )))
+                }
+            }
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            Backend::Glibc(_) => {
+                // SAFETY: malloc_trim only walks glibc's own heap under its own locks.
+                unsafe { libc::malloc_trim(0) };
+                Ok(())
+            }
+            Backend::None => Err(Error::Allocator(
+                "no allocator statistics backend: nothing to purge".into(),
+            )),
+        }
     }
 
     /// Takes one reading (jemalloc: advances the `epoch` once, then reads the stats).

@@ -22,6 +22,8 @@ pub enum RestartAction {
     Signal(String),
     /// Report only.
     None,
+    /// Call the callback set with [`GuardBuilder::on_restart`](crate::GuardBuilder::on_restart).
+    Callback,
 }
 
 impl RestartAction {
@@ -86,6 +88,7 @@ impl std::fmt::Display for RestartAction {
             RestartAction::Exit(c) => write!(f, "exit:{c}"),
             RestartAction::Signal(s) => write!(f, "signal:{s}"),
             RestartAction::None => f.write_str("none"),
+            RestartAction::Callback => f.write_str("callback"),
         }
     }
 }

@@ -51,6 +51,17 @@ pub enum EventKind {
     EndpointFailed,
     /// Something about the allocator the operator should know.
     Allocator,
+    /// The leak detector flagged sustained growth of the memory floor.
+    LeakSuspected,
+    /// The leak detector no longer sees sustained growth.
+    LeakCleared,
+    /// Something about a graceful restart: begun, drain hooks, the action, held back.
+    Restart,
+    /// A handle kind crossed its `max_open` or `max_age`, or open fds crossed 80% of the fd
+    /// limit (and back).
+    HandleLimit,
+    /// Memory pressure: registered caches were asked to shrink.
+    Pressure,
 }
 
 /// One event.

@@ -177,6 +177,28 @@ pub(crate) fn families(s: &Snapshot) -> Vec<Family> {
         );
     }
     f.gauge(
+        "leakguard_memory_growth_bytes_per_second",
+        "Growth rate of the memory floor (lower envelope of RSS), bytes per second.",
+        s.verdict.slope_bytes_per_second,
+    );
+    f.gauge(
+        "leakguard_memory_oom_eta_seconds",
+        "Seconds until RSS reaches the limit at the current growth rate, while a leak is suspected.",
+        s.oom_eta_seconds,
+    );
+    f.gauge(
+        "leakguard_leak_suspected",
+        "1 while the leak detector sees sustained growth of the memory floor.",
+        Some(if s.verdict.leak { 1.0 } else { 0.0 }),
+    );
+    f.gauge(
+        "leakguard_leak_confidence",
+        "Share of the floor's pairwise slopes that are positive (0.5 flat, 1 steady growth).",
+        s.verdict
+            .slope_bytes_per_second
+            .map(|_| s.verdict.confidence),
+    );
+    f.gauge(
         "leakguard_threshold_state",
         "Memory threshold state: 0 normal, 1 warn, 2 critical, 3 restart.",
         Some(f64::from(s.state.as_number())),
@@ -248,6 +270,8 @@ pub(crate) fn families(s: &Snapshot) -> Vec<Family> {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
+    f.0.extend(crate::handles::families());
+    f.0.extend(crate::cache::families());
     f.add(
         "leakguard_info",
         "leakguard's version and the allocator it reads (value is always 1).",

@@ -5,22 +5,32 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod allocator;
+pub mod attribution;
+pub mod cache;
 pub mod cgroup;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 mod clock;
 mod config;
 pub mod endpoint;
 mod error;
 mod event;
 mod exposition;
+pub mod handles;
+mod handover;
 mod history;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 pub mod process;
 mod report;
+pub mod restart;
 pub mod sample;
 mod snapshot;
+pub mod testing;
 mod threshold;
+pub mod trend;
 mod units;
 mod watchdog;
 
@@ -28,9 +38,12 @@ pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::config::{Config, DEFAULT_ADDR, LimitSetting, RestartAction, parse_addr};
 pub use self::error::{Error, Result};
 pub use self::event::{EVENT_CAPACITY, Event, EventKind, EventLog, Level};
+pub use self::handles::{HandleGuard, HandleKind, KindConfig, Tracked, track};
+pub use self::handover::{RestartRecord, handover_names, keep_for_handover, listener, release};
 pub use self::history::{History, HistoryPoint, Tier};
 pub use self::report::{
-    AllocatorSection, LimitSection, MemorySection, Report, RestartSection, SamplerSection,
+    AllocatorSection, LeakSection, LimitSection, MemorySection, Report, RestartSection,
+    SamplerSection,
 };
 pub use self::sample::{MemorySample, Sampler};
 pub use self::snapshot::Limit;

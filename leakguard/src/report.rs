@@ -1,11 +1,13 @@
 //! The report that `GET /debug/leakguard` serves (and that later the CLI renders).
 
 use crate::allocator::{AllocatorStats, AllocatorStatus};
+use crate::attribution::Attribution;
 use crate::cgroup::CgroupStats;
 use crate::event::Event;
 use crate::process::ProcessStats;
 use crate::snapshot::{Limit, Snapshot};
 use crate::threshold::{MemoryState, Thresholds};
+use crate::trend::Severity;
 use serde::Serialize;
 
 /// The whole report. Its JSON form is part of the operator contract: fields are added, never
@@ -28,12 +30,18 @@ pub struct Report {
     pub memory: MemorySection,
     /// The limit in force, if any, and the thresholds in bytes.
     pub limit: Option<LimitSection>,
+    /// The leak detector's verdict and where the growth went.
+    pub leak: LeakSection,
     /// The thresholds as fractions.
     pub thresholds: Thresholds,
     /// Allocator status and statistics.
     pub allocator: AllocatorSection,
     /// Process statistics from the last sample.
     pub process: Option<ProcessStats>,
+    /// Tracked handles by kind, their open creation sites, and the OS view (fds, TCP states).
+    pub handles: Option<crate::handles::HandlesReport>,
+    /// Registered caches.
+    pub caches: Vec<crate::cache::CacheReport>,
     /// The cgroup memory controller, if any.
     pub cgroup: Option<CgroupStats>,
     /// The sampler's own health.
@@ -55,6 +63,33 @@ pub struct MemorySection {
     pub heap_bytes: Option<u64>,
     /// Resident over limit.
     pub usage_ratio: Option<f64>,
+}
+
+/// The leak detector's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeakSection {
+    /// Whether a leak is suspected.
+    pub suspected: bool,
+    /// How serious: none, slow, warning, critical.
+    pub severity: Severity,
+    /// Growth rate of the memory floor, bytes per second (once there is enough data).
+    pub growth_bytes_per_second: Option<f64>,
+    /// The same in MB (10⁶ bytes) per hour, the runbooks' unit.
+    pub growth_mb_per_hour: Option<f64>,
+    /// Share of pairwise slopes that are positive (0.5: flat and noisy; 1: steady growth).
+    pub confidence: f64,
+    /// When the leak was first suspected, seconds since the Unix epoch.
+    pub first_suspected_at: Option<f64>,
+    /// Seconds until RSS reaches the limit at this rate (leak suspected and a limit known).
+    pub oom_eta_seconds: Option<f64>,
+    /// The horizon the verdict comes from, seconds.
+    pub horizon_seconds: Option<f64>,
+    /// Whether the detector is still warming up.
+    pub warming_up: bool,
+    /// Why, in one sentence.
+    pub reason: String,
+    /// Where the growth since the end of the warm-up went; `None` during the warm-up.
+    pub attribution: Option<Attribution>,
 }
 
 /// The limit and thresholds in bytes.
@@ -117,6 +152,22 @@ fn threshold_bytes(limit: u64, fraction: f64) -> u64 {
 impl Report {
     pub(crate) fn from_snapshot(s: Snapshot) -> Self {
         let usage_ratio = s.usage_ratio();
+        let v = &s.verdict;
+        let leak = LeakSection {
+            suspected: v.leak,
+            severity: v.severity,
+            growth_bytes_per_second: v.slope_bytes_per_second,
+            growth_mb_per_hour: v
+                .slope_bytes_per_second
+                .map(|b| b / crate::trend::MB_PER_HOUR),
+            confidence: v.confidence,
+            first_suspected_at: v.first_suspected_at,
+            oom_eta_seconds: s.oom_eta_seconds,
+            horizon_seconds: v.horizon_seconds,
+            warming_up: v.warming_up,
+            reason: v.reason.clone(),
+            attribution: s.attribution.clone(),
+        };
         let sample = s.sample;
         let limit = s.limit.map(|Limit { bytes, source }| LimitSection {
             bytes,
@@ -151,12 +202,15 @@ impl Report {
                 usage_ratio,
             },
             limit,
+            leak,
             thresholds: s.thresholds,
             allocator: AllocatorSection {
                 status: s.allocator,
                 stats: allocator_stats,
             },
             process,
+            handles: s.handles,
+            caches: s.caches,
             cgroup,
             sampler: SamplerSection {
                 interval_seconds: s.interval_seconds,

@@ -78,6 +78,11 @@ impl Sampler {
         self.allocator.status()
     }
 
+    /// Asks the allocator to return free memory to the OS (see [`Allocator::purge`]).
+    pub fn purge_allocator(&self) -> crate::Result<()> {
+        self.allocator.purge()
+    }
+
     /// How many samples were taken.
     pub fn taken(&self) -> u64 {
         self.taken

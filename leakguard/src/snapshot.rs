@@ -1,9 +1,11 @@
 //! A consistent copy of the guard's state, taken under its lock and rendered without it.
 
 use crate::allocator::AllocatorStatus;
+use crate::attribution::Attribution;
 use crate::event::Event;
 use crate::sample::MemorySample;
 use crate::threshold::{MemoryState, Thresholds};
+use crate::trend::Verdict;
 use serde::Serialize;
 
 /// The memory limit in force and where it came from.
@@ -36,6 +38,14 @@ pub(crate) struct Snapshot {
     pub recent_events: Vec<Event>,
     pub allocator: AllocatorStatus,
     pub endpoint: Option<String>,
+    pub verdict: Verdict,
+    pub oom_eta_seconds: Option<f64>,
+    /// Computed for the report only.
+    pub attribution: Option<Attribution>,
+    /// For the report only.
+    pub handles: Option<crate::handles::HandlesReport>,
+    /// For the report only.
+    pub caches: Vec<crate::cache::CacheReport>,
 }
 
 impl Snapshot {

@@ -1,6 +1,7 @@
 //! The guard: the background sampler thread, thresholds, events, and the endpoint's content.
 
 use crate::allocator::{Allocator, AllocatorChoice};
+use crate::attribution::{Attribution, Baseline, attribute};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LimitSetting, RestartAction, parse_addr};
 use crate::endpoint::{self, EndpointRequest, EndpointResponse, Routes};
@@ -9,9 +10,11 @@ use crate::event::{Event, EventKind, EventLog, Level};
 use crate::exposition;
 use crate::history::{History, HistoryPoint};
 use crate::report::Report;
+use crate::restart::{DrainHook, HookOutcome, RestartCallback, RestartPolicy, run_hooks};
 use crate::sample::{MemorySample, Sampler};
 use crate::snapshot::{Limit, Snapshot};
 use crate::threshold::{MemoryState, ThresholdTracker, Thresholds, Transition};
+use crate::trend::{Severity, TrendConfig, TrendDetector};
 use crate::units::format_bytes;
 use parking_lot::{Condvar, Mutex};
 use std::net::SocketAddr;
@@ -22,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 type EventCallback = Box<dyn Fn(&Event) + Send + Sync>;
-type Answer = fn(&Inner, &EndpointRequest) -> EndpointResponse;
+type Answer = fn(&Arc<Inner>, &EndpointRequest) -> EndpointResponse;
 
 /// Builds and starts a [`Guard`]. The `LEAKGUARD_*` environment variables override what is
 /// set here (unless [`GuardBuilder::ignore_env`] is called).
@@ -36,6 +39,11 @@ pub struct GuardBuilder {
     record_metrics: bool,
     callbacks: Vec<EventCallback>,
     addr_error: Option<Error>,
+    trend: TrendConfig,
+    hooks: Vec<DrainHook>,
+    policy: RestartPolicy,
+    restart_callback: Option<RestartCallback>,
+    pressure_fraction: f64,
 }
 
 impl std::fmt::Debug for GuardBuilder {
@@ -59,6 +67,11 @@ impl GuardBuilder {
             record_metrics: true,
             callbacks: Vec::new(),
             addr_error: None,
+            trend: TrendConfig::default(),
+            hooks: Vec::new(),
+            policy: RestartPolicy::default(),
+            restart_callback: None,
+            pressure_fraction: 0.5,
         }
     }
 
@@ -145,6 +158,42 @@ impl GuardBuilder {
         self
     }
 
+    /// The leak detector's settings (warm-up, window, rates; defaults follow the runbooks).
+    pub fn trend(mut self, config: TrendConfig) -> Self {
+        self.trend = config;
+        self
+    }
+
+    /// Registers a drain hook, run at a graceful restart after readiness went off and the drain
+    /// delay passed: stop accepting, finish in-flight work, before the deadline it is given.
+    /// Hooks run in the order registered; one that panics or overruns is reported and the
+    /// sequence goes on.
+    pub fn on_drain(mut self, hook: impl Fn(std::time::Instant) + Send + Sync + 'static) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// When the critical threshold is reached, every registered cache is asked to shrink to
+    /// this fraction of its size (default 0.5), before any restart is considered.
+    pub fn pressure_shrink(mut self, fraction: f64) -> Self {
+        self.pressure_fraction = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Drain delay, drain timeout and the restarts-per-hour limit.
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// A restart action in code: `f` is called with the reason after the drain, instead of the
+    /// built-in actions (the same as `restart_action(RestartAction::Callback)` plus the callback).
+    pub fn on_restart(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.restart_callback = Some(Arc::new(f));
+        self.config.restart_action = RestartAction::Callback;
+        self
+    }
+
     /// Do not read `LEAKGUARD_*` environment variables (tests, embedding).
     pub fn ignore_env(mut self) -> Self {
         self.read_env = false;
@@ -203,6 +252,19 @@ impl GuardBuilder {
             config.apply_env(|k| std::env::var(k).ok())?;
         }
         config.validate()?;
+        if config.restart_action == RestartAction::Callback && self.restart_callback.is_none() {
+            return Err(Error::config(
+                "restart action",
+                "callback",
+                "set the callback with GuardBuilder::on_restart",
+            ));
+        }
+        let handover_notes = crate::handover::take_environment();
+        let record = crate::handover::record();
+        if let Some(clock) = &self.clock {
+            // Handle ages follow the guard's clock (a manual one in tests).
+            crate::handles::set_clock(Arc::clone(clock));
+        }
         let clock = self
             .clock
             .unwrap_or_else(|| Arc::new(SystemClock::new()) as Arc<dyn Clock>);
@@ -233,13 +295,22 @@ impl GuardBuilder {
                 tracker: ThresholdTracker::new(thresholds),
                 limit: None,
                 failing: Vec::new(),
+                trend: TrendDetector::new(self.trend),
+                baseline: None,
             }),
             events: Mutex::new(EventLog::default()),
             ready: AtomicBool::new(true),
             samples: AtomicU64::new(0),
             sample_errors: AtomicU64::new(0),
             panics: AtomicU64::new(0),
-            restarts: AtomicU64::new(0),
+            restarts: AtomicU64::new(record.restarts_total),
+            hooks: self.hooks,
+            policy: self.policy,
+            restart_callback: self.restart_callback,
+            restarting: AtomicBool::new(false),
+            restart_deferred: Mutex::new(None),
+            handle_limits: Mutex::new(crate::handles::LimitMonitor::new()),
+            pressure_fraction: self.pressure_fraction,
             stop: Mutex::new(false),
             wake: Condvar::new(),
             callbacks: self.callbacks,
@@ -262,6 +333,21 @@ impl GuardBuilder {
                     .map_or_else(|| "off".to_owned(), |a| format!("http://{a}")),
             ),
         )]);
+        for note in handover_notes {
+            inner.emit(vec![inner.event(Level::Warn, EventKind::Restart, note)]);
+        }
+        if record.restarts_total > 0 {
+            inner.emit(vec![inner.event(
+                Level::Info,
+                EventKind::Restart,
+                format!(
+                    "running after graceful restart #{} in place (pid {}); last reason: {}",
+                    record.restarts_total,
+                    std::process::id(),
+                    record.last_reason.as_deref().unwrap_or("unknown")
+                ),
+            )]);
+        }
         if let Some(note) = inner.allocator.note.clone() {
             inner.emit(vec![inner.event(Level::Warn, EventKind::Allocator, note)]);
         }
@@ -275,8 +361,10 @@ impl GuardBuilder {
         let server = match inner.config.addr {
             Some(addr) => {
                 let routes: Arc<dyn Routes> = Arc::new(GuardRoutes(Arc::clone(&inner)));
-                match crate::http::Server::bind(addr, routes, crate::http::ServerOptions::default())
-                {
+                let started = crate::handover::listener("leakguard", addr).and_then(|l| {
+                    crate::http::Server::start(l, routes, crate::http::ServerOptions::default())
+                });
+                match started {
                     Ok(server) => {
                         *inner.endpoint.lock() = Some(server.local_addr());
                         Some(server)
@@ -396,6 +484,18 @@ impl Guard {
         self.inner.ready.load(Ordering::SeqCst)
     }
 
+    /// Starts a graceful restart now (as `POST /debug/leakguard/restart` does): readiness off,
+    /// drain delay, drain hooks, then the restart action, on a thread of its own. Refused
+    /// while one is under way or when the per-hour limit is reached.
+    pub fn restart_now(&self, reason: &str) -> std::result::Result<(), String> {
+        Arc::clone(&self.inner).begin_restart(reason.to_owned())
+    }
+
+    /// Whether a restart is under way.
+    pub fn is_restarting(&self) -> bool {
+        self.inner.restarting.load(Ordering::SeqCst)
+    }
+
     /// The address the debug endpoint listens on, if it runs.
     pub fn endpoint_addr(&self) -> Option<SocketAddr> {
         *self.inner.endpoint.lock()
@@ -462,6 +562,9 @@ struct State {
     tracker: ThresholdTracker,
     limit: Option<Limit>,
     failing: Vec<String>,
+    trend: TrendDetector,
+    /// Taken when the detector's warm-up ends.
+    baseline: Option<Baseline>,
 }
 
 struct Inner {
@@ -485,6 +588,28 @@ struct Inner {
     callbacks: Vec<EventCallback>,
     record_metrics: bool,
     endpoint: Mutex<Option<SocketAddr>>,
+    hooks: Vec<DrainHook>,
+    policy: RestartPolicy,
+    restart_callback: Option<RestartCallback>,
+    /// One restart at a time.
+    restarting: AtomicBool,
+    /// Why a wanted restart is being held back (reported once per reason).
+    restart_deferred: Mutex<Option<String>>,
+    /// Per-kind handle limits and the fd limit, each crossing reported once.
+    handle_limits: Mutex<crate::handles::LimitMonitor>,
+    /// Registered caches shrink to this fraction when the critical threshold is reached.
+    pressure_fraction: f64,
+}
+
+/// The quantities attribution compares: RSS, live heap, caches' weights, open handles.
+fn current_quantities(sample: &MemorySample, at: f64) -> Baseline {
+    Baseline {
+        at,
+        resident_bytes: sample.process.resident_bytes,
+        heap_bytes: sample.allocator.as_ref().map(|a| a.allocated),
+        caches: crate::cache::weight_by_cache(),
+        handles: crate::handles::open_by_kind(),
+    }
 }
 
 fn allocator_name(kind: crate::allocator::AllocatorKind) -> &'static str {
@@ -495,7 +620,7 @@ fn allocator_name(kind: crate::allocator::AllocatorKind) -> &'static str {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -564,13 +689,21 @@ impl Inner {
         }
     }
 
-    fn tick(&self) -> MemorySample {
+    fn tick(self: &Arc<Self>) -> MemorySample {
         let sample = self.sampler.lock().sample(&*self.clock);
+        // Expired cache entries are reclaimed on the sampler's tick too (bounded work).
+        crate::cache::maintain_all();
+        let handle_events = self.handle_limits.lock().check(Some(&sample.process));
         self.samples.fetch_add(1, Ordering::Relaxed);
         if !sample.errors.is_empty() {
             self.sample_errors.fetch_add(1, Ordering::Relaxed);
         }
-        let mut events = Vec::new();
+        let mut events: Vec<Event> = handle_events
+            .into_iter()
+            .map(|e| self.event(e.level, EventKind::HandleLimit, e.message))
+            .collect();
+        let want_restart;
+        let mut under_pressure = false;
         {
             let mut st = self.state.lock();
             let limit = self.resolve_limit(&sample);
@@ -587,6 +720,8 @@ impl Inner {
                 .as_ref()
                 .map(|l| sample.process.resident_bytes as f64 / l.bytes.max(1) as f64);
             if let Some(Transition { from, to }) = st.tracker.observe(ratio) {
+                under_pressure =
+                    to > from && to >= MemoryState::Critical && from < MemoryState::Critical;
                 let (level, kind) = if to > from {
                     let level = match to {
                         MemoryState::Warn => Level::Warn,
@@ -607,6 +742,39 @@ impl Inner {
                         format_bytes(limit)
                     ),
                 ));
+            }
+            // The detector runs on time since start (immune to wall-clock jumps) and RSS.
+            let t = self.started_unix
+                + sample
+                    .monotonic
+                    .saturating_sub(self.started_mono)
+                    .as_secs_f64();
+            let flipped = st.trend.observe(t, sample.process.resident_bytes);
+            if st.baseline.is_none()
+                && t - self.started_unix >= st.trend.config().warmup.as_secs_f64()
+            {
+                st.baseline = Some(current_quantities(&sample, t));
+            }
+            if flipped {
+                let v = st.trend.verdict();
+                events.push(if v.leak {
+                    let level = if v.severity >= Severity::Warning {
+                        Level::Error
+                    } else {
+                        Level::Warn
+                    };
+                    self.event(
+                        level,
+                        EventKind::LeakSuspected,
+                        format!("leak suspected ({:?}): {}", v.severity, v.reason).to_lowercase(),
+                    )
+                } else {
+                    self.event(
+                        Level::Info,
+                        EventKind::LeakCleared,
+                        format!("leak no longer suspected: {}", v.reason),
+                    )
+                });
             }
             let failing: Vec<String> = sample
                 .errors
@@ -630,6 +798,28 @@ impl Inner {
             st.failing = failing;
             st.history.push(&sample);
             st.latest = Some(sample.clone());
+            want_restart = self.restart_reason(&st, &sample);
+        }
+        if under_pressure {
+            // The step that often makes a restart unnecessary: caches give memory back.
+            let shrunk = crate::cache::shrink_all(self.pressure_fraction);
+            if shrunk.entries_evicted > 0 {
+                events.push(self.event(
+                    Level::Warn,
+                    EventKind::Pressure,
+                    format!(
+                        "memory pressure: caches shrunk to {:.0}%, {} entries and {} evicted",
+                        self.pressure_fraction * 100.0,
+                        shrunk.entries_evicted,
+                        format_bytes(shrunk.bytes_evicted)
+                    ),
+                ));
+            }
+        }
+        if let Some(reason) = want_restart {
+            self.want_restart(reason, &mut events);
+        } else {
+            *self.restart_deferred.lock() = None;
         }
         if self.record_metrics {
             exposition::record(&exposition::families(&self.snapshot(false)));
@@ -638,7 +828,7 @@ impl Inner {
         sample
     }
 
-    fn run(&self) {
+    fn run(self: &Arc<Self>) {
         loop {
             let next = Instant::now() + self.config.interval;
             {
@@ -661,14 +851,29 @@ impl Inner {
     }
 
     fn snapshot(&self, with_events: bool) -> Snapshot {
-        let (sample, limit, state, thresholds) = {
+        let (sample, limit, state, thresholds, verdict, baseline) = {
             let st = self.state.lock();
             (
                 st.latest.clone(),
                 st.limit.clone(),
                 st.tracker.state(),
                 *st.tracker.thresholds(),
+                st.trend.verdict().clone(),
+                st.baseline.clone(),
             )
+        };
+        let oom_eta_seconds = match (&sample, &limit) {
+            (Some(x), Some(l)) if verdict.leak => verdict
+                .slope_bytes_per_second
+                .filter(|s| *s > 0.0)
+                .map(|s| l.bytes.saturating_sub(x.process.resident_bytes) as f64 / s),
+            _ => None,
+        };
+        let attribution: Option<Attribution> = match (&baseline, &sample) {
+            (Some(b), Some(x)) if with_events => {
+                Some(attribute(b, &current_quantities(x, x.unix_seconds)))
+            }
+            _ => None,
         };
         let (events_by_level, recent_events) = {
             let log = self.events.lock();
@@ -708,11 +913,26 @@ impl Inner {
             recent_events,
             allocator: self.allocator.clone(),
             endpoint: self.endpoint.lock().map(|a| a.to_string()),
+            verdict,
+            oom_eta_seconds,
+            attribution,
+            handles: with_events.then(crate::handles::report),
+            caches: if with_events {
+                crate::cache::report()
+            } else {
+                Vec::new()
+            },
         }
     }
 
-    fn route(&self, req: &EndpointRequest) -> EndpointResponse {
+    fn route(self: &Arc<Self>, req: &EndpointRequest) -> EndpointResponse {
         const GET: &[&str] = &["GET", "HEAD"];
+        const POST: &[&str] = &["POST"];
+        if !matches!(req.path.as_str(), "/healthz" | "/readyz")
+            && let Some(refused) = self.authorize(req, false)
+        {
+            return refused;
+        }
         let (allowed, answer): (&[&str], Answer) = match req.path.as_str() {
             "/healthz" => (GET, |_, _| {
                 EndpointResponse::new(200, endpoint::TEXT, "ok\n")
@@ -728,6 +948,30 @@ impl Inner {
                 let text = exposition::render(&exposition::families(&inner.snapshot(false)));
                 EndpointResponse::new(200, endpoint::PROMETHEUS_TEXT, text)
             }),
+            "/debug/leakguard/restart" => (POST, |inner, req| {
+                if let Some(refused) = inner.authorize(req, true) {
+                    return refused;
+                }
+                match Arc::clone(inner).begin_restart("requested by an operator".into()) {
+                    Ok(()) => EndpointResponse::new(
+                        202,
+                        endpoint::JSON,
+                        serde_json::json!({
+                            "status": "restarting",
+                            "drain_delay_seconds": inner.policy.drain_delay.as_secs_f64(),
+                            "action": inner.config.restart_action.to_string(),
+                        })
+                        .to_string(),
+                    ),
+                    Err(why) => EndpointResponse::error(409, &format!("restart refused: {why}")),
+                }
+            }),
+            "/debug/leakguard/purge" => (POST, |inner, req| {
+                if let Some(refused) = inner.authorize(req, true) {
+                    return refused;
+                }
+                inner.purge()
+            }),
             "/debug/leakguard" | "/debug/leakguard/" => (GET, |inner, _| {
                 let report = Report::from_snapshot(inner.snapshot(true));
                 EndpointResponse::new(200, endpoint::JSON, report.to_json())
@@ -735,7 +979,7 @@ impl Inner {
             _ => {
                 return EndpointResponse::error(
                     404,
-                    "not found: the endpoints are /healthz, /readyz, /metrics, /debug/leakguard",
+                    "not found: the endpoints are /healthz, /readyz, /metrics, /debug/leakguard, POST /debug/leakguard/purge, POST /debug/leakguard/restart",
                 );
             }
         };
@@ -753,6 +997,290 @@ impl Inner {
         }
         answer(self, req)
     }
+}
+
+impl Inner {
+    /// Why a restart is wanted now, if it is: the restart threshold held (the tracker already
+    /// asks for consecutive samples), or a leak that reaches the limit within the drain time.
+    fn restart_reason(&self, st: &State, sample: &MemorySample) -> Option<String> {
+        let limit = st.limit.as_ref()?;
+        let rss = sample.process.resident_bytes;
+        if st.tracker.state() == MemoryState::Restart {
+            return Some(format!(
+                "resident {} is {:.1}% of the {} limit (restart threshold {:.0}%)",
+                format_bytes(rss),
+                rss as f64 * 100.0 / limit.bytes.max(1) as f64,
+                format_bytes(limit.bytes),
+                self.config.restart * 100.0
+            ));
+        }
+        let v = st.trend.verdict();
+        let drain = self.policy.drain_delay + self.policy.drain_timeout + self.config.interval;
+        let eta = v
+            .slope_bytes_per_second
+            .filter(|s| v.leak && *s > 0.0)
+            .map(|s| limit.bytes.saturating_sub(rss) as f64 / s)?;
+        (eta <= drain.as_secs_f64()).then(|| {
+            format!(
+                "predicted OOM in {eta:.0} s, within the drain time ({:.0} s)",
+                drain.as_secs_f64()
+            )
+        })
+    }
+
+    /// Starts the wanted restart unless the uptime or the rate limit holds it back (said once
+    /// per cause, not every sample).
+    fn want_restart(self: &Arc<Self>, reason: String, events: &mut Vec<Event>) {
+        if self.restarting.load(Ordering::SeqCst) {
+            return;
+        }
+        let uptime = self.clock.monotonic().saturating_sub(self.started_mono);
+        let held = if uptime < self.config.min_uptime {
+            Some((
+                "uptime",
+                format!(
+                    "restart wanted ({reason}) but held back: uptime {:.0} s is under the minimum {:.0} s (LEAKGUARD_MIN_UPTIME)",
+                    uptime.as_secs_f64(),
+                    self.config.min_uptime.as_secs_f64()
+                ),
+            ))
+        } else {
+            match Arc::clone(self).begin_restart(reason.clone()) {
+                Ok(()) => None,
+                Err(why) => Some((
+                    "refused",
+                    format!("restart wanted ({reason}) but held back: {why}"),
+                )),
+            }
+        };
+        let mut deferred = self.restart_deferred.lock();
+        match held {
+            Some((cause, message)) => {
+                if deferred.as_deref() != Some(cause) {
+                    events.push(self.event(Level::Warn, EventKind::Restart, message));
+                    *deferred = Some(cause.to_owned());
+                }
+            }
+            None => *deferred = None,
+        }
+    }
+
+    /// Begins a graceful restart on a thread of its own, unless one is under way or the
+    /// per-hour limit is reached.
+    fn begin_restart(self: Arc<Self>, reason: String) -> std::result::Result<(), String> {
+        if self.restarting.swap(true, Ordering::SeqCst) {
+            return Err("a restart is already under way".into());
+        }
+        let now = self.clock.unix_seconds();
+        let recent = crate::handover::record()
+            .times
+            .iter()
+            .filter(|t| now - **t < 3600.0)
+            .count();
+        if recent >= self.policy.max_per_hour as usize {
+            self.restarting.store(false, Ordering::SeqCst);
+            return Err(format!(
+                "{recent} restart(s) in the last hour, the limit is {}",
+                self.policy.max_per_hour
+            ));
+        }
+        // Readiness goes off the moment the restart is accepted.
+        self.ready.store(false, Ordering::SeqCst);
+        let me = Arc::clone(&self);
+        let spawned = std::thread::Builder::new()
+            .name("leakguard-restart".into())
+            .spawn(move || me.run_restart(reason));
+        if let Err(e) = spawned {
+            self.ready.store(true, Ordering::SeqCst);
+            self.restarting.store(false, Ordering::SeqCst);
+            return Err(format!("cannot start the restart thread: {e}"));
+        }
+        Ok(())
+    }
+
+    fn run_restart(&self, reason: String) {
+        use std::io::Write as _;
+        self.ready.store(false, Ordering::SeqCst);
+        self.emit(vec![self.event(
+            Level::Warn,
+            EventKind::Restart,
+            format!(
+                "graceful restart begins ({reason}): readiness off, drain delay {:?}, then {} drain hook(s) within {:?}, then {}",
+                self.policy.drain_delay,
+                self.hooks.len(),
+                self.policy.drain_timeout,
+                self.config.restart_action
+            ),
+        )]);
+        std::thread::sleep(self.policy.drain_delay);
+        let deadline = Instant::now() + self.policy.drain_timeout;
+        let mut events = Vec::new();
+        for (i, outcome) in run_hooks(&self.hooks, deadline).into_iter().enumerate() {
+            match outcome {
+                HookOutcome::Done => {}
+                HookOutcome::Panicked(m) => events.push(self.event(
+                    Level::Error,
+                    EventKind::Restart,
+                    format!("drain hook #{} panicked: {m}; the restart goes on", i + 1),
+                )),
+                HookOutcome::Overran => events.push(self.event(
+                    Level::Error,
+                    EventKind::Restart,
+                    format!(
+                        "drain hook #{} overran the drain deadline; the restart goes on",
+                        i + 1
+                    ),
+                )),
+            }
+        }
+        self.emit(events);
+        let record = crate::handover::note_restart(self.clock.unix_seconds(), &reason);
+        self.restarts.store(record.restarts_total, Ordering::SeqCst);
+        let flush = || {
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+        };
+        match &self.config.restart_action {
+            RestartAction::Reexec => {
+                self.emit(vec![self.event(
+                    Level::Warn,
+                    EventKind::Restart,
+                    format!(
+                        "re-executing in place (restart #{}, pid {}), handing over: {}",
+                        record.restarts_total,
+                        std::process::id(),
+                        crate::handover::handover_names().join(", ")
+                    ),
+                )]);
+                flush();
+                let err = crate::handover::reexec(&record);
+                let e = self.event(
+                    Level::Error,
+                    EventKind::Restart,
+                    format!("re-exec failed ({err}); exiting with code 1 instead"),
+                );
+                crate::event::trace(&e);
+                eprintln!("leakguard: {}", e.message);
+                flush();
+                std::process::exit(1);
+            }
+            RestartAction::Exit(code) => {
+                self.emit(vec![self.event(
+                    Level::Warn,
+                    EventKind::Restart,
+                    format!("exiting with code {code} for the supervisor to restart the service"),
+                )]);
+                flush();
+                std::process::exit(*code);
+            }
+            RestartAction::Signal(name) => {
+                self.emit(vec![self.event(
+                    Level::Warn,
+                    EventKind::Restart,
+                    format!("sending {name} to the process"),
+                )]);
+                if let Err(e) = crate::restart::signal_self(name) {
+                    self.emit(vec![self.event(
+                        Level::Error,
+                        EventKind::Restart,
+                        format!("sending {name} failed: {e}"),
+                    )]);
+                }
+            }
+            RestartAction::None => {
+                crate::handover::forget_restart();
+                self.restarts
+                    .store(record.restarts_total.saturating_sub(1), Ordering::SeqCst);
+                self.ready.store(true, Ordering::SeqCst);
+                self.restarting.store(false, Ordering::SeqCst);
+                self.emit(vec![self.event(
+                    Level::Warn,
+                    EventKind::Restart,
+                    "restart action is none: nothing restarted, readiness back on".into(),
+                )]);
+            }
+            RestartAction::Callback => {
+                if let Some(cb) = &self.restart_callback
+                    && let Err(p) = catch_unwind(AssertUnwindSafe(|| cb(&reason)))
+                {
+                    self.caught_panic("the restart callback panicked", &*p);
+                }
+            }
+        }
+    }
+
+    /// `None` when the request may go on; else the refusal. Mutating endpoints need the
+    /// token; with `LEAKGUARD_AUTH=all` every endpoint but the probes does.
+    fn authorize(&self, req: &EndpointRequest, mutating: bool) -> Option<EndpointResponse> {
+        if !mutating && !self.config.auth_all {
+            return None;
+        }
+        let Some(token) = &self.config.token else {
+            return Some(EndpointResponse::error(
+                403,
+                "this endpoint is off: set LEAKGUARD_TOKEN and send it as `Authorization: Bearer <token>`",
+            ));
+        };
+        let given = req
+            .authorization
+            .as_deref()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim);
+        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return None;
+        }
+        let mut r =
+            EndpointResponse::error(401, "a valid `Authorization: Bearer <token>` is required");
+        r.headers
+            .push(("WWW-Authenticate", "Bearer realm=\"leakguard\"".to_owned()));
+        Some(r)
+    }
+
+    /// Purges the allocator and says how much resident memory was given back.
+    fn purge(&self) -> EndpointResponse {
+        let rss = || {
+            crate::process::ProcReader::new()
+                .read(false)
+                .map(|p| p.resident_bytes)
+                .ok()
+        };
+        let before = rss();
+        let result = self.sampler.lock().purge_allocator();
+        let after = rss();
+        match result {
+            Ok(()) => {
+                let released = match (before, after) {
+                    (Some(b), Some(a)) => Some(b.saturating_sub(a)),
+                    _ => None,
+                };
+                let message = format!(
+                    "allocator purged: {} of resident memory given back",
+                    format_bytes(released.unwrap_or(0))
+                );
+                self.emit(vec![self.event(Level::Info, EventKind::Allocator, message)]);
+                EndpointResponse::new(
+                    200,
+                    endpoint::JSON,
+                    serde_json::json!({
+                        "purged": true,
+                        "resident_before_bytes": before,
+                        "resident_after_bytes": after,
+                        "released_bytes": released,
+                    })
+                    .to_string(),
+                )
+            }
+            Err(e) => EndpointResponse::error(501, &e.to_string()),
+        }
+    }
+}
+
+/// Compares secrets in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 struct GuardRoutes(Arc<Inner>);

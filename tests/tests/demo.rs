@@ -167,3 +167,33 @@ fn endpoint_can_be_switched_off() {
         .wait_for_output("endpoint off", Duration::from_secs(10));
     assert!(request("GET", demo.endpoint, "/healthz").is_err());
 }
+
+#[test]
+fn leaked_connections_show_in_the_report_with_their_site() {
+    let demo = start_demo(&[("DEMO_LEAK_KIB_PER_SEC", "0")]);
+    assert!(wait_until_ok(
+        demo.endpoint,
+        "/healthz",
+        Duration::from_secs(60)
+    ));
+    assert!(wait_until_ok(demo.service, "/", Duration::from_secs(10)));
+    let r = get(demo.service, "/leak_conn?n=5");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = get(demo.endpoint, "/debug/leakguard").json();
+    let kinds = report["handles"]["kinds"].as_array().unwrap();
+    let upstream = kinds
+        .iter()
+        .find(|k| k["kind"] == "upstream_conn")
+        .unwrap_or_else(|| panic!("no upstream_conn in {kinds:?}"));
+    assert_eq!(upstream["open"], 5, "{upstream}");
+    let sites = upstream["sites"].to_string();
+    assert!(sites.contains("open_upstream_conn"), "{sites}");
+    // The service's own accepted connections are tracked too (the 5 leaked ones among them).
+    let http = kinds.iter().find(|k| k["kind"] == "http_conn").unwrap();
+    assert!(http["open"].as_u64().unwrap() >= 5, "{http}");
+    let metrics = get(demo.endpoint, "/metrics").text();
+    assert!(
+        metrics.contains("leakguard_handles_open{kind=\"upstream_conn\"} 5"),
+        "{metrics}"
+    );
+}

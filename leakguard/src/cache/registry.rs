@@ -1,0 +1,438 @@
+//! The global registry of named caches: bounded, weakly held (a cache leaves it when its last
+//! handle is dropped), and what the guard reads for its report, `/metrics`, leak attribution,
+//! pressure shrinking and expiry maintenance.
+
+use super::{CacheStats, EvictionCause};
+use crate::exposition::{Family, Kind, Labels};
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+
+/// The most caches registered at once; further named caches work but are not registered.
+pub const REGISTRY_CAPACITY: usize = 256;
+/// Longest registered name, in bytes.
+const NAME_MAX: usize = 100;
+/// Expired entries reclaimed per shard by one [`maintain_all`] (bounds the sampler's tick).
+const MAINTAIN_BUDGET: usize = 16_384;
+
+/// What the registry needs from a cache, whatever its key and value types.
+pub(crate) trait Registered: Send + Sync {
+    fn report(&self) -> CacheReport;
+    fn shrink(&self, fraction: f64) -> CacheShrink;
+    fn maintain(&self, budget: usize);
+}
+
+struct Entry {
+    id: u64,
+    name: String,
+    cache: Weak<dyn Registered>,
+}
+
+struct Registry {
+    entries: Vec<Entry>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    entries: Vec::new(),
+});
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static REJECTED: AtomicU64 = AtomicU64::new(0);
+
+fn truncate(name: &str) -> &str {
+    if name.len() <= NAME_MAX {
+        return name;
+    }
+    let mut end = NAME_MAX;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// Registers a cache; returns its id and the name it got, or `None` when the registry is full.
+pub(super) fn register(name: &str, cache: Weak<dyn Registered>) -> Option<(u64, String)> {
+    let mut reg = REGISTRY.lock();
+    if reg.entries.len() >= REGISTRY_CAPACITY {
+        drop(reg);
+        REJECTED.fetch_add(1, Relaxed);
+        return None;
+    }
+    let base = truncate(name);
+    let mut unique = base.to_owned();
+    let mut n = 2;
+    while reg.entries.iter().any(|e| e.name == unique) {
+        unique = format!("{base}-{n}");
+        n += 1;
+    }
+    let id = NEXT_ID.fetch_add(1, Relaxed);
+    reg.entries.push(Entry {
+        id,
+        name: unique.clone(),
+        cache,
+    });
+    Some((id, unique))
+}
+
+pub(super) fn unregister(id: u64) {
+    REGISTRY.lock().entries.retain(|e| e.id != id);
+}
+
+/// The live registered caches, upgraded under the lock and used after it is released (so a
+/// cache dropped meanwhile unregisters without deadlock).
+fn live() -> Vec<Arc<dyn Registered>> {
+    let reg = REGISTRY.lock();
+    reg.entries
+        .iter()
+        .filter_map(|e| e.cache.upgrade())
+        .collect()
+}
+
+/// Which type a cache is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheKind {
+    /// An [`LruCache`](super::LruCache).
+    Lru,
+    /// A [`TtlCache`](super::TtlCache).
+    Ttl,
+}
+
+/// What a cache's capacity counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapacityUnit {
+    /// Entries (no weigher).
+    Entries,
+    /// The weigher's unit (by convention bytes).
+    Weight,
+}
+
+/// Evictions by cause.
+///
+/// ```
+/// use leakguard::cache::{EvictionCause, LruCache};
+/// let cache = LruCache::new(10);
+/// cache.insert(1, 1);
+/// cache.remove(&1);
+/// let ev = cache.stats().evictions;
+/// assert_eq!(ev.get(EvictionCause::Explicit), 1);
+/// assert_eq!(ev.total(), 1);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EvictionCounts {
+    /// To stay within the capacity.
+    pub capacity: u64,
+    /// Expired.
+    pub expired: u64,
+    /// Removed or cleared.
+    pub explicit: u64,
+    /// Replaced by a new value.
+    pub replaced: u64,
+    /// Shrunk under memory pressure.
+    pub pressure: u64,
+}
+
+impl EvictionCounts {
+    pub(super) fn from_array(a: [u64; EvictionCause::COUNT]) -> Self {
+        Self {
+            capacity: a[0],
+            expired: a[1],
+            explicit: a[2],
+            replaced: a[3],
+            pressure: a[4],
+        }
+    }
+
+    /// The count for one cause.
+    ///
+    /// ```
+    /// use leakguard::cache::{EvictionCause, EvictionCounts};
+    /// let ev = EvictionCounts { expired: 3, ..Default::default() };
+    /// assert_eq!(ev.get(EvictionCause::Expired), 3);
+    /// ```
+    pub fn get(&self, cause: EvictionCause) -> u64 {
+        match cause {
+            EvictionCause::Capacity => self.capacity,
+            EvictionCause::Expired => self.expired,
+            EvictionCause::Explicit => self.explicit,
+            EvictionCause::Replaced => self.replaced,
+            EvictionCause::Pressure => self.pressure,
+        }
+    }
+
+    /// All causes together.
+    ///
+    /// ```
+    /// use leakguard::cache::EvictionCounts;
+    /// let ev = EvictionCounts { capacity: 2, pressure: 1, ..Default::default() };
+    /// assert_eq!(ev.total(), 3);
+    /// ```
+    pub fn total(&self) -> u64 {
+        self.capacity + self.expired + self.explicit + self.replaced + self.pressure
+    }
+}
+
+/// One registered cache, as the report shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacheReport {
+    /// The registered name.
+    pub name: String,
+    /// `lru` or `ttl`.
+    pub kind: CacheKind,
+    /// Entries held.
+    pub entries: u64,
+    /// Weight held (entries without a weigher).
+    pub weight: u64,
+    /// The capacity, in `capacity_unit`.
+    pub capacity: u64,
+    /// `entries`, or `weight` (the weigher's unit, by convention bytes).
+    pub capacity_unit: CapacityUnit,
+    /// Bytes held: the weight with a weigher; without one, an estimate from the entries'
+    /// shallow size (keys, values and bookkeeping, not what they point to).
+    pub weight_bytes: u64,
+    /// Whether `weight_bytes` is the shallow estimate.
+    pub weight_bytes_estimated: bool,
+    /// Lookups that hit.
+    pub hits: u64,
+    /// Lookups that missed.
+    pub misses: u64,
+    /// Hits over lookups; `null` before the first lookup.
+    pub hit_ratio: Option<f64>,
+    /// Inserts and replacements.
+    pub inserts: u64,
+    /// Evictions by cause.
+    pub evictions: EvictionCounts,
+    /// Time to live, seconds.
+    pub ttl_seconds: Option<f64>,
+    /// Time to idle, seconds.
+    pub time_to_idle_seconds: Option<f64>,
+    /// Panics caught in the cache's eviction listener.
+    pub listener_panics: u64,
+}
+
+impl CacheReport {
+    /// The counters as [`CacheStats`].
+    ///
+    /// ```
+    /// use leakguard::cache::{self, LruCache};
+    /// let c: LruCache<u8, u8> = LruCache::builder(8).name("doc-report-stats").build();
+    /// c.insert(1, 1);
+    /// let r = cache::report().into_iter().find(|r| r.name == "doc-report-stats").unwrap();
+    /// assert_eq!(r.stats().inserts, 1);
+    /// ```
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits,
+            misses: self.misses,
+            inserts: self.inserts,
+            evictions: self.evictions,
+        }
+    }
+}
+
+/// What one cache gave back when shrunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheShrink {
+    /// The cache's registered name (empty for an unregistered cache).
+    pub name: String,
+    /// Entries evicted.
+    pub entries_evicted: u64,
+    /// Weight evicted.
+    pub weight_evicted: u64,
+    /// Bytes evicted (the weight with a weigher, else the shallow estimate).
+    pub bytes_evicted: u64,
+}
+
+/// What [`shrink_all`] gave back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShrinkOutcome {
+    /// Per registered cache.
+    pub caches: Vec<CacheShrink>,
+    /// Entries evicted, all caches.
+    pub entries_evicted: u64,
+    /// Bytes evicted, all caches (see [`CacheShrink::bytes_evicted`]).
+    pub bytes_evicted: u64,
+}
+
+/// Every registered cache, sorted by name.
+///
+/// ```
+/// use leakguard::cache::{self, CacheKind, LruCache};
+///
+/// let c: LruCache<u32, u32> = LruCache::builder(100).name("doc-report").build();
+/// c.insert(1, 10);
+/// let r = cache::report().into_iter().find(|r| r.name == "doc-report").unwrap();
+/// assert_eq!((r.kind, r.entries, r.capacity), (CacheKind::Lru, 1, 100));
+/// drop(c);
+/// assert!(cache::report().iter().all(|r| r.name != "doc-report"));
+/// ```
+pub fn report() -> Vec<CacheReport> {
+    let mut reports: Vec<CacheReport> = live().iter().map(|c| c.report()).collect();
+    reports.sort_by(|a, b| a.name.cmp(&b.name));
+    reports
+}
+
+/// Named caches that could not be registered because [`REGISTRY_CAPACITY`] were already.
+///
+/// ```
+/// let _ = leakguard::cache::rejected_registrations();
+/// ```
+pub fn rejected_registrations() -> u64 {
+    REJECTED.load(Relaxed)
+}
+
+/// Asks every registered cache to shrink to `fraction` (0 to 1) of its current weight,
+/// evicting with cause [`EvictionCause::Pressure`]; what the guard does at the critical
+/// threshold before it considers a restart.
+///
+/// ```no_run
+/// // Not run as a doctest: it shrinks every registered cache in the process.
+/// use leakguard::cache::{self, LruCache};
+///
+/// let c: LruCache<u32, u32> = LruCache::builder(100).name("doc-shrink").build();
+/// for i in 0..10 { c.insert(i, i); }
+/// let outcome = cache::shrink_all(0.5);
+/// let mine = outcome.caches.iter().find(|s| s.name == "doc-shrink").unwrap();
+/// assert_eq!(mine.entries_evicted, 5);
+/// assert_eq!(c.stats().evictions.pressure, 5);
+/// ```
+pub fn shrink_all(fraction: f64) -> ShrinkOutcome {
+    let mut outcome = ShrinkOutcome::default();
+    for cache in live() {
+        let s = cache.shrink(fraction);
+        outcome.entries_evicted += s.entries_evicted;
+        outcome.bytes_evicted += s.bytes_evicted;
+        outcome.caches.push(s);
+    }
+    outcome.caches.sort_by(|a, b| a.name.cmp(&b.name));
+    outcome
+}
+
+/// Reclaims expired entries in every registered cache (bounded work per cache and shard);
+/// the guard's sampler calls it on every tick.
+///
+/// ```
+/// leakguard::cache::maintain_all();
+/// ```
+pub fn maintain_all() {
+    for cache in live() {
+        cache.maintain(MAINTAIN_BUDGET);
+    }
+}
+
+/// Bytes held per registered cache (see [`CacheReport::weight_bytes`]), for attributing
+/// memory growth to caches.
+///
+/// ```
+/// use leakguard::cache::{self, LruCache};
+/// let c: LruCache<u64, u64> = LruCache::builder(100).name("doc-weight").build();
+/// c.insert(1, 1);
+/// let (_, bytes) = cache::weight_by_cache().into_iter().find(|(n, _)| n == "doc-weight").unwrap();
+/// assert!(bytes >= 16);
+/// ```
+pub fn weight_by_cache() -> Vec<(String, u64)> {
+    report()
+        .into_iter()
+        .map(|r| (r.name, r.weight_bytes))
+        .collect()
+}
+
+#[allow(dead_code)] // used by `families`
+fn series(
+    reports: &[CacheReport],
+    value: impl Fn(&CacheReport) -> Option<f64>,
+) -> Vec<(Labels, f64)> {
+    reports
+        .iter()
+        .filter_map(|r| value(r).map(|v| (vec![("cache", r.name.clone())], v)))
+        .collect()
+}
+
+/// The `leakguard_cache_*` metric families: one series per registered cache (at most
+/// [`REGISTRY_CAPACITY`], so label cardinality is bounded).
+#[allow(dead_code)] // rendered by the guard's `/metrics`
+pub(crate) fn families() -> Vec<Family> {
+    let reports = report();
+    let n = |v: u64| v as f64;
+    let mut out = Vec::new();
+    let mut add = |name, help, kind, series: Vec<(Labels, f64)>| {
+        if !series.is_empty() {
+            out.push(Family {
+                name,
+                help,
+                kind,
+                series,
+            });
+        }
+    };
+    add(
+        "leakguard_cache_entries",
+        "Entries held by the cache.",
+        Kind::Gauge,
+        series(&reports, |r| Some(n(r.entries))),
+    );
+    add(
+        "leakguard_cache_weight_bytes",
+        "Bytes held by the cache: its weigher's total, or a shallow estimate without one.",
+        Kind::Gauge,
+        series(&reports, |r| Some(n(r.weight_bytes))),
+    );
+    add(
+        "leakguard_cache_capacity_entries",
+        "Capacity of a cache bounded by entries.",
+        Kind::Gauge,
+        series(&reports, |r| {
+            (r.capacity_unit == CapacityUnit::Entries).then(|| n(r.capacity))
+        }),
+    );
+    add(
+        "leakguard_cache_capacity_bytes",
+        "Capacity of a cache bounded by weight (its weigher's unit, by convention bytes).",
+        Kind::Gauge,
+        series(&reports, |r| {
+            (r.capacity_unit == CapacityUnit::Weight).then(|| n(r.capacity))
+        }),
+    );
+    add(
+        "leakguard_cache_hits_total",
+        "Cache lookups that found a live entry.",
+        Kind::Counter,
+        series(&reports, |r| Some(n(r.hits))),
+    );
+    add(
+        "leakguard_cache_misses_total",
+        "Cache lookups that found nothing or an expired entry.",
+        Kind::Counter,
+        series(&reports, |r| Some(n(r.misses))),
+    );
+    add(
+        "leakguard_cache_inserts_total",
+        "Cache inserts and replacements.",
+        Kind::Counter,
+        series(&reports, |r| Some(n(r.inserts))),
+    );
+    add(
+        "leakguard_cache_evictions_total",
+        "Entries that left the cache, by cause.",
+        Kind::Counter,
+        reports
+            .iter()
+            .flat_map(|r| {
+                EvictionCause::ALL.into_iter().map(|c| {
+                    (
+                        vec![("cache", r.name.clone()), ("cause", c.as_str().to_owned())],
+                        n(r.evictions.get(c)),
+                    )
+                })
+            })
+            .collect(),
+    );
+    add(
+        "leakguard_cache_registrations_rejected_total",
+        "Named caches not registered because the registry was full.",
+        Kind::Counter,
+        vec![(Vec::new(), n(rejected_registrations()))],
+    );
+    out
+}

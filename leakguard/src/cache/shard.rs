@@ -1,0 +1,1039 @@
+//! One shard of a cache: an index table into a slab of slots, the S3-FIFO queues as rings of
+//! slot indices, an optional expiry ring, and a ghost filter. Everything here runs under the
+//! shard's lock (reads under the read lock, the rest under the write lock); nothing here calls
+//! user code except `Hash`/`Eq` of the key (the weigher and the eviction listener run outside).
+//!
+//! Layout, per live entry:
+//! - a slot in `slots`: the key, the value, a 2-bit access counter (`freq`, an atomic so that
+//!   reads under the read lock can bump it) and ring-membership flags; the enum tag and these
+//!   two bytes fit in the alignment padding before the key for most `K`/`V`;
+//! - a `u32` in the index table (hashbrown's `HashTable`, which stores only the slot index and
+//!   one control byte: keys are never duplicated);
+//! - a `u32` in the small or the main ring (and one in the expiry ring when the cache expires);
+//! - two bytes of ghost filter (fingerprints of keys recently evicted from the small queue);
+//! - the weight (`u64`) only when a weigher is set, and the times only when the cache expires.
+//!
+//! Removal of an arbitrary entry (explicit, expiry, replacement of a queue member) cannot
+//! unlink it from a ring in O(1), so the slot becomes `Dead` (key and value dropped at once,
+//! memory given back) and stays referenced by its rings until they pop it; the number of such
+//! references is bounded by rebuilding the shard when they outnumber the live entries.
+
+use super::EvictionCause;
+use hashbrown::HashTable;
+use std::borrow::Borrow;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::thread::ThreadId;
+
+pub(super) const IN_SMALL: u8 = 1;
+pub(super) const IN_MAIN: u8 = 2;
+pub(super) const IN_TIMER: u8 = 4;
+const NONE: u32 = u32::MAX;
+/// The largest slot index a shard uses (indices are `u32`; `NONE` is reserved).
+const MAX_SLOTS: usize = (u32::MAX - 1) as usize;
+/// Saturation of the access counter (S3-FIFO uses 2 bits).
+const FREQ_MAX: u8 = 3;
+/// Upper bound of the ghost filter, in fingerprints (2 bytes each).
+const GHOST_MAX: usize = 1 << 22;
+
+pub(super) enum Slot<K, V> {
+    Live {
+        key: K,
+        value: V,
+        freq: AtomicU8,
+        flags: u8,
+    },
+    /// Removed; still referenced by the rings named in `flags`.
+    Dead { flags: u8 },
+    /// On the free list.
+    Free { next: u32 },
+}
+
+/// Per-entry times, kept only by caches that expire (nanoseconds of the cache's clock).
+pub(super) struct Times {
+    /// Insert (or last replace) + ttl; `u64::MAX` without a ttl.
+    deadline: u64,
+    /// Last read or write, for time-to-idle.
+    accessed: AtomicU64,
+    /// The effective deadline when the entry was last pushed on the expiry ring.
+    queued: u64,
+}
+
+/// Static per-cache parameters a shard needs.
+#[derive(Clone, Copy)]
+pub(super) struct Params {
+    pub ttl: Option<u64>,
+    pub tti: Option<u64>,
+    pub weighted: bool,
+    /// Entry-capacity hint (for unweighted caches: the shard's capacity).
+    pub entries_hint: usize,
+}
+
+impl Params {
+    fn expires(&self) -> bool {
+        self.ttl.is_some() || self.tti.is_some()
+    }
+}
+
+/// Evicted or removed entries, handed to the listener and dropped outside the lock. The first
+/// one is stored inline so the common case (one eviction per insert) allocates nothing.
+pub(super) struct Evicted<K, V> {
+    first: Option<(K, V, EvictionCause)>,
+    more: Vec<(K, V, EvictionCause)>,
+}
+
+impl<K, V> Evicted<K, V> {
+    pub fn new() -> Self {
+        Self {
+            first: None,
+            more: Vec::new(),
+        }
+    }
+    pub fn push(&mut self, key: K, value: V, cause: EvictionCause) {
+        if self.first.is_none() {
+            self.first = Some((key, value, cause));
+        } else {
+            self.more.push((key, value, cause));
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+    pub fn into_iter(self) -> impl Iterator<Item = (K, V, EvictionCause)> {
+        self.first.into_iter().chain(self.more)
+    }
+}
+
+/// A computation in flight for `get_or_insert_with`.
+pub(super) struct Pending<K, V> {
+    pub hash: u64,
+    pub key: K,
+    pub owner: ThreadId,
+    pub waiter: Arc<super::Waiter<V>>,
+}
+
+/// Direct-mapped table of 16-bit fingerprints of keys recently evicted from the small queue.
+struct Ghost {
+    fps: Vec<u16>,
+}
+
+impl Ghost {
+    fn fingerprint(hash: u64) -> u16 {
+        ((hash >> 48) as u16) | 1
+    }
+    fn slot(&self, hash: u64) -> usize {
+        (hash as usize) & (self.fps.len() - 1)
+    }
+    fn insert(&mut self, hash: u64) {
+        if !self.fps.is_empty() {
+            let i = self.slot(hash);
+            self.fps[i] = Self::fingerprint(hash);
+        }
+    }
+    /// Whether `hash` was evicted recently; forgets it if so.
+    fn take(&mut self, hash: u64) -> bool {
+        if self.fps.is_empty() {
+            return false;
+        }
+        let i = self.slot(hash);
+        if self.fps[i] == Self::fingerprint(hash) {
+            self.fps[i] = 0;
+            true
+        } else {
+            false
+        }
+    }
+    /// Grows to at least `entries` fingerprints (a power of two); the old ones stay valid
+    /// because each is copied to both of its possible new positions.
+    fn grow_to(&mut self, entries: usize) {
+        let want = entries.clamp(64, GHOST_MAX).next_power_of_two();
+        if self.fps.len() >= want {
+            return;
+        }
+        if self.fps.is_empty() {
+            self.fps = vec![0; want];
+            return;
+        }
+        let mut fps = self.fps.clone();
+        while fps.len() < want {
+            let doubled: Vec<u16> = fps.iter().chain(fps.iter()).copied().collect();
+            fps = doubled;
+        }
+        self.fps = fps;
+    }
+}
+
+pub(super) enum Lookup<V> {
+    Hit(V),
+    Miss,
+    Expired,
+}
+
+pub(super) struct Shard<K, V> {
+    table: HashTable<u32>,
+    slots: Vec<Slot<K, V>>,
+    free_head: u32,
+    small: VecDeque<u32>,
+    main: VecDeque<u32>,
+    timer: VecDeque<u32>,
+    /// Ring references held by `Dead` slots.
+    dead_refs: usize,
+    /// Position of `sweep_expired` in the expiry ring.
+    sweep_cursor: usize,
+    weights: Vec<u64>,
+    times: Vec<Times>,
+    ghost: Ghost,
+    len: usize,
+    weight: u64,
+    small_weight: u64,
+    pub capacity: u64,
+    small_target: u64,
+    pub pending: Vec<Pending<K, V>>,
+    pub inserts: u64,
+    pub evictions: [u64; EvictionCause::COUNT],
+}
+
+/// Hashes a key with the cache's hasher.
+#[inline]
+pub(super) fn hash_of<S: BuildHasher, Q: Hash + ?Sized>(hasher: &S, key: &Q) -> u64 {
+    hasher.hash_one(key)
+}
+
+impl<K: Hash + Eq, V: Clone> Shard<K, V> {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            table: HashTable::new(),
+            slots: Vec::new(),
+            free_head: NONE,
+            small: VecDeque::new(),
+            main: VecDeque::new(),
+            timer: VecDeque::new(),
+            dead_refs: 0,
+            sweep_cursor: 0,
+            weights: Vec::new(),
+            times: Vec::new(),
+            ghost: Ghost { fps: Vec::new() },
+            len: 0,
+            weight: 0,
+            small_weight: 0,
+            capacity,
+            small_target: Self::small_target_of(capacity),
+            pending: Vec::new(),
+            inserts: 0,
+            evictions: [0; EvictionCause::COUNT],
+        }
+    }
+
+    fn small_target_of(capacity: u64) -> u64 {
+        (capacity / 10).max(1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    pub fn timer_len(&self) -> usize {
+        self.timer.len()
+    }
+
+    #[inline]
+    fn weight_at(&self, idx: u32) -> u64 {
+        if self.weights.is_empty() {
+            1
+        } else {
+            self.weights[idx as usize]
+        }
+    }
+
+    #[inline]
+    fn find<Q>(&self, hash: u64, key: &Q) -> Option<u32>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let slots = &self.slots;
+        self.table
+            .find(hash, |&i| match &slots[i as usize] {
+                Slot::Live { key: k, .. } => k.borrow() == key,
+                _ => false,
+            })
+            .copied()
+    }
+
+    /// The effective deadline of a live entry.
+    #[inline]
+    fn deadline_of(&self, idx: u32, p: &Params) -> u64 {
+        let t = &self.times[idx as usize];
+        match p.tti {
+            Some(tti) => t.deadline.min(t.accessed.load(Relaxed).saturating_add(tti)),
+            None => t.deadline,
+        }
+    }
+
+    /// A read under the read lock: marks the entry accessed (the caller counts the hit or
+    /// miss, outside the lock).
+    #[inline]
+    pub fn get<Q>(&self, hash: u64, key: &Q, now: Option<u64>, p: &Params) -> Lookup<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let Some(idx) = self.find(hash, key) else {
+            return Lookup::Miss;
+        };
+        if let Some(now) = now {
+            if now >= self.deadline_of(idx, p) {
+                return Lookup::Expired;
+            }
+            if p.tti.is_some() {
+                self.times[idx as usize].accessed.store(now, Relaxed);
+            }
+        }
+        let Slot::Live { value, freq, .. } = &self.slots[idx as usize] else {
+            return Lookup::Miss;
+        };
+        // Load first: a saturated counter costs no write to a shared cache line.
+        let f = freq.load(Relaxed);
+        if f < FREQ_MAX {
+            freq.store(f + 1, Relaxed);
+        }
+        Lookup::Hit(value.clone())
+    }
+
+    /// Whether a live, unexpired entry exists (no statistics, no access mark).
+    pub fn contains<Q>(&self, hash: u64, key: &Q, now: Option<u64>, p: &Params) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        match self.find(hash, key) {
+            Some(idx) => now.is_none_or(|now| now < self.deadline_of(idx, p)),
+            None => false,
+        }
+    }
+
+    /// The value of a live, unexpired entry, marked accessed but not counted in the
+    /// statistics (for `get_or_insert_with`'s second look, whose miss was already counted).
+    pub fn peek_value<Q>(&self, hash: u64, key: &Q, now: Option<u64>, p: &Params) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let idx = self.find(hash, key)?;
+        if let Some(now) = now {
+            if now >= self.deadline_of(idx, p) {
+                return None;
+            }
+            if p.tti.is_some() {
+                self.times[idx as usize].accessed.store(now, Relaxed);
+            }
+        }
+        match &self.slots[idx as usize] {
+            Slot::Live { value, freq, .. } => {
+                let f = freq.load(Relaxed);
+                if f < FREQ_MAX {
+                    freq.store(f + 1, Relaxed);
+                }
+                Some(value.clone())
+            }
+            _ => None,
+        }
+    }
+
+    fn alloc_slot(&mut self, slot: Slot<K, V>, p: &Params) -> Option<u32> {
+        if self.free_head != NONE {
+            let idx = self.free_head;
+            let next = match &self.slots[idx as usize] {
+                Slot::Free { next } => *next,
+                _ => NONE,
+            };
+            self.free_head = next;
+            self.slots[idx as usize] = slot;
+            return Some(idx);
+        }
+        let idx = self.slots.len();
+        if idx >= MAX_SLOTS {
+            return None;
+        }
+        if self.slots.len() == self.slots.capacity() {
+            // Grow by doubling, but never past the entry capacity of an unweighted shard, so a
+            // full cache carries no slack.
+            let len = self.slots.len();
+            let mut extra = len.max(4);
+            if !p.weighted && p.entries_hint > len {
+                extra = extra.min(p.entries_hint - len);
+            }
+            self.slots.reserve_exact(extra);
+            if p.weighted {
+                self.weights.reserve_exact(extra);
+            }
+            if p.expires() {
+                self.times.reserve_exact(extra);
+            }
+        }
+        self.slots.push(slot);
+        if p.weighted {
+            self.weights.push(0);
+        }
+        if p.expires() {
+            self.times.push(Times {
+                deadline: u64::MAX,
+                accessed: AtomicU64::new(0),
+                queued: u64::MAX,
+            });
+        }
+        Some(idx as u32)
+    }
+
+    fn free_slot(&mut self, idx: u32) {
+        self.slots[idx as usize] = Slot::Free {
+            next: self.free_head,
+        };
+        self.free_head = idx;
+    }
+
+    /// Removes a live entry: out of the table, its key and value into `out`; the slot becomes
+    /// `Dead` while rings other than `popped_from` still reference it.
+    fn remove_live<S: BuildHasher>(
+        &mut self,
+        idx: u32,
+        popped_from: u8,
+        cause: EvictionCause,
+        hasher: &S,
+        out: &mut Evicted<K, V>,
+    ) {
+        self.remove_live_hashed(idx, None, popped_from, cause, hasher, out)
+    }
+
+    /// `remove_live` with the key's hash when the caller has it.
+    #[inline]
+    fn remove_live_hashed<S: BuildHasher>(
+        &mut self,
+        idx: u32,
+        hash: Option<u64>,
+        popped_from: u8,
+        cause: EvictionCause,
+        hasher: &S,
+        out: &mut Evicted<K, V>,
+    ) {
+        let w = self.weight_at(idx);
+        let slot = std::mem::replace(&mut self.slots[idx as usize], Slot::Dead { flags: 0 });
+        let Slot::Live {
+            key, value, flags, ..
+        } = slot
+        else {
+            // Not live: put it back untouched.
+            self.slots[idx as usize] = slot;
+            return;
+        };
+        let hash = hash.unwrap_or_else(|| hash_of(hasher, &key));
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
+        self.len -= 1;
+        self.weight -= w;
+        if flags & IN_SMALL != 0 {
+            self.small_weight -= w;
+        }
+        let rest = flags & !popped_from;
+        if rest == 0 {
+            self.free_slot(idx);
+        } else {
+            self.slots[idx as usize] = Slot::Dead { flags: rest };
+            self.dead_refs += rest.count_ones() as usize;
+        }
+        self.evictions[cause as usize] += 1;
+        out.push(key, value, cause);
+    }
+
+    /// Pops a ring head that refers to a dead slot: drops the reference. Returns whether the
+    /// index was dead (and handled).
+    #[inline]
+    fn drop_dead_ref(&mut self, idx: u32, ring: u8) -> bool {
+        if let Slot::Dead { flags } = &mut self.slots[idx as usize] {
+            *flags &= !ring;
+            self.dead_refs -= 1;
+            if *flags == 0 {
+                self.free_slot(idx);
+            }
+            true
+        } else {
+            matches!(self.slots[idx as usize], Slot::Free { .. })
+        }
+    }
+
+    /// Evicts one entry from the small queue (moving accessed ones to main). `protect` is the
+    /// entry being inserted, which is never chosen. Returns whether an entry was evicted.
+    #[inline]
+    fn evict_small<S: BuildHasher>(
+        &mut self,
+        protect: u32,
+        cause: EvictionCause,
+        hasher: &S,
+        out: &mut Evicted<K, V>,
+    ) -> bool {
+        while let Some(idx) = self.small.pop_front() {
+            if self.drop_dead_ref(idx, IN_SMALL) {
+                continue;
+            }
+            if idx == protect {
+                // Everything older has been looked at.
+                self.small.push_back(idx);
+                return false;
+            }
+            let w = self.weight_at(idx);
+            let Slot::Live { freq, flags, .. } = &mut self.slots[idx as usize] else {
+                continue;
+            };
+            if *freq.get_mut() > 0 {
+                *freq.get_mut() = 0;
+                *flags = (*flags & !IN_SMALL) | IN_MAIN;
+                self.small_weight -= w;
+                self.main.push_back(idx);
+                continue;
+            }
+            let hash = match &self.slots[idx as usize] {
+                Slot::Live { key, .. } => hash_of(hasher, key),
+                _ => continue,
+            };
+            self.ghost.insert(hash);
+            self.remove_live_hashed(idx, Some(hash), IN_SMALL, cause, hasher, out);
+            return true;
+        }
+        false
+    }
+
+    /// Evicts one entry from the main queue (second chance for accessed ones).
+    fn evict_main<S: BuildHasher>(
+        &mut self,
+        protect: u32,
+        cause: EvictionCause,
+        hasher: &S,
+        out: &mut Evicted<K, V>,
+    ) -> bool {
+        let mut seen_protect = 0;
+        while let Some(idx) = self.main.pop_front() {
+            if self.drop_dead_ref(idx, IN_MAIN) {
+                continue;
+            }
+            if idx == protect {
+                self.main.push_back(idx);
+                seen_protect += 1;
+                if seen_protect > usize::from(FREQ_MAX) + 1 {
+                    return false;
+                }
+                continue;
+            }
+            let Slot::Live { freq, .. } = &mut self.slots[idx as usize] else {
+                continue;
+            };
+            let f = freq.get_mut();
+            if *f > 0 {
+                *f -= 1;
+                self.main.push_back(idx);
+                continue;
+            }
+            self.remove_live(idx, IN_MAIN, cause, hasher, out);
+            return true;
+        }
+        false
+    }
+
+    /// Gives back ring storage left over from a peak (amortized O(1): a ring is shrunk only
+    /// after it has lost three quarters of its capacity).
+    #[inline]
+    fn trim_rings(&mut self) {
+        let sparse = |r: &VecDeque<u32>| r.capacity() > 64 && r.len() * 4 < r.capacity();
+        if sparse(&self.small) || sparse(&self.main) || sparse(&self.timer) {
+            self.trim_rings_slow();
+        }
+    }
+
+    #[cold]
+    fn trim_rings_slow(&mut self) {
+        for ring in [&mut self.small, &mut self.main, &mut self.timer] {
+            if ring.capacity() > 64 && ring.len() * 4 < ring.capacity() {
+                ring.shrink_to(ring.len() * 2);
+            }
+        }
+    }
+
+    /// Evicts until the weight is at most `target`.
+    #[inline]
+    fn evict_to<S: BuildHasher>(
+        &mut self,
+        target: u64,
+        protect: u32,
+        cause: EvictionCause,
+        hasher: &S,
+        out: &mut Evicted<K, V>,
+    ) {
+        while self.weight > target {
+            let main_weight = self.weight - self.small_weight;
+            let from_small = self.small_weight > self.small_target || main_weight == 0;
+            let order = if from_small {
+                [IN_SMALL, IN_MAIN]
+            } else {
+                [IN_MAIN, IN_SMALL]
+            };
+            let done = order.into_iter().any(|queue| {
+                if queue == IN_SMALL {
+                    self.evict_small(protect, cause, hasher, out)
+                } else {
+                    self.evict_main(protect, cause, hasher, out)
+                }
+            });
+            if !done {
+                // Only the protected entry is left and it alone is over the target.
+                if protect != NONE && matches!(self.slots[protect as usize], Slot::Live { .. }) {
+                    self.remove_live(protect, 0, cause, hasher, out);
+                }
+                break;
+            }
+        }
+        self.trim_rings();
+    }
+
+    /// Inserts or replaces. `weight` is at least 1. Expired heads of the expiry ring are
+    /// reclaimed on the way (bounded work).
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert<S: BuildHasher>(
+        &mut self,
+        hash: u64,
+        key: K,
+        value: V,
+        weight: u64,
+        now: Option<u64>,
+        p: &Params,
+        hasher: &S,
+        out: &mut Evicted<K, V>,
+    ) {
+        self.inserts += 1;
+        if let Some(now) = now {
+            self.reclaim_expired(now, 4, p, hasher, out);
+        }
+        let existing = self.find(hash, &key);
+        if weight > self.capacity {
+            // Can never fit: the old value (if any) goes, the new one is not admitted.
+            if let Some(idx) = existing {
+                self.remove_live(idx, 0, EvictionCause::Replaced, hasher, out);
+            }
+            self.evictions[EvictionCause::Capacity as usize] += 1;
+            out.push(key, value, EvictionCause::Capacity);
+            self.after_removals(hasher, p);
+            return;
+        }
+        // In an expiring cache a replacement is a removal plus a fresh insert, so that the
+        // expiry ring stays in deadline order; elsewhere the value is replaced in place.
+        let mut carried: Option<(bool, u8)> = None;
+        if let (Some(idx), Some(now)) = (existing, now) {
+            let cause = if now >= self.deadline_of(idx, p) {
+                // Already expired, just not reclaimed yet: nothing is carried over.
+                EvictionCause::Expired
+            } else {
+                if let Slot::Live { freq, flags, .. } = &mut self.slots[idx as usize] {
+                    carried = Some((*flags & IN_MAIN != 0, *freq.get_mut()));
+                }
+                EvictionCause::Replaced
+            };
+            self.remove_live_hashed(idx, Some(hash), 0, cause, hasher, out);
+        }
+        let idx = match existing.filter(|_| now.is_none()) {
+            Some(idx) => {
+                let old_w = self.weight_at(idx);
+                let Slot::Live {
+                    value: slot_value,
+                    freq,
+                    flags,
+                    ..
+                } = &mut self.slots[idx as usize]
+                else {
+                    return;
+                };
+                let old = std::mem::replace(slot_value, value);
+                let f = freq.get_mut();
+                *f = (*f + 1).min(FREQ_MAX);
+                let in_small = *flags & IN_SMALL != 0;
+                if p.weighted {
+                    self.weights[idx as usize] = weight;
+                }
+                self.weight = self.weight - old_w + weight;
+                if in_small {
+                    self.small_weight = self.small_weight - old_w + weight;
+                }
+                self.evictions[EvictionCause::Replaced as usize] += 1;
+                out.push(key, old, EvictionCause::Replaced);
+                idx
+            }
+            None => {
+                let (to_main, freq) = match carried {
+                    Some((in_main, f)) => (in_main, (f + 1).min(FREQ_MAX)),
+                    None => (self.ghost.take(hash), 0),
+                };
+                // Make room first, so the slot of an evicted entry is reused and a full shard
+                // never holds more slots than its capacity.
+                if self.weight + weight > self.capacity {
+                    let target = self.capacity - weight;
+                    self.evict_to(target, NONE, EvictionCause::Capacity, hasher, out);
+                }
+                let ring = if to_main { IN_MAIN } else { IN_SMALL };
+                let timer = if now.is_some() { IN_TIMER } else { 0 };
+                let slot = Slot::Live {
+                    key,
+                    value,
+                    freq: AtomicU8::new(freq),
+                    flags: ring | timer,
+                };
+                // Make room for a slot index if the shard is at its structural limit.
+                let idx = match self.alloc_slot(slot, p) {
+                    Some(idx) => idx,
+                    None => return,
+                };
+                let slots = &self.slots;
+                self.table
+                    .insert_unique(hash, idx, |&i| match &slots[i as usize] {
+                        Slot::Live { key, .. } => hash_of(hasher, key),
+                        _ => 0,
+                    });
+                if p.weighted {
+                    self.weights[idx as usize] = weight;
+                }
+                if let Some(now) = now {
+                    let deadline = p.ttl.map_or(u64::MAX, |ttl| now.saturating_add(ttl));
+                    let queued = p
+                        .tti
+                        .map_or(deadline, |tti| deadline.min(now.saturating_add(tti)));
+                    self.times[idx as usize] = Times {
+                        deadline,
+                        accessed: AtomicU64::new(now),
+                        queued,
+                    };
+                    self.timer.push_back(idx);
+                }
+                if to_main {
+                    self.main.push_back(idx);
+                } else {
+                    self.small.push_back(idx);
+                    self.small_weight += weight;
+                }
+                self.len += 1;
+                self.weight += weight;
+                if self.len > self.ghost.fps.len() {
+                    self.ghost.grow_to(self.len);
+                }
+                idx
+            }
+        };
+        if self.weight > self.capacity {
+            self.evict_to(self.capacity, idx, EvictionCause::Capacity, hasher, out);
+        }
+        self.after_removals(hasher, p);
+    }
+
+    /// Removes `key` if it is live. An entry that has expired but was not reclaimed yet is
+    /// reclaimed with cause `Expired` and `false` is returned for it.
+    pub fn remove<Q, S: BuildHasher>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        now: Option<u64>,
+        p: &Params,
+        hasher: &S,
+        out: &mut Evicted<K, V>,
+    ) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let Some(idx) = self.find(hash, key) else {
+            return false;
+        };
+        let expired = now.is_some_and(|now| now >= self.deadline_of(idx, p));
+        let cause = if expired {
+            EvictionCause::Expired
+        } else {
+            EvictionCause::Explicit
+        };
+        self.remove_live(idx, 0, cause, hasher, out);
+        self.after_removals(hasher, p);
+        !expired
+    }
+
+    /// Reclaims expired entries from the head of the expiry ring, looking at most at `budget`
+    /// heads. Returns how many heads were looked at.
+    pub fn reclaim_expired<S: BuildHasher>(
+        &mut self,
+        now: u64,
+        budget: usize,
+        p: &Params,
+        hasher: &S,
+        out: &mut Evicted<K, V>,
+    ) -> usize {
+        let mut looked = 0;
+        while looked < budget {
+            let Some(&idx) = self.timer.front() else {
+                break;
+            };
+            looked += 1;
+            if !matches!(self.slots[idx as usize], Slot::Live { .. }) {
+                self.timer.pop_front();
+                self.drop_dead_ref(idx, IN_TIMER);
+                continue;
+            }
+            let deadline = self.deadline_of(idx, p);
+            if now >= deadline {
+                self.timer.pop_front();
+                self.remove_live(idx, IN_TIMER, EvictionCause::Expired, hasher, out);
+                continue;
+            }
+            let t = &mut self.times[idx as usize];
+            if t.queued <= now {
+                // Read or replaced since it was queued: queue it again with its new deadline.
+                t.queued = deadline;
+                self.timer.pop_front();
+                self.timer.push_back(idx);
+                continue;
+            }
+            break;
+        }
+        if looked > 0 {
+            self.trim_rings();
+        }
+        looked
+    }
+
+    /// Looks at up to `budget` entries of the expiry ring from a cursor that wraps around,
+    /// reclaiming the expired ones. With a time to idle the ring is only roughly in deadline
+    /// order (reads move deadlines without reordering), so `reclaim_expired`, which stops at
+    /// the first head that has not expired, can miss some; this sweep finds them. Returns how
+    /// many entries were looked at.
+    pub fn sweep_expired<S: BuildHasher>(
+        &mut self,
+        now: u64,
+        budget: usize,
+        p: &Params,
+        hasher: &S,
+        out: &mut Evicted<K, V>,
+    ) -> usize {
+        let n = budget.min(self.timer.len());
+        for _ in 0..n {
+            if self.sweep_cursor >= self.timer.len() {
+                self.sweep_cursor = 0;
+            }
+            let idx = self.timer[self.sweep_cursor];
+            self.sweep_cursor += 1;
+            if matches!(self.slots[idx as usize], Slot::Live { .. })
+                && now >= self.deadline_of(idx, p)
+            {
+                // Stays referenced by the ring (as a dead slot) until the ring pops it.
+                self.remove_live(idx, 0, EvictionCause::Expired, hasher, out);
+            }
+        }
+        self.after_removals(hasher, p);
+        n
+    }
+
+    /// Evicts with cause `Pressure` down to `fraction` of the current weight.
+    pub fn shrink<S: BuildHasher>(
+        &mut self,
+        fraction: f64,
+        p: &Params,
+        hasher: &S,
+        out: &mut Evicted<K, V>,
+    ) {
+        let target = (self.weight as f64 * fraction).floor() as u64;
+        self.evict_to(target, NONE, EvictionCause::Pressure, hasher, out);
+        self.after_removals(hasher, p);
+    }
+
+    /// Empties the shard with cause `Explicit`; the old storage is returned so the caller can
+    /// hand its entries to the listener and drop it outside the lock.
+    pub fn take_all(&mut self) -> Vec<Slot<K, V>> {
+        self.evictions[EvictionCause::Explicit as usize] += self.len as u64;
+        let slots = std::mem::take(&mut self.slots);
+        self.table = HashTable::new();
+        self.free_head = NONE;
+        self.small = VecDeque::new();
+        self.main = VecDeque::new();
+        self.timer = VecDeque::new();
+        self.dead_refs = 0;
+        self.weights = Vec::new();
+        self.times = Vec::new();
+        self.ghost = Ghost { fps: Vec::new() };
+        self.len = 0;
+        self.weight = 0;
+        self.small_weight = 0;
+        slots
+    }
+
+    /// Keeps the structures proportional to the live entries: rebuilds the shard when dead
+    /// ring references outnumber live entries, or when most slots are unused.
+    #[inline]
+    fn after_removals<S: BuildHasher>(&mut self, hasher: &S, p: &Params) {
+        let slots = self.slots.len();
+        if self.dead_refs > self.len + 64 || (slots > 256 && self.len * 4 < slots) {
+            self.rebuild(hasher, p);
+        }
+    }
+
+    /// Compacts the shard: live entries move to a dense slab in ring order; dead references
+    /// and free slots disappear; storage is sized to the live entries.
+    #[cold]
+    fn rebuild<S: BuildHasher>(&mut self, hasher: &S, p: &Params) {
+        let live = self.len;
+        let mut old_slots = std::mem::take(&mut self.slots);
+        let old_weights = std::mem::take(&mut self.weights);
+        let mut old_times = std::mem::take(&mut self.times);
+        let old_small = std::mem::take(&mut self.small);
+        let old_main = std::mem::take(&mut self.main);
+        let old_timer = std::mem::take(&mut self.timer);
+        let mut map = vec![NONE; old_slots.len()];
+        let mut slots = Vec::with_capacity(live);
+        let mut weights = Vec::with_capacity(if p.weighted { live } else { 0 });
+        let mut times = Vec::with_capacity(if p.expires() { live } else { 0 });
+        let mut table = HashTable::with_capacity(live);
+        let mut small = VecDeque::with_capacity(live / 4 + 1);
+        let mut main = VecDeque::with_capacity(live);
+        for (ring, queue) in [(IN_SMALL, &old_small), (IN_MAIN, &old_main)] {
+            for &old in queue {
+                let o = old as usize;
+                if !matches!(old_slots[o], Slot::Live { .. }) || map[o] != NONE {
+                    continue;
+                }
+                let slot = std::mem::replace(&mut old_slots[o], Slot::Free { next: NONE });
+                let new = slots.len() as u32;
+                map[o] = new;
+                if let Slot::Live { key, .. } = &slot {
+                    table.insert_unique(hash_of(hasher, key), new, |&i: &u32| {
+                        match &slots[i as usize] {
+                            Slot::Live { key, .. } => hash_of(hasher, key),
+                            _ => 0,
+                        }
+                    });
+                }
+                slots.push(slot);
+                if p.weighted {
+                    weights.push(old_weights[o]);
+                }
+                if p.expires() {
+                    let t = std::mem::replace(
+                        &mut old_times[o],
+                        Times {
+                            deadline: 0,
+                            accessed: AtomicU64::new(0),
+                            queued: 0,
+                        },
+                    );
+                    times.push(t);
+                }
+                if ring == IN_SMALL {
+                    small.push_back(new);
+                } else {
+                    main.push_back(new);
+                }
+            }
+        }
+        let mut timer = VecDeque::with_capacity(if p.expires() { live } else { 0 });
+        for &old in &old_timer {
+            let new = map[old as usize];
+            if new != NONE {
+                timer.push_back(new);
+            }
+        }
+        // Flags in the new slots: only live ones exist, in exactly the rings rebuilt above.
+        for slot in &mut slots {
+            if let Slot::Live { flags, .. } = slot {
+                *flags &= IN_SMALL | IN_MAIN | IN_TIMER;
+            }
+        }
+        if self.ghost.fps.len() > 4 * live.max(64) {
+            self.ghost = Ghost { fps: Vec::new() };
+            self.ghost.grow_to(live);
+        }
+        self.table = table;
+        self.slots = slots;
+        self.weights = weights;
+        self.times = times;
+        self.small = small;
+        self.main = main;
+        self.timer = timer;
+        self.free_head = NONE;
+        self.dead_refs = 0;
+        self.sweep_cursor = 0;
+        // `len`, `weight` and `small_weight` are unchanged: only live entries were kept.
+        drop(old_slots);
+    }
+
+    /// Bytes of bookkeeping this shard holds beyond the keys and values themselves
+    /// (approximate: allocator size classes are not counted).
+    #[cfg(test)]
+    pub fn overhead_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let slot_pad = size_of::<Slot<K, V>>().saturating_sub(size_of::<K>() + size_of::<V>());
+        self.slots.capacity() * slot_pad
+            + (self.slots.capacity() - self.len) * (size_of::<K>() + size_of::<V>())
+            + self.table.capacity() * 5
+            + (self.small.capacity() + self.main.capacity() + self.timer.capacity()) * 4
+            + self.weights.capacity() * 8
+            + self.times.capacity() * size_of::<Times>()
+            + self.ghost.fps.len() * 2
+    }
+
+    #[cfg(test)]
+    pub fn overhead_breakdown(&self) -> String {
+        format!(
+            "len {} slots {}/{} table {} small {} main {} timer {} ghost {} dead_refs {}",
+            self.len,
+            self.slots.len(),
+            self.slots.capacity(),
+            self.table.capacity(),
+            self.small.capacity(),
+            self.main.capacity(),
+            self.timer.capacity(),
+            self.ghost.fps.len(),
+            self.dead_refs
+        )
+    }
+
+    /// Checks the internal invariants (tests only).
+    #[cfg(test)]
+    pub fn validate<S: BuildHasher>(&self, hasher: &S) {
+        let mut live = 0;
+        let mut weight = 0;
+        let mut small_weight = 0;
+        let mut dead_refs = 0;
+        for (i, s) in self.slots.iter().enumerate() {
+            match s {
+                Slot::Live { key, flags, .. } => {
+                    live += 1;
+                    let w = self.weight_at(i as u32);
+                    weight += w;
+                    if flags & IN_SMALL != 0 {
+                        small_weight += w;
+                    }
+                    assert_eq!(
+                        (flags & IN_SMALL != 0) as u8 + (flags & IN_MAIN != 0) as u8,
+                        1,
+                        "a live entry is in exactly one queue"
+                    );
+                    let h = hash_of(hasher, key);
+                    assert_eq!(self.table.find(h, |&j| j == i as u32), Some(&(i as u32)));
+                }
+                Slot::Dead { flags } => dead_refs += flags.count_ones() as usize,
+                Slot::Free { .. } => {}
+            }
+        }
+        assert_eq!(live, self.len);
+        assert_eq!(self.table.len(), self.len);
+        assert_eq!(weight, self.weight);
+        assert_eq!(small_weight, self.small_weight);
+        assert_eq!(dead_refs, self.dead_refs);
+        assert!(self.weight <= self.capacity);
+    }
+}

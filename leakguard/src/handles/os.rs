@@ -1,0 +1,291 @@
+//! What the OS says about this process's handles, whether or not the application tracks
+//! them: open fds by type against the fd limit, threads, and TCP sockets by state.
+//!
+//! TCP states come from `net/tcp` and `net/tcp6` under the procfs root (the process's own
+//! network namespace), keeping the lines whose socket inode is one of this process's
+//! descriptors (`self/fd/N -> socket:[inode]`). Both tables list every socket of the
+//! namespace, so on a busy host they can be large: each is read up to
+//! [`TCP_MAX_LINES`] lines and [`TCP_MAX_BYTES`] bytes, and the result says when it was
+//! cut. At most [`MAX_FDS_SCANNED`] descriptors are looked at.
+
+use crate::process::{FdCounts, ProcReader};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// Lines read at most from each of `net/tcp` and `net/tcp6`.
+pub const TCP_MAX_LINES: usize = 32_768;
+/// Bytes read at most from each of `net/tcp` and `net/tcp6`.
+pub const TCP_MAX_BYTES: u64 = 8 << 20;
+/// Descriptors looked at, at most, to find this process's sockets.
+pub const MAX_FDS_SCANNED: usize = 65_536;
+
+/// TCP states in the kernel's numbering (`st` in `/proc/net/tcp`, 1 to 12), named as
+/// `ss` and node_exporter name them (lowercase).
+pub const TCP_STATES: [&str; 12] = [
+    "established",
+    "syn_sent",
+    "syn_recv",
+    "fin_wait1",
+    "fin_wait2",
+    "time_wait",
+    "close",
+    "close_wait",
+    "last_ack",
+    "listen",
+    "closing",
+    "new_syn_recv",
+];
+
+/// This process's TCP sockets by state.
+///
+/// ```no_run
+/// let tcp = leakguard::handles::tcp_sockets(std::path::Path::new("/proc"));
+/// println!("{} sockets in CLOSE_WAIT", tcp.states["close_wait"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TcpSockets {
+    /// Count per state (every state is present, most are 0).
+    pub states: BTreeMap<&'static str, u64>,
+    /// This process's TCP sockets found in the tables.
+    pub sockets: u64,
+    /// This process's socket descriptors of any protocol (TCP, UDP, Unix, …).
+    pub socket_fds: u64,
+    /// Lines read from the tables.
+    pub lines_read: u64,
+    /// Whether a table (or the descriptor list) was longer than the caps and was cut: the
+    /// counts are then lower bounds.
+    pub truncated: bool,
+    /// What went wrong or was cut, if anything.
+    pub note: Option<String>,
+}
+
+/// Open fds, their limit, threads and TCP sockets of the process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OsHandles {
+    /// Open file descriptors.
+    pub open_fds: Option<u64>,
+    /// Soft limit on open file descriptors (`None`: unlimited or unknown).
+    pub max_fds: Option<u64>,
+    /// `open_fds / max_fds`; the guard warns at 0.8.
+    pub fd_usage_ratio: Option<f64>,
+    /// Open fds by type: file, socket, pipe, anon_inode, other.
+    pub fds_by_type: Option<FdCounts>,
+    /// OS threads.
+    pub threads: Option<u64>,
+    /// TCP sockets by state.
+    pub tcp: TcpSockets,
+    /// Sources that could not be read.
+    pub errors: Vec<String>,
+}
+
+/// Reads the OS-level handles of this process from the procfs tree at `proc_root`
+/// (`/proc` on a real system; a fixture tree laid out the same way in tests).
+pub fn os_handles(proc_root: &Path) -> OsHandles {
+    let mut out = OsHandles {
+        tcp: tcp_sockets(proc_root),
+        ..OsHandles::default()
+    };
+    match ProcReader::with_root(proc_root).read(true) {
+        Ok(p) => {
+            out.open_fds = Some(p.open_fds);
+            out.max_fds = p.max_fds;
+            out.fd_usage_ratio = p
+                .max_fds
+                .filter(|&m| m > 0)
+                .map(|m| p.open_fds as f64 / m as f64);
+            out.fds_by_type = p.fds_by_type;
+            out.threads = Some(p.threads);
+        }
+        Err(e) => out.errors.push(format!("process: {e}")),
+    }
+    out
+}
+
+/// This process's TCP sockets by state, from `net/tcp`, `net/tcp6` and `self/fd` under
+/// `proc_root`. Never fails: what could not be read is said in [`TcpSockets::note`].
+pub fn tcp_sockets(proc_root: &Path) -> TcpSockets {
+    let mut out = TcpSockets {
+        states: TCP_STATES.iter().map(|s| (*s, 0)).collect(),
+        ..TcpSockets::default()
+    };
+    let mut notes = Vec::new();
+    let inodes = match socket_inodes(&proc_root.join("self/fd")) {
+        Ok((inodes, fds, cut)) => {
+            out.socket_fds = fds;
+            if cut {
+                out.truncated = true;
+                notes.push(format!(
+                    "only the first {MAX_FDS_SCANNED} descriptors were looked at"
+                ));
+            }
+            inodes
+        }
+        Err(e) => {
+            out.note = Some(format!("cannot list {}/self/fd: {e}", proc_root.display()));
+            return out;
+        }
+    };
+    for (file, required) in [("net/tcp", true), ("net/tcp6", false)] {
+        let path = proc_root.join(file);
+        match File::open(&path) {
+            Ok(f) => {
+                let table = count_states(f, &inodes, &mut out);
+                if let Err(e) = table {
+                    notes.push(format!("cannot read {}: {e}", path.display()));
+                } else if let Ok(true) = table {
+                    out.truncated = true;
+                    notes.push(format!(
+                        "{} is longer than {TCP_MAX_LINES} lines or {} MiB and was cut",
+                        path.display(),
+                        TCP_MAX_BYTES >> 20
+                    ));
+                }
+            }
+            // No IPv6 in this kernel or namespace.
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => notes.push(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+    if !notes.is_empty() {
+        out.note = Some(notes.join("; "));
+    }
+    out
+}
+
+/// Socket inodes of the descriptors in `fd_dir`, the number of socket descriptors, and
+/// whether the listing was cut at [`MAX_FDS_SCANNED`].
+fn socket_inodes(fd_dir: &Path) -> std::io::Result<(HashSet<u64>, u64, bool)> {
+    let mut inodes = HashSet::new();
+    let mut sockets = 0;
+    let mut seen = 0;
+    for entry in std::fs::read_dir(fd_dir)? {
+        let Ok(entry) = entry else { continue };
+        seen += 1;
+        if seen > MAX_FDS_SCANNED {
+            return Ok((inodes, sockets, true));
+        }
+        // Closed since the listing, or not a link: not a socket of ours.
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if let Some(inode) = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|t| t.parse::<u64>().ok())
+        {
+            sockets += 1;
+            inodes.insert(inode);
+        }
+    }
+    Ok((inodes, sockets, false))
+}
+
+/// Adds the states of the sockets in one table whose inode is in `inodes`. Returns whether
+/// the table was cut at the caps.
+fn count_states(
+    file: impl Read,
+    inodes: &HashSet<u64>,
+    out: &mut TcpSockets,
+) -> std::io::Result<bool> {
+    let mut reader = BufReader::with_capacity(64 * 1024, file.take(TCP_MAX_BYTES));
+    let mut line = Vec::with_capacity(256);
+    let mut lines = 0usize;
+    let mut bytes = 0u64;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            // End of the file, or of the byte cap: cut if the cap was reached.
+            return Ok(bytes >= TCP_MAX_BYTES);
+        }
+        bytes += n as u64;
+        if !line.ends_with(b"\n") && bytes >= TCP_MAX_BYTES {
+            // A line cut by the byte cap: not counted.
+            return Ok(true);
+        }
+        lines += 1;
+        if lines == 1 {
+            continue; // the header
+        }
+        out.lines_read += 1;
+        if let Some((state, inode)) = parse_tcp_line(&line)
+            && inodes.contains(&inode)
+        {
+            out.sockets += 1;
+            if let Some(count) = TCP_STATES
+                .get(usize::from(state).wrapping_sub(1))
+                .and_then(|name| out.states.get_mut(name))
+            {
+                *count += 1;
+            }
+        }
+        if lines > TCP_MAX_LINES {
+            let mut probe = [0u8; 1];
+            return Ok(reader.read(&mut probe)? > 0);
+        }
+    }
+}
+
+/// `(st, inode)` of one `/proc/net/tcp` line:
+/// `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode …`.
+fn parse_tcp_line(line: &[u8]) -> Option<(u8, u64)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut fields = text.split_ascii_whitespace();
+    let state = fields.nth(3)?;
+    let inode = fields.nth(5)?;
+    Some((u8::from_str_radix(state, 16).ok()?, inode.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &[u8] = b"   1: 0100007F:1F90 0100007F:C350 08 00000000:00000000 00:00000000 00000000  1000        0 424242 1 0000000000000000 20 4 30 10 -1\n";
+
+    #[test]
+    fn a_tcp_line_gives_state_and_inode() {
+        assert_eq!(parse_tcp_line(LINE), Some((8, 424_242)));
+        assert_eq!(parse_tcp_line(b"garbage\n"), None);
+        assert_eq!(parse_tcp_line(b""), None);
+    }
+
+    fn cut_table(line: &[u8], lines: usize) -> (Option<bool>, TcpSockets) {
+        let mut text = b"  sl  local_address rem_address   st\n".to_vec();
+        for _ in 0..lines {
+            text.extend_from_slice(line);
+        }
+        let inodes: HashSet<u64> = [424_242].into_iter().collect();
+        let mut out = TcpSockets {
+            states: TCP_STATES.iter().map(|s| (*s, 0)).collect(),
+            ..TcpSockets::default()
+        };
+        let cut = count_states(&text[..], &inodes, &mut out).ok();
+        (cut, out)
+    }
+
+    #[test]
+    fn a_table_with_too_many_lines_is_cut_and_says_so() {
+        let (cut, out) = cut_table(LINE, TCP_MAX_LINES + 10);
+        assert_eq!(cut, Some(true));
+        assert_eq!(out.lines_read as usize, TCP_MAX_LINES);
+        assert_eq!(out.states["close_wait"] as usize, TCP_MAX_LINES);
+        let (cut, out) = cut_table(LINE, TCP_MAX_LINES);
+        assert_eq!(cut, Some(false));
+        assert_eq!(out.sockets as usize, TCP_MAX_LINES);
+    }
+
+    #[test]
+    fn a_table_with_too_many_bytes_is_cut_and_says_so() {
+        let mut long = LINE[..LINE.len() - 1].to_vec();
+        long.extend_from_slice(&[b' '; 1000]);
+        long.push(b'\n');
+        let fit = (TCP_MAX_BYTES as usize - 40) / long.len();
+        let (cut, out) = cut_table(&long, fit + 5);
+        assert_eq!(cut, Some(true));
+        assert_eq!(out.states["close_wait"] as usize, fit);
+    }
+}

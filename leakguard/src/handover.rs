@@ -1,0 +1,338 @@
+//! Listening sockets that survive a re-exec, handed over by name with systemd's socket
+//! activation convention (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`, descriptors from 3),
+//! which the `listenfd` crate and most servers read; and the restart record that survives the
+//! exec (`LEAKGUARD_RESTART_STATE`).
+//!
+//! At start, [`take_environment`] reads and removes these variables, so the service's own
+//! children never see them, and marks the inherited descriptors close-on-exec. A service then
+//! asks for its listeners by name with [`listener`]: inherited if present, bound fresh
+//! otherwise; either way leakguard keeps a duplicate to hand over at the next re-exec.
+
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::ffi::{CString, OsString};
+use std::net::{TcpListener, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// The first handed-over descriptor (systemd's `SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: RawFd = 3;
+/// At most this many listeners are handed over.
+pub const MAX_LISTENERS: usize = 64;
+/// The variable that carries the restart record across the exec.
+pub const STATE_VAR: &str = "LEAKGUARD_RESTART_STATE";
+/// Restart times kept in the record (for the per-hour limit).
+const MAX_TIMES: usize = 32;
+
+/// What survives a re-exec about past restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestartRecord {
+    /// Restarts performed by leakguard in this process's lineage.
+    pub restarts_total: u64,
+    /// Unix times of the latest restarts (at most 32), oldest first.
+    pub times: Vec<f64>,
+    /// Why the last restart happened.
+    pub last_reason: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// Inherited descriptors not yet claimed, by name.
+    inherited: Vec<(String, OwnedFd)>,
+    /// Duplicates of the listeners to hand over at the next re-exec, by name.
+    handover: Vec<(String, OwnedFd)>,
+    record: RestartRecord,
+    taken: bool,
+    notes: Vec<String>,
+}
+
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn with<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    let mut guard = REGISTRY.lock();
+    f(guard.get_or_insert_with(Registry::default))
+}
+
+fn set_cloexec(fd: RawFd, on: bool) -> std::io::Result<()> {
+    // SAFETY: F_GETFD/F_SETFD only read and set the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let next = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, next) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn remove_var(name: &str) {
+    // SAFETY: the guard reads and removes these variables once, at start, before it starts its
+    // own threads; std serializes its own environment access. Services should start the guard
+    // early in `main`, before they start threads that read the environment through libc.
+    unsafe { std::env::remove_var(name) };
+}
+
+/// Reads and removes `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES` and the restart record, once
+/// per process. Descriptors meant for another process (`LISTEN_PID` differs) are left alone.
+/// Returns notes about anything malformed (the variables are removed in any case).
+pub fn take_environment() -> Vec<String> {
+    with(|r| {
+        if r.taken {
+            return Vec::new();
+        }
+        r.taken = true;
+        let fds = std::env::var("LISTEN_FDS").ok();
+        let pid = std::env::var("LISTEN_PID").ok();
+        let names = std::env::var("LISTEN_FDNAMES").ok();
+        let state = std::env::var(STATE_VAR).ok();
+        for v in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", STATE_VAR] {
+            remove_var(v);
+        }
+        if let Some(state) = state {
+            match serde_json::from_str::<RestartRecord>(&state) {
+                Ok(mut rec) => {
+                    rec.times.truncate(MAX_TIMES);
+                    r.record = rec;
+                }
+                Err(e) => r
+                    .notes
+                    .push(format!("ignoring a malformed {STATE_VAR}: {e}")),
+            }
+        }
+        if let Some(fds) = fds {
+            let ours = pid
+                .as_deref()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .is_some_and(|p| p == std::process::id());
+            match fds.trim().parse::<usize>() {
+                Ok(n) if ours && n <= MAX_LISTENERS => {
+                    let names: Vec<String> = names
+                        .unwrap_or_default()
+                        .split(':')
+                        .map(str::to_owned)
+                        .collect();
+                    for i in 0..n {
+                        let fd = LISTEN_FDS_START + i as RawFd;
+                        // SAFETY: F_GETFD only checks that the descriptor is open.
+                        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                            r.notes.push(format!(
+                                "LISTEN_FDS names descriptor {fd}, which is not open"
+                            ));
+                            continue;
+                        }
+                        if let Err(e) = set_cloexec(fd, true) {
+                            r.notes.push(format!("descriptor {fd}: {e}"));
+                            continue;
+                        }
+                        let name = names
+                            .get(i)
+                            .filter(|n| !n.is_empty())
+                            .cloned()
+                            .unwrap_or_else(|| format!("fd{fd}"));
+                        // SAFETY: the descriptor is open, was handed to this process by
+                        // LISTEN_FDS and nothing else in the process owns it.
+                        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                        r.inherited.push((name, owned));
+                    }
+                }
+                Ok(n) if ours => r.notes.push(format!(
+                    "LISTEN_FDS={n} is more than the {MAX_LISTENERS} leakguard accepts; ignored"
+                )),
+                Ok(_) => {}
+                Err(_) => r
+                    .notes
+                    .push(format!("ignoring a malformed LISTEN_FDS={fds:?}")),
+            }
+        }
+        std::mem::take(&mut r.notes)
+    })
+}
+
+/// The restart record inherited from before the last re-exec.
+pub fn record() -> RestartRecord {
+    with(|r| r.record.clone())
+}
+
+/// Adds a restart to the record (kept for the next image).
+pub(crate) fn note_restart(at: f64, reason: &str) -> RestartRecord {
+    with(|r| {
+        r.record.restarts_total += 1;
+        r.record.times.push(at);
+        let excess = r.record.times.len().saturating_sub(MAX_TIMES);
+        r.record.times.drain(..excess);
+        r.record.last_reason = Some(reason.chars().take(200).collect());
+        r.record.clone()
+    })
+}
+
+/// Undoes [`note_restart`] when the restart did not happen after all.
+pub(crate) fn forget_restart() {
+    with(|r| {
+        r.record.restarts_total = r.record.restarts_total.saturating_sub(1);
+        r.record.times.pop();
+    });
+}
+
+/// A listening TCP socket named `name`: the one inherited through `LISTEN_FDS` under that name
+/// if there is one, else a fresh one bound to `addr`. Either way it is handed over, open, to the
+/// new image at a re-exec, so connections that arrive meanwhile wait in its backlog.
+///
+/// ```no_run
+/// let listener = leakguard::listener("http", "127.0.0.1:8080")?;
+/// # Ok::<(), leakguard::Error>(())
+/// ```
+pub fn listener(name: &str, addr: impl ToSocketAddrs + std::fmt::Display) -> Result<TcpListener> {
+    take_environment();
+    let inherited = with(|r| {
+        r.inherited
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| r.inherited.remove(i).1)
+    });
+    let listener = match inherited {
+        Some(fd) => TcpListener::from(fd),
+        None => TcpListener::bind(&addr).map_err(|source| Error::Io {
+            what: format!("binding listener {name:?} to {addr}"),
+            source,
+        })?,
+    };
+    keep_for_handover(name, &listener)?;
+    Ok(listener)
+}
+
+/// Keeps a duplicate of `listener` to hand over under `name` at the next re-exec (replacing an
+/// earlier one of the same name).
+pub fn keep_for_handover(name: &str, listener: &TcpListener) -> Result<()> {
+    if name.is_empty() || name.contains(':') || name.len() > 255 {
+        return Err(Error::config(
+            "listener name",
+            name,
+            "must be 1 to 255 characters without ':'",
+        ));
+    }
+    let dup = listener.try_clone().map_err(|source| Error::Io {
+        what: format!("keeping listener {name:?} for the handover"),
+        source,
+    })?;
+    let fd = OwnedFd::from(dup);
+    with(|r| {
+        r.handover.retain(|(n, _)| n != name);
+        if r.handover.len() >= MAX_LISTENERS {
+            return Err(Error::config(
+                "listener name",
+                name,
+                "too many listeners kept for the handover (64 at most)",
+            ));
+        }
+        r.handover.push((name.to_owned(), fd));
+        Ok(())
+    })
+}
+
+/// Stops handing over the listener named `name` (e.g. a service that closed it for good).
+pub fn release(name: &str) {
+    with(|r| r.handover.retain(|(n, _)| n != name));
+}
+
+/// The names of the listeners that would be handed over, in order.
+pub fn handover_names() -> Vec<String> {
+    with(|r| r.handover.iter().map(|(n, _)| n.clone()).collect())
+}
+
+fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
+    CString::new(bytes).map_err(|_| std::io::Error::other("an argument contains a NUL byte"))
+}
+
+/// Replaces the process image with `/proc/self/exe`, same argv and environment (less the
+/// handover variables of the previous generation, plus this one's), same PID, with the
+/// listeners kept for the handover as descriptors 3, 4, … Returns only on failure.
+pub(crate) fn reexec(record: &RestartRecord) -> std::io::Error {
+    match prepare_and_exec(record) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn prepare_and_exec(record: &RestartRecord) -> std::io::Result<std::convert::Infallible> {
+    // Everything that allocates comes before the descriptors are moved.
+    let argv: Vec<CString> = std::env::args_os()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<std::io::Result<_>>()?;
+    let registry = REGISTRY.lock();
+    let handover: Vec<(String, RawFd)> = registry
+        .as_ref()
+        .map(|r| {
+            r.handover
+                .iter()
+                .map(|(n, fd)| (n.clone(), fd.as_raw_fd()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| {
+            !matches!(
+                k.to_str(),
+                Some("LISTEN_FDS" | "LISTEN_PID" | "LISTEN_FDNAMES" | STATE_VAR)
+            )
+        })
+        .collect();
+    if !handover.is_empty() {
+        env.push(("LISTEN_FDS".into(), handover.len().to_string().into()));
+        env.push(("LISTEN_PID".into(), std::process::id().to_string().into()));
+        let names: Vec<&str> = handover.iter().map(|(n, _)| n.as_str()).collect();
+        env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
+    }
+    let state = serde_json::to_string(record).map_err(std::io::Error::other)?;
+    env.push((STATE_VAR.into(), state.into()));
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring(&kv)
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    let exe = c"/proc/self/exe";
+    // Check first that the image can be executed, so a failure leaves the descriptors alone.
+    // SAFETY: `exe` is a valid C string.
+    if unsafe { libc::access(exe.as_ptr(), libc::X_OK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+
+    // Move the listeners out of the way (above any target slot), then into 3, 4, …; dup2
+    // leaves the targets without close-on-exec, everything else keeps it.
+    let floor = LISTEN_FDS_START + handover.len() as RawFd + 16;
+    let mut high = Vec::with_capacity(handover.len());
+    for (_, fd) in &handover {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates an open descriptor we own a handle to.
+        let h = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, floor) };
+        if h < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        high.push(h);
+    }
+    for (i, h) in high.iter().enumerate() {
+        let target = LISTEN_FDS_START + i as RawFd;
+        // SAFETY: dup2 onto a small descriptor number; whatever was there is closed, which is
+        // what the exec that follows would have done to it (every descriptor leakguard and std
+        // open is close-on-exec).
+        if unsafe { libc::dup2(*h, target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: argv and envp are null-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+    Err(std::io::Error::last_os_error())
+}

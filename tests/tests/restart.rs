@@ -1,0 +1,282 @@
+//! Graceful restart in place, end to end: the demo as a child process, real load over real
+//! sockets, a leak that crosses the restart threshold.
+#![allow(clippy::unwrap_used)]
+
+use leakguard_tests::{
+    KeepAlive, Running, example_binary, free_port, get, request, request_with, wait_until_ok,
+};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Demo {
+    run: Running,
+    service: SocketAddr,
+    endpoint: SocketAddr,
+}
+
+fn start(extra: &[(&str, &str)]) -> Demo {
+    let service: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let endpoint: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut env = vec![
+        ("DEMO_ADDR", service.to_string()),
+        ("LEAKGUARD_ADDR", endpoint.to_string()),
+        ("LEAKGUARD_INTERVAL", "100ms".to_owned()),
+        ("LEAKGUARD_MIN_UPTIME", "2s".to_owned()),
+        ("DEMO_LIMIT", "128MiB".to_owned()),
+        ("DEMO_LEAK_KIB_PER_SEC", "0".to_owned()),
+        ("DEMO_DRAIN_DELAY", "1s".to_owned()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let run = Running::start(&example_binary("leaky_service"), &env);
+    assert!(
+        wait_until_ok(endpoint, "/healthz", Duration::from_secs(60)),
+        "{}",
+        run.text()
+    );
+    assert!(wait_until_ok(service, "/", Duration::from_secs(10)));
+    // Past the minimum uptime.
+    std::thread::sleep(Duration::from_millis(2200));
+    Demo {
+        run,
+        service,
+        endpoint,
+    }
+}
+
+fn report(d: &Demo) -> serde_json::Value {
+    get(d.endpoint, "/debug/leakguard").json()
+}
+
+#[test]
+fn restart_in_place_under_load_drops_no_request() {
+    let mut demo = start(&[]);
+    let pid = demo.run.pid();
+    let baseline = report(&demo)["memory"]["resident_bytes"].as_u64().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let worst = Arc::new(Mutex::new(Duration::ZERO));
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (stop, ok, failures, worst) = (
+            Arc::clone(&stop),
+            Arc::clone(&ok),
+            Arc::clone(&failures),
+            Arc::clone(&worst),
+        );
+        let addr = demo.service;
+        clients.push(std::thread::spawn(move || {
+            // Two clients keep their connections alive, two open a fresh one per request.
+            let mut keep = KeepAlive::new(addr);
+            while !stop.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                let result = if i % 2 == 0 {
+                    keep.get("/").map(|(s, _)| s)
+                } else {
+                    request("GET", addr, "/").map(|r| r.status)
+                };
+                let took = t.elapsed();
+                match result {
+                    Ok(200) => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(s) => failures.lock().unwrap().push(format!("status {s}")),
+                    Err(e) => failures.lock().unwrap().push(e.to_string()),
+                }
+                let mut w = worst.lock().unwrap();
+                *w = (*w).max(took);
+            }
+        }));
+    }
+    // Readiness as a load balancer sees it.
+    let readiness = Arc::new(Mutex::new(Vec::<u16>::new()));
+    let poller = {
+        let (stop, readiness, addr) = (Arc::clone(&stop), Arc::clone(&readiness), demo.endpoint);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(r) = request("GET", addr, "/readyz") {
+                    let mut seen = readiness.lock().unwrap();
+                    if seen.last() != Some(&r.status) {
+                        seen.push(r.status);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    std::thread::sleep(Duration::from_secs(1));
+    // Leak past the restart threshold (95% of 128 MiB) at once.
+    assert_eq!(get(demo.service, "/leak?kib=131072").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = request("GET", demo.endpoint, "/debug/leakguard")
+            && r.status == 200
+        {
+            let v = r.json();
+            if v["restart"]["restarts_total"] == 1 && v["ready"] == true {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no restart:\n{}",
+            demo.run.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    poller.join().unwrap();
+
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > 50,
+        "only {} answers",
+        ok.load(Ordering::SeqCst)
+    );
+    assert!(demo.run.is_running());
+    assert_eq!(demo.run.pid(), pid);
+    let out = demo.run.text();
+    assert!(
+        out.contains(&format!("re-executing in place (restart #1, pid {pid})")),
+        "{out}"
+    );
+    assert!(out.contains(&format!(
+        "running after graceful restart #1 in place (pid {pid})"
+    )));
+    let after = report(&demo);
+    let rss = after["memory"]["resident_bytes"].as_u64().unwrap();
+    assert!(
+        rss < baseline + (24 << 20),
+        "rss {rss} vs baseline {baseline}"
+    );
+    assert_eq!(after["state"], "normal");
+    let seen = readiness.lock().unwrap().clone();
+    assert_eq!(seen, vec![200, 503, 200], "readiness as seen by a balancer");
+    let metrics = get(demo.endpoint, "/metrics").text();
+    assert!(
+        metrics.contains("\nleakguard_restarts_total 1\n"),
+        "{metrics}"
+    );
+    eprintln!(
+        "restart under load: {} answers, worst latency {:?}",
+        ok.load(Ordering::SeqCst),
+        worst.lock().unwrap()
+    );
+}
+
+#[test]
+fn exit_action_exits_with_the_code() {
+    let mut demo = start(&[("LEAKGUARD_RESTART_ACTION", "exit:7")]);
+    assert_eq!(get(demo.service, "/leak?kib=131072").status, 200);
+    assert_eq!(
+        demo.run.wait_status(Duration::from_secs(30)),
+        (Some(7), None)
+    );
+    assert!(demo.run.text().contains("exiting with code 7"));
+}
+
+#[test]
+fn signal_action_sends_sigterm() {
+    let mut demo = start(&[("LEAKGUARD_RESTART_ACTION", "signal:TERM")]);
+    assert_eq!(get(demo.service, "/leak?kib=131072").status, 200);
+    assert_eq!(
+        demo.run.wait_status(Duration::from_secs(30)),
+        (None, Some(15))
+    );
+}
+
+#[test]
+fn operator_restart_needs_the_token_and_one_runs_at_a_time() {
+    let demo = start(&[
+        ("LEAKGUARD_TOKEN", "s3cret"),
+        ("LEAKGUARD_RESTART_ACTION", "none"),
+    ]);
+    let post = |headers: &[(&str, &str)]| {
+        request_with("POST", demo.endpoint, "/debug/leakguard/restart", headers).unwrap()
+    };
+    assert_eq!(post(&[]).status, 401);
+    assert_eq!(post(&[("Authorization", "Bearer wrong")]).status, 401);
+    let first = post(&[("Authorization", "Bearer s3cret")]);
+    assert_eq!(first.status, 202, "{}", first.text());
+    let second = post(&[("Authorization", "Bearer s3cret")]);
+    assert_eq!(second.status, 409);
+    assert!(second.text().contains("already under way"));
+    assert_eq!(get(demo.endpoint, "/readyz").status, 503);
+    demo.run.wait_for_output(
+        "restart action is none: nothing restarted",
+        Duration::from_secs(20),
+    );
+    assert_eq!(get(demo.endpoint, "/readyz").status, 200);
+    // Purge: also token-only.
+    assert_eq!(
+        request_with("POST", demo.endpoint, "/debug/leakguard/purge", &[])
+            .unwrap()
+            .status,
+        401
+    );
+    let purged = request_with(
+        "POST",
+        demo.endpoint,
+        "/debug/leakguard/purge",
+        &[("Authorization", "Bearer s3cret")],
+    )
+    .unwrap();
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    assert_eq!(purged.json()["purged"], true);
+}
+
+#[test]
+fn without_a_token_mutating_endpoints_refuse() {
+    let demo = start(&[]);
+    let r = request("POST", demo.endpoint, "/debug/leakguard/restart").unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("LEAKGUARD_TOKEN"));
+    assert!(get(demo.endpoint, "/readyz").status == 200);
+}
+
+#[test]
+fn restarts_are_rate_limited_across_re_execs() {
+    let demo = start(&[("LEAKGUARD_TOKEN", "t")]);
+    let auth = [("Authorization", "Bearer t")];
+    for n in 1..=3u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = request_with("POST", demo.endpoint, "/debug/leakguard/restart", &auth)
+                && r.status == 202
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "restart {n} refused:\n{}",
+                demo.run.text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        demo.run.wait_for_output(
+            &format!("running after graceful restart #{n} in place"),
+            Duration::from_secs(30),
+        );
+    }
+    assert!(wait_until_ok(
+        demo.endpoint,
+        "/readyz",
+        Duration::from_secs(10)
+    ));
+    let fourth = request_with("POST", demo.endpoint, "/debug/leakguard/restart", &auth).unwrap();
+    assert_eq!(fourth.status, 409, "{}", fourth.text());
+    assert!(fourth.text().contains("3 restart(s) in the last hour"));
+}
