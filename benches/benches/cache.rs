@@ -1,0 +1,525 @@
+//! leakguard's caches against their peers, side by side in one run.
+//!
+//! ```sh
+//! cargo bench -p leakguard-benches --bench cache
+//! ```
+//!
+//! Peers: `moka::sync::Cache`, `quick_cache::sync::Cache` (built with its `stats` feature, so
+//! that it counts hits and misses as leakguard's caches always do), `mini_moka::sync::Cache`,
+//! and `lru::LruCache` behind a `parking_lot::Mutex` ("mutex_lru"); all with their default
+//! hashers, `u64` keys and values.
+//!
+//! Throughput (criterion; time per operation, so lower is better), on 1 and 2 threads:
+//! - `get_hit`: uniformly random keys, all present (50 000 keys, capacity 100 000);
+//! - `insert_evict`: inserts of new keys into a full cache of 10 000 (every insert evicts);
+//! - `mix_90_10`: 90% `get`, 10% `insert`, keys drawn from Zipf(1.0) over 100 000 keys,
+//!   capacity 10 000.
+//!
+//! A summary table follows with the median time per operation of each, the peers' times
+//! over leakguard's (above 1: leakguard is faster), and the issue's targets (on the mix,
+//! leakguard's throughput at least quick_cache's and at least 3× moka's).
+//!
+//! Then two tables are printed (not criterion: one deterministic run each):
+//! - hit ratio at equal capacity on a Zipf(1.0) trace with a periodic scan of one-time keys
+//!   (a miss inserts the key);
+//! - memory per entry: bytes this thread allocated and still holds (jemalloc
+//!   `thread.allocated − thread.deallocated`, exact for a single-threaded fill) for a full
+//!   cache after churn, per entry, minus the 16 bytes of key and value.
+//!
+//! Set `CACHE_BENCH_QUICK=1` for a short smoke run.
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use std::num::NonZeroUsize;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOC: leakguard::Jemalloc = leakguard::Jemalloc;
+
+/// The operations every cache under test offers.
+trait Cache: Send + Sync {
+    const NAME: &'static str;
+    fn with_capacity(capacity: u64) -> Self;
+    fn get(&self, key: u64) -> Option<u64>;
+    fn insert(&self, key: u64, value: u64);
+    fn len(&self) -> u64;
+}
+
+struct Leakguard(leakguard::cache::LruCache<u64, u64>);
+struct Moka(moka::sync::Cache<u64, u64>);
+struct Quick(quick_cache::sync::Cache<u64, u64>);
+struct MiniMoka(mini_moka::sync::Cache<u64, u64>);
+struct MutexLru(parking_lot::Mutex<lru::LruCache<u64, u64>>);
+
+impl Cache for Leakguard {
+    const NAME: &'static str = "leakguard";
+    fn with_capacity(capacity: u64) -> Self {
+        Self(leakguard::cache::LruCache::new(capacity))
+    }
+    #[inline]
+    fn get(&self, key: u64) -> Option<u64> {
+        self.0.get(&key)
+    }
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        self.0.insert(key, value)
+    }
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+impl Cache for Moka {
+    const NAME: &'static str = "moka";
+    fn with_capacity(capacity: u64) -> Self {
+        Self(moka::sync::Cache::new(capacity))
+    }
+    #[inline]
+    fn get(&self, key: u64) -> Option<u64> {
+        self.0.get(&key)
+    }
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        self.0.insert(key, value)
+    }
+    fn len(&self) -> u64 {
+        self.0.run_pending_tasks();
+        self.0.entry_count()
+    }
+}
+
+impl Cache for Quick {
+    const NAME: &'static str = "quick_cache";
+    fn with_capacity(capacity: u64) -> Self {
+        Self(quick_cache::sync::Cache::new(capacity as usize))
+    }
+    #[inline]
+    fn get(&self, key: u64) -> Option<u64> {
+        self.0.get(&key)
+    }
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        self.0.insert(key, value)
+    }
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+impl Cache for MiniMoka {
+    const NAME: &'static str = "mini_moka";
+    fn with_capacity(capacity: u64) -> Self {
+        Self(mini_moka::sync::Cache::new(capacity))
+    }
+    #[inline]
+    fn get(&self, key: u64) -> Option<u64> {
+        self.0.get(&key)
+    }
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        self.0.insert(key, value)
+    }
+    fn len(&self) -> u64 {
+        mini_moka::sync::ConcurrentCacheExt::sync(&self.0);
+        self.0.entry_count()
+    }
+}
+
+impl Cache for MutexLru {
+    const NAME: &'static str = "mutex_lru";
+    fn with_capacity(capacity: u64) -> Self {
+        let cap = NonZeroUsize::new(capacity as usize).unwrap_or(NonZeroUsize::MIN);
+        Self(parking_lot::Mutex::new(lru::LruCache::new(cap)))
+    }
+    #[inline]
+    fn get(&self, key: u64) -> Option<u64> {
+        self.0.lock().get(&key).copied()
+    }
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        self.0.lock().put(key, value);
+    }
+    fn len(&self) -> u64 {
+        self.0.lock().len() as u64
+    }
+}
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Zipf(s) over `0..n` by inversion of the cumulative distribution.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n);
+        let mut sum = 0.0;
+        for i in 0..n {
+            sum += 1.0 / ((i + 1) as f64).powf(s);
+            cdf.push(sum);
+        }
+        for c in &mut cdf {
+            *c /= sum;
+        }
+        Self { cdf }
+    }
+    fn sample(&self, rng: &mut Rng) -> u64 {
+        let u = rng.unit();
+        self.cdf.partition_point(|&c| c < u) as u64
+    }
+}
+
+/// Per benchmark (workload, threads, cache): the wall time per operation of each criterion
+/// sample, in nanoseconds.
+type Results = std::sync::Mutex<Vec<(String, usize, &'static str, Vec<f64>)>>;
+static RESULTS: Results = std::sync::Mutex::new(Vec::new());
+
+fn record(
+    workload: &str,
+    threads: usize,
+    cache: &'static str,
+    iters: u64,
+    d: Duration,
+) -> Duration {
+    let per_op = d.as_nanos() as f64 / iters.max(1) as f64 / threads as f64;
+    let mut r = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
+    match r
+        .iter_mut()
+        .find(|(w, t, c, _)| w == workload && *t == threads && *c == cache)
+    {
+        Some((_, _, _, v)) => v.push(per_op),
+        None => r.push((workload.to_owned(), threads, cache, vec![per_op])),
+    }
+    d
+}
+
+const TRACE_LEN: usize = 1 << 20;
+const MASK: usize = TRACE_LEN - 1;
+
+/// Runs `op` over the trace on `threads` threads (each starting at its own offset), `iters`
+/// operations per thread; returns the wall time of the slowest.
+fn run_threads(threads: usize, iters: u64, op: impl Fn(usize, u64) + Sync) -> Duration {
+    if threads == 1 {
+        let start = Instant::now();
+        for i in 0..iters {
+            op(0, i);
+        }
+        return start.elapsed();
+    }
+    let barrier = Barrier::new(threads + 1);
+    let mut elapsed = Duration::ZERO;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (barrier, op) = (&barrier, &op);
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..iters {
+                    op(t, i);
+                }
+                barrier.wait();
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        elapsed = start.elapsed();
+    });
+    elapsed
+}
+
+struct Traces {
+    uniform_hits: Vec<u64>,
+    zipf_mix: Vec<u64>,
+}
+
+fn traces() -> Traces {
+    let mut rng = Rng(42);
+    let uniform_hits = (0..TRACE_LEN).map(|_| rng.next() % GET_KEYS).collect();
+    let zipf = Zipf::new(MIX_KEYS as usize, 1.0);
+    // Low bit: 1 = write.
+    let zipf_mix = (0..TRACE_LEN)
+        .map(|_| {
+            let key = zipf.sample(&mut rng);
+            let write = u64::from(rng.next() % 10 == 0);
+            (key << 1) | write
+        })
+        .collect();
+    Traces {
+        uniform_hits,
+        zipf_mix,
+    }
+}
+
+const GET_KEYS: u64 = 50_000;
+const GET_CAPACITY: u64 = 100_000;
+const EVICT_CAPACITY: u64 = 10_000;
+const MIX_KEYS: u64 = 100_000;
+const MIX_CAPACITY: u64 = 10_000;
+
+fn bench_cache<C: Cache>(c: &mut Criterion, traces: &Traces, threads: usize) {
+    let tag = format!("{}t", threads);
+    // get_hit
+    {
+        let cache = C::with_capacity(GET_CAPACITY);
+        for k in 0..GET_KEYS {
+            cache.insert(k, k);
+        }
+        assert_eq!(cache.len(), GET_KEYS, "{}: all keys present", C::NAME);
+        let mut g = c.benchmark_group(format!("get_hit/{tag}"));
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(BenchmarkId::from_parameter(C::NAME), |b| {
+            b.iter_custom(|iters| {
+                let d = run_threads(threads, iters, |t, i| {
+                    let key = traces.uniform_hits[(i as usize + t * 7919) & MASK];
+                    black_box(cache.get(key));
+                });
+                record("get_hit", threads, C::NAME, iters, d)
+            })
+        });
+        g.finish();
+    }
+    // insert_evict
+    {
+        let cache = C::with_capacity(EVICT_CAPACITY);
+        for k in 0..EVICT_CAPACITY {
+            cache.insert(k, k);
+        }
+        let next = std::sync::atomic::AtomicU64::new(1 << 32);
+        let mut g = c.benchmark_group(format!("insert_evict/{tag}"));
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(BenchmarkId::from_parameter(C::NAME), |b| {
+            b.iter_custom(|iters| {
+                let base =
+                    next.fetch_add(iters * threads as u64, std::sync::atomic::Ordering::Relaxed);
+                let d = run_threads(threads, iters, |t, i| {
+                    let key = base + (t as u64) * iters + i;
+                    cache.insert(key, key);
+                });
+                record("insert_evict", threads, C::NAME, iters, d)
+            })
+        });
+        g.finish();
+    }
+    // mix_90_10
+    {
+        let cache = C::with_capacity(MIX_CAPACITY);
+        for &x in traces.zipf_mix.iter().take(200_000) {
+            if cache.get(x >> 1).is_none() {
+                cache.insert(x >> 1, x);
+            }
+        }
+        let mut g = c.benchmark_group(format!("mix_90_10/{tag}"));
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(BenchmarkId::from_parameter(C::NAME), |b| {
+            b.iter_custom(|iters| {
+                let d = run_threads(threads, iters, |t, i| {
+                    let x = traces.zipf_mix[(i as usize + t * 524_287) & MASK];
+                    if x & 1 == 1 {
+                        cache.insert(x >> 1, x);
+                    } else {
+                        black_box(cache.get(x >> 1));
+                    }
+                });
+                record("mix_90_10", threads, C::NAME, iters, d)
+            })
+        });
+        g.finish();
+    }
+}
+
+/// Hit ratio on Zipf(1.0) over `keys` keys with, every `period` requests, a scan of `scan`
+/// one-time keys; a miss inserts the key. Returns (hits, requests).
+fn hit_ratio<C: Cache>(
+    capacity: u64,
+    keys: usize,
+    requests: usize,
+    period: usize,
+    scan: u64,
+) -> f64 {
+    let cache = C::with_capacity(capacity);
+    let zipf = Zipf::new(keys, 1.0);
+    let mut rng = Rng(7);
+    let mut next_scan_key = 1u64 << 40;
+    let (mut hits, mut total) = (0u64, 0u64);
+    let mut access = |key: u64| {
+        total += 1;
+        if cache.get(key).is_some() {
+            hits += 1;
+        } else {
+            cache.insert(key, key);
+        }
+    };
+    for i in 0..requests {
+        if i % period == period - 1 {
+            for _ in 0..scan {
+                access(next_scan_key);
+                next_scan_key += 1;
+            }
+        }
+        access(zipf.sample(&mut rng));
+    }
+    hits as f64 / total as f64
+}
+
+fn thread_net() -> i64 {
+    let a = tikv_jemalloc_ctl::thread::allocatedp::read()
+        .map(|p| p.get())
+        .unwrap_or(0);
+    let d = tikv_jemalloc_ctl::thread::deallocatedp::read()
+        .map(|p| p.get())
+        .unwrap_or(0);
+    a as i64 - d as i64
+}
+
+/// Bytes of overhead per entry beyond the 16 of a `u64` key and value, for a full cache of
+/// `capacity` after inserting `2 × capacity` distinct keys (with a read of an older key
+/// every third insert).
+fn overhead_per_entry<C: Cache>(capacity: u64) -> (f64, u64) {
+    let before = thread_net();
+    let cache = C::with_capacity(capacity);
+    for k in 0..2 * capacity {
+        cache.insert(k, k);
+        if k % 3 == 0 {
+            black_box(cache.get(k / 2));
+        }
+    }
+    let len = cache.len();
+    let held = thread_net() - before;
+    drop(cache);
+    (held as f64 / len as f64 - 16.0, len)
+}
+
+fn tables(quick: bool) {
+    let (requests, keys) = if quick {
+        (200_000, 100_000)
+    } else {
+        (2_000_000, 1_000_000)
+    };
+    println!(
+        "\n## hit ratio: Zipf(1.0) over {keys} keys, {requests} requests, every 100 000 a scan of 20 000 one-time keys"
+    );
+    println!("| capacity | leakguard | quick_cache | moka | mini_moka | mutex_lru |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for capacity in [10_000u64, 50_000] {
+        let row = [
+            hit_ratio::<Leakguard>(capacity, keys, requests, 100_000, 20_000),
+            hit_ratio::<Quick>(capacity, keys, requests, 100_000, 20_000),
+            hit_ratio::<Moka>(capacity, keys, requests, 100_000, 20_000),
+            hit_ratio::<MiniMoka>(capacity, keys, requests, 100_000, 20_000),
+            hit_ratio::<MutexLru>(capacity, keys, requests, 100_000, 20_000),
+        ];
+        println!(
+            "| {capacity} | {} |",
+            row.map(|r| format!("{:.4}", r)).join(" | ")
+        );
+    }
+    let capacity = if quick { 20_000 } else { 100_000 };
+    println!(
+        "\n## memory per entry: bytes beyond the 16 of key and value, full cache of {capacity} after churn"
+    );
+    println!("| cache | bytes/entry | entries |");
+    println!("| --- | --- | --- |");
+    for (name, (bytes, len)) in [
+        (Leakguard::NAME, overhead_per_entry::<Leakguard>(capacity)),
+        (Quick::NAME, overhead_per_entry::<Quick>(capacity)),
+        (Moka::NAME, overhead_per_entry::<Moka>(capacity)),
+        (MiniMoka::NAME, overhead_per_entry::<MiniMoka>(capacity)),
+        (MutexLru::NAME, overhead_per_entry::<MutexLru>(capacity)),
+    ] {
+        println!("| {name} | {bytes:.1} | {len} |");
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Medians of the last `samples` samples (the measurement; earlier ones are criterion's
+/// warm-up), ratios against leakguard, and the targets.
+fn summary(samples: usize) {
+    let r = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
+    let time = |w: &str, t: usize, c: &str| {
+        r.iter()
+            .find(|(rw, rt, rc, _)| rw == w && *rt == t && *rc == c)
+            .map(|(_, _, _, v)| median(&v[v.len().saturating_sub(samples)..]))
+    };
+    let peers = [Quick::NAME, Moka::NAME, MiniMoka::NAME, MutexLru::NAME];
+    println!(
+        "\n## throughput: median ns per operation (peer / leakguard: above 1, leakguard is faster)"
+    );
+    println!("| workload | threads | leakguard | quick_cache | moka | mini_moka | mutex_lru |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for w in ["get_hit", "insert_evict", "mix_90_10"] {
+        for t in [1, 2] {
+            let Some(lg) = time(w, t, Leakguard::NAME) else {
+                continue;
+            };
+            let cells: Vec<String> = peers
+                .iter()
+                .map(|p| match time(w, t, p) {
+                    Some(x) => format!("{x:.1} ({:.2}×)", x / lg),
+                    None => "-".to_owned(),
+                })
+                .collect();
+            println!("| {w} | {t} | {lg:.1} | {} |", cells.join(" | "));
+        }
+    }
+    for t in [1, 2] {
+        let (Some(lg), Some(q), Some(m)) = (
+            time("mix_90_10", t, Leakguard::NAME),
+            time("mix_90_10", t, Quick::NAME),
+            time("mix_90_10", t, Moka::NAME),
+        ) else {
+            continue;
+        };
+        println!(
+            "target, mix on {t} thread(s): throughput vs quick_cache {:.2}× ({}), vs moka {:.1}× ({})",
+            q / lg,
+            if q / lg >= 1.0 { "met" } else { "not met" },
+            m / lg,
+            if m / lg >= 3.0 { "met" } else { "not met" },
+        );
+    }
+}
+
+fn main() {
+    let quick = std::env::var_os("CACHE_BENCH_QUICK").is_some();
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_millis(if quick { 100 } else { 500 }))
+        .measurement_time(Duration::from_millis(if quick { 300 } else { 2000 }))
+        .sample_size(if quick { 10 } else { 30 });
+    let traces = traces();
+    for threads in [1, 2] {
+        bench_cache::<Leakguard>(&mut c, &traces, threads);
+        bench_cache::<Quick>(&mut c, &traces, threads);
+        bench_cache::<Moka>(&mut c, &traces, threads);
+        bench_cache::<MiniMoka>(&mut c, &traces, threads);
+        bench_cache::<MutexLru>(&mut c, &traces, threads);
+    }
+    c.final_summary();
+    summary(if quick { 10 } else { 30 });
+    tables(quick);
+}
