@@ -10,7 +10,6 @@
 //! new glibc still loads on an old one; there the older `mallinfo` is used, whose `int`
 //! counters wrap: they are read as unsigned 32-bit values, correct up to 4 GiB.
 
-#[cfg(feature = "jemalloc")]
 use crate::error::{Error, Result};
 use serde::Serialize;
 
