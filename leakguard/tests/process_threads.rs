@@ -35,5 +35,19 @@ fn threads_rise_when_threads_are_spawned() {
     for handle in handles {
         handle.join().unwrap();
     }
-    assert_eq!(reader.read(false).unwrap().threads, before_fast.threads);
+    // join() returns once the kernel cleared the thread's id, which can be a moment before it
+    // leaves /proc/self/task: wait for the count to come back down.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = reader.read(false).unwrap().threads;
+        if now == before_fast.threads {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{now} threads, {} before",
+            before_fast.threads
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
