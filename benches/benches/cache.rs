@@ -256,7 +256,7 @@ fn traces() -> Traces {
     let zipf_mix = (0..TRACE_LEN)
         .map(|_| {
             let key = zipf.sample(&mut rng);
-            let write = u64::from(rng.next() % 10 == 0);
+            let write = u64::from(rng.next().is_multiple_of(10));
             (key << 1) | write
         })
         .collect();

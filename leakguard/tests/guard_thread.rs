@@ -66,5 +66,7 @@ fn sampler_thread_samples_survives_panics_and_is_joined_on_stop() {
     guard.stop();
     assert!(started.elapsed() < Duration::from_secs(5));
     // Joined; it may linger in /proc/self/task for a moment after join returns.
-    wait_for("the joined sampler thread to leave /proc", || sampler_threads() == 0);
+    wait_for("the joined sampler thread to leave /proc", || {
+        sampler_threads() == 0
+    });
 }

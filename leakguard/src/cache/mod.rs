@@ -59,7 +59,6 @@
 mod registry;
 mod shard;
 
-#[allow(unused_imports)] // the guard's `/metrics` renders them
 pub(crate) use self::registry::families;
 pub use self::registry::{
     CacheKind, CacheReport, CacheShrink, CapacityUnit, EvictionCounts, REGISTRY_CAPACITY,
@@ -751,7 +750,6 @@ where
     fn get_or_insert_with<F: FnOnce() -> V>(&self, key: K, init: F) -> V {
         let hash = hash_of(&self.hasher, &key);
         let si = self.shard_of(hash);
-        let me = std::thread::current().id();
         loop {
             let now = self.now();
             let found = self.shards[si].0.read().get(hash, &key, now, &self.params);
@@ -759,6 +757,7 @@ where
             if let Lookup::Hit(v) = found {
                 return v;
             }
+            let me = std::thread::current().id();
             let waiter = {
                 let mut s = self.shards[si].0.write();
                 if let Some(v) = s.peek_value(hash, &key, now, &self.params) {

@@ -338,7 +338,6 @@ pub fn weight_by_cache() -> Vec<(String, u64)> {
         .collect()
 }
 
-#[allow(dead_code)] // used by `families`
 fn series(
     reports: &[CacheReport],
     value: impl Fn(&CacheReport) -> Option<f64>,
@@ -351,7 +350,6 @@ fn series(
 
 /// The `leakguard_cache_*` metric families: one series per registered cache (at most
 /// [`REGISTRY_CAPACITY`], so label cardinality is bounded).
-#[allow(dead_code)] // rendered by the guard's `/metrics`
 pub(crate) fn families() -> Vec<Family> {
     let reports = report();
     let n = |v: u64| v as f64;
