@@ -16,8 +16,12 @@
 //! Endpoints of the service: `GET /` (a little real work), `GET /leak?kib=N` (keeps N KiB
 //! forever), `GET /leak_conn?n=N` (opens N connections and never closes them: they show in the
 //! report's handles section as kind `upstream_conn`, with the function that opened them).
-//! The service's own accepted connections are tracked as kind `http_conn`. leakguard's
-//! endpoint is printed at start.
+//! The service's own accepted connections are tracked as kind `http_conn`. A bounded cache
+//! named `pages` (a quarter of the limit, weighed in bytes) fills in the background; when the
+//! critical threshold is reached, leakguard shrinks it before it considers a restart.
+//! `GET /child_env` runs `env` as a child process and returns what the service's children
+//! see (leakguard's handover variables are not among them). leakguard's endpoint is printed
+//! at start.
 
 use axum::Router;
 use axum::extract::Query;
@@ -224,6 +228,25 @@ impl axum::serve::Listener for DrainableListener {
     }
 }
 
+/// A cache of rendered pages, weighed in bytes: bounded, named, and shrunk under pressure.
+static PAGES: std::sync::OnceLock<leakguard::cache::LruCache<u64, Vec<u8>>> =
+    std::sync::OnceLock::new();
+
+/// `GET /child_env`: the environment a child process of the service gets.
+async fn child_env() -> (axum::http::StatusCode, String) {
+    let out = tokio::task::spawn_blocking(|| std::process::Command::new("env").output()).await;
+    match out.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+        Ok(out) => (
+            axum::http::StatusCode::OK,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot run env: {e}\n"),
+        ),
+    }
+}
+
 fn print_event(e: &Event) {
     println!("  [event {:>5}] {}", e.level.as_str(), e.message);
 }
@@ -335,6 +358,26 @@ fn main() {
     }
     println!();
 
+    let pages = PAGES.get_or_init(|| {
+        leakguard::cache::LruCache::builder(limit / 4)
+            .weigher(|_, page: &Vec<u8>| page.len() as u64)
+            .name("pages")
+            .build()
+    });
+    // The page cache fills in the background (as traffic would fill it), 64 KiB at a time.
+    let warm = pages.clone();
+    let cache_fill = std::thread::Builder::new()
+        .name("demo-cache".into())
+        .spawn(move || {
+            for key in 0u64.. {
+                warm.insert(key, vec![(key % 251) as u8; 64 * 1024]);
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+    if let Err(e) = cache_fill {
+        fail(format!("cannot start the cache thread: {e}"));
+    }
+
     // The deliberate background leak, in steps of a tenth of a second.
     if rate_kib > 0 {
         let step = (rate_kib * 1024 / 10) as usize;
@@ -387,10 +430,16 @@ fn main() {
                     ),
                     _ => format_bytes(rss),
                 };
+                let cache = r
+                    .caches
+                    .iter()
+                    .find(|c| c.name == "pages")
+                    .map_or(0, |c| c.weight_bytes);
                 println!(
-                    "[{:>4}s] rss {usage}  heap {}  growth {}{}/s  state {}",
+                    "[{:>4}s] rss {usage}  heap {}  cache {}  growth {}{}/s  state {}",
                     started.elapsed().as_secs(),
                     format_bytes(r.memory.heap_bytes.unwrap_or(0)),
+                    format_bytes(cache),
                     if growth < 0.0 { "-" } else { "+" },
                     format_bytes(growth.abs() as u64),
                     r.state,
@@ -404,7 +453,8 @@ fn main() {
     let app = Router::new()
         .route("/", get(index))
         .route("/leak", get(leak_handler))
-        .route("/leak_conn", get(leak_conn_handler));
+        .route("/leak_conn", get(leak_conn_handler))
+        .route("/child_env", get(child_env));
     let served = runtime.block_on(async {
         let listener = DrainableListener {
             inner: listener,

@@ -143,6 +143,10 @@ pub struct RestartSection {
     pub restarts_total: u64,
     /// Whether a restart is under way.
     pub in_progress: bool,
+    /// When the last restart happened, seconds since the Unix epoch (survives the re-exec).
+    pub last_at: Option<f64>,
+    /// Why the last restart happened.
+    pub last_reason: Option<String>,
 }
 
 fn threshold_bytes(limit: u64, fraction: f64) -> u64 {
@@ -221,9 +225,14 @@ impl Report {
                 last_sample_at,
                 errors,
             },
-            restart: RestartSection {
-                restarts_total: s.restarts_total,
-                in_progress: !s.ready,
+            restart: {
+                let record = crate::handover::record();
+                RestartSection {
+                    restarts_total: s.restarts_total,
+                    in_progress: !s.ready,
+                    last_at: record.times.last().copied(),
+                    last_reason: record.last_reason,
+                }
             },
             endpoint: s.endpoint,
             events: s.recent_events,

@@ -170,6 +170,19 @@ fn restart_in_place_under_load_drops_no_request() {
         metrics.contains("\nleakguard_restarts_total 1\n"),
         "{metrics}"
     );
+    let reason = after["restart"]["last_reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("restart threshold 95%"), "{reason}");
+    // The handover variables are gone from what the service's own children see.
+    let env = get(demo.service, "/child_env").text();
+    assert!(env.contains("DEMO_LIMIT=128MiB"), "{env}");
+    for var in [
+        "LISTEN_FDS=",
+        "LISTEN_PID=",
+        "LISTEN_FDNAMES=",
+        "LEAKGUARD_RESTART_STATE=",
+    ] {
+        assert!(!env.contains(var), "{var} leaked to a child:\n{env}");
+    }
     eprintln!(
         "restart under load: {} answers, worst latency {:?}",
         ok.load(Ordering::SeqCst),
@@ -279,4 +292,77 @@ fn restarts_are_rate_limited_across_re_execs() {
     let fourth = request_with("POST", demo.endpoint, "/debug/leakguard/restart", &auth).unwrap();
     assert_eq!(fourth.status, 409, "{}", fourth.text());
     assert!(fourth.text().contains("3 restart(s) in the last hour"));
+}
+
+#[test]
+fn a_failing_exec_falls_back_to_exit_with_a_clear_message() {
+    // A copy of the demo that stops being executable while it runs.
+    let dir = std::env::temp_dir().join(format!("leakguard-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("leaky_service");
+    std::fs::copy(example_binary("leaky_service"), &copy).unwrap();
+    let service: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let endpoint: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut run = Running::start(
+        &copy,
+        &[
+            ("DEMO_ADDR", service.to_string()),
+            ("LEAKGUARD_ADDR", endpoint.to_string()),
+            ("LEAKGUARD_TOKEN", "t".to_owned()),
+            ("DEMO_LEAK_KIB_PER_SEC", "0".to_owned()),
+            ("DEMO_DRAIN_DELAY", "100ms".to_owned()),
+        ],
+    );
+    assert!(
+        wait_until_ok(endpoint, "/healthz", Duration::from_secs(60)),
+        "{}",
+        run.text()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = request_with(
+        "POST",
+        endpoint,
+        "/debug/leakguard/restart",
+        &[("Authorization", "Bearer t")],
+    )
+    .unwrap();
+    assert_eq!(r.status, 202);
+    assert_eq!(run.wait_status(Duration::from_secs(30)), (Some(1), None));
+    let out = run.text();
+    assert!(
+        out.contains("re-exec failed") && out.contains("exiting with code 1"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn caches_shrink_under_pressure_before_a_restart() {
+    let demo = start(&[("LEAKGUARD_RESTART_ACTION", "none")]);
+    let pages_weight = |d: &Demo| {
+        report(d)["caches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "pages")
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Let the page cache fill a little (64 KiB every 40 ms).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pages_weight(&demo)["weight_bytes"].as_u64().unwrap_or(0) < 4 << 20 {
+        assert!(Instant::now() < deadline, "the page cache did not fill");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(demo.service, "/leak?kib=131072").status, 200);
+    demo.run.wait_for_output(
+        "memory pressure: caches shrunk to 50%",
+        Duration::from_secs(30),
+    );
+    let pages = pages_weight(&demo);
+    assert!(
+        pages["evictions"]["pressure"].as_u64().unwrap_or(0) > 0,
+        "{pages}"
+    );
 }
