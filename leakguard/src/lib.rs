@@ -1,6 +1,31 @@
 //! # leakguard
 //!
-//! An embeddable, in-process memory-leak guard.
+//! An embeddable, in-process memory-leak guard. A service starts one [`Guard`]; a background
+//! thread then samples memory every second ([`Sampler`]: `/proc/self`, the cgroup limit, jemalloc
+//! or glibc allocator statistics), follows usage through the threshold states
+//! ([`MemoryState`]), runs the online leak detector ([`trend`]), reports tracked handles
+//! ([`handles`]) and registered caches ([`cache`]), serves the debug endpoint (feature `http`),
+//! records metrics through the `metrics` facade and events through `tracing`, and restarts the
+//! process gracefully in place when the restart threshold is held ([`restart`], [`listener`]).
+//!
+//! ```
+//! use leakguard::{Guard, MemoryState};
+//!
+//! let guard = Guard::builder()
+//!     .limit(64 << 30)          // or the cgroup's, when left out
+//!     .no_endpoint()            // the built-in endpoint listens on 127.0.0.1:6464 by default
+//!     .ignore_env()             // LEAKGUARD_* variables would override the builder
+//!     .start()?;
+//! assert_eq!(guard.state(), MemoryState::Normal);
+//! let report = guard.report();
+//! assert!(report.memory.resident_bytes.unwrap() > 0);
+//! assert!(guard.render_metrics().contains("process_resident_memory_bytes"));
+//! guard.stop();
+//! # Ok::<(), leakguard::Error>(())
+//! ```
+//!
+//! Operators configure it with the `LEAKGUARD_*` environment variables (address, limit,
+//! thresholds, interval, token, restart action, minimum uptime); see the README.
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -60,3 +85,8 @@ pub use self::watchdog::{Guard, GuardBuilder};
 #[cfg(feature = "jemalloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
 pub use tikv_jemallocator::Jemalloc;
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
