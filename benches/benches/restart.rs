@@ -1,0 +1,698 @@
+//! Graceful restart in place against a kill-and-restart by a supervisor, under the same load.
+//!
+//! ```sh
+//! cargo bench -p leakguard-benches --bench restart
+//! cargo bench -p leakguard-benches --bench restart -- --rounds 5
+//! ```
+//!
+//! The demo (`leaky_service`, release build, built first through `$CARGO` if needed; found
+//! next to this bench under the target directory) runs as a child process on fresh loopback
+//! ports every round, without background leak, with `LEAKGUARD_INTERVAL=100ms`,
+//! `LEAKGUARD_MIN_UPTIME=1s` and `DEMO_DRAIN_DELAY=1s`. Four client threads load `GET /`
+//! continuously (1 ms pause between requests): two keep their connection alive (a request on
+//! a reused connection that the server closed before answering is sent again once on a fresh
+//! connection, as HTTP clients do for idempotent requests; counted as a "resend", not a
+//! failure), two open a fresh connection per request. After a failed request a client waits
+//! 10 ms before the next one, so the failure count is about (clients × outage / 10 ms).
+//!
+//! Variants, interleaved (A B, then B A, ...):
+//! - `graceful`: `POST /debug/leakguard/restart` with the token at T0. The demo turns
+//!   readiness off, waits its drain delay, stops accepting, drains, and leakguard re-executes
+//!   `/proc/self/exe` keeping the listeners. The marker M is the moment the harness reads the
+//!   `re-executing in place` line (printed after every request in flight was answered).
+//! - `kill`: `SIGKILL` at T0; the harness reaps the process (M) and spawns it again at once
+//!   with the same environment (same `DEMO_ADDR`).
+//!
+//! Per round:
+//! - `serving`: T0 → the first successful answer completed after M (so from the new image or
+//!   the new process), the time to serving again;
+//! - `M→serving`: the same from M (the exec or the respawn, without the drain);
+//! - `worst`: the longest request (successful or not) in flight at any moment between T0 and
+//!   serving again;
+//! - `gap`: the longest stretch without any successful answer, over all clients;
+//! - `failed`: requests that got no 200 (refused, reset, timeout, other status);
+//! - `resend`: keep-alive requests sent again after the server closed the connection.
+//!
+//! Without `--bench` (which `cargo bench` passes) it does one round of each as a smoke run.
+#![allow(clippy::unwrap_used)]
+
+use leakguard_benches::{Summary, machine};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "restart-bench-token";
+const CLIENTS: usize = 4;
+const THINK: Duration = Duration::from_millis(1);
+const BACKOFF: Duration = Duration::from_millis(10);
+/// Longest a round may take from start to end (every wait below is bounded by less).
+const ROUND_LIMIT: Duration = Duration::from_secs(40);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Variant {
+    Graceful,
+    Kill,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Graceful => "graceful",
+            Variant::Kill => "kill",
+        }
+    }
+}
+
+/// One request as a client saw it.
+#[derive(Debug, Clone)]
+struct Rec {
+    client: usize,
+    start: Instant,
+    end: Instant,
+    ok: bool,
+    error: Option<String>,
+    /// The first attempt's error, when the request was sent again on a fresh connection.
+    resent: Option<String>,
+}
+
+/// The demo as a child process; its output lines with the time they were read.
+#[derive(Debug)]
+struct Demo {
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Demo {
+    fn spawn(
+        binary: &PathBuf,
+        env: &[(String, String)],
+        lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    ) -> Demo {
+        let mut cmd = Command::new(binary);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LEAKGUARD_") || k.starts_with("DEMO_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let sink = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock().unwrap().push((Instant::now(), line));
+                }
+            });
+        }
+        Demo { child, lines }
+    }
+
+    /// When a line containing `needle` was first read at or after `since`.
+    fn line_since(&self, needle: &str, since: Instant) -> Option<Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(t, l)| *t >= since && l.contains(needle))
+            .map(|(t, _)| *t)
+    }
+
+    fn text(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request with `Connection: close`: the status and body.
+fn request(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {} bytes", raw.len())))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    Ok((status, body))
+}
+
+/// A keep-alive HTTP/1.1 client (the idea of `leakguard_tests::KeepAlive`).
+struct KeepAlive {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    /// GET `path`: the status, and the first attempt's error when the request was sent again
+    /// on a fresh connection.
+    fn get(&mut self, path: &str) -> (std::io::Result<u16>, Option<String>) {
+        let reused = self.conn.is_some();
+        match self.try_get(path) {
+            Ok(s) => (Ok(s), None),
+            Err(e) if reused && is_closed(&e) => {
+                self.conn = None;
+                let again = self.try_get(path);
+                if again.is_err() {
+                    self.conn = None;
+                }
+                (again, Some(format!("{:?}: {e}", e.kind())))
+            }
+            Err(e) => {
+                self.conn = None;
+                (Err(e), None)
+            }
+        }
+    }
+
+    fn try_get(&mut self, path: &str) -> std::io::Result<u16> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.set_write_timeout(Some(Duration::from_secs(10)))?;
+            self.conn = Some(BufReader::new(s));
+        }
+        let conn = self.conn.as_mut().unwrap();
+        write!(
+            conn.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            self.addr
+        )?;
+        let mut status_line = String::new();
+        if conn.read_line(&mut status_line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before an answer",
+            ));
+        }
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+        let mut length = 0usize;
+        let mut close = false;
+        loop {
+            let mut line = String::new();
+            if conn.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed in the headers",
+                ));
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let k = k.trim().to_ascii_lowercase();
+                if k == "content-length" {
+                    length = v.trim().parse().unwrap_or(0);
+                } else if k == "connection" && v.trim().eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body)?;
+        if close {
+            self.conn = None;
+        }
+        Ok(status)
+    }
+}
+
+fn is_closed(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// The demo binary, brought up to date through cargo (a no-op when it is fresh).
+fn demo_binary() -> PathBuf {
+    // This bench executable lives in <target>/release/deps/ (the bench profile's directory).
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let path = profile_dir.join("examples").join("leaky_service");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "leakguard-examples",
+            "--example",
+            "leaky_service",
+        ])
+        .status();
+    match built {
+        Ok(s) if s.success() => {}
+        other => eprintln!("building the demo failed ({other:?}); using what is there"),
+    }
+    assert!(
+        path.exists(),
+        "{} is missing: cargo build --release -p leakguard-examples --example leaky_service",
+        path.display()
+    );
+    path
+}
+
+fn wait_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if matches!(request("GET", addr, path, &[]), Ok((200, _))) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// What one round measured.
+#[derive(Debug, Clone)]
+struct Outcome {
+    variant: Variant,
+    /// M − T0 (the drain, or kill → reaped), seconds.
+    to_marker: f64,
+    /// T0 → first successful answer completed after M, seconds.
+    serving: f64,
+    /// M → the same, seconds.
+    marker_to_serving: f64,
+    /// Longest request in flight between T0 and serving again, seconds.
+    worst: f64,
+    /// Longest request before T0 (the same load without a restart), seconds.
+    worst_before: f64,
+    /// Longest stretch without a successful answer, seconds.
+    gap: f64,
+    /// M → the new image's (or process's) start-up banner, seconds.
+    banner: Option<f64>,
+    ok: usize,
+    failed: usize,
+    resent: usize,
+    resends: Vec<String>,
+    failures: Vec<String>,
+}
+
+fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
+    let round_deadline = Instant::now() + ROUND_LIMIT;
+    let service: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let endpoint: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let env: Vec<(String, String)> = [
+        ("DEMO_ADDR", service.to_string()),
+        ("LEAKGUARD_ADDR", endpoint.to_string()),
+        ("LEAKGUARD_INTERVAL", "100ms".to_owned()),
+        ("LEAKGUARD_MIN_UPTIME", "1s".to_owned()),
+        ("LEAKGUARD_TOKEN", TOKEN.to_owned()),
+        ("DEMO_LIMIT", "256MiB".to_owned()),
+        ("DEMO_LEAK_KIB_PER_SEC", "0".to_owned()),
+        ("DEMO_DRAIN_DELAY", "1s".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let mut demo = Demo::spawn(binary, &env, Arc::clone(&lines));
+    let started = Instant::now();
+    assert!(
+        wait_ok(endpoint, "/healthz", Duration::from_secs(20))
+            && wait_ok(service, "/", Duration::from_secs(5)),
+        "the demo did not come up:\n{}",
+        demo.text()
+    );
+    let pid = demo.child.id();
+
+    // The load.
+    let stop = Arc::new(AtomicBool::new(false));
+    let recs = Arc::new(Mutex::new(Vec::<Rec>::new()));
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let (stop, recs) = (Arc::clone(&stop), Arc::clone(&recs));
+        clients.push(std::thread::spawn(move || {
+            let mut keep = KeepAlive {
+                addr: service,
+                conn: None,
+            };
+            while !stop.load(Ordering::SeqCst) && Instant::now() < round_deadline {
+                let start = Instant::now();
+                let (result, resent) = if client % 2 == 0 {
+                    keep.get("/")
+                } else {
+                    (request("GET", service, "/", &[]).map(|(s, _)| s), None)
+                };
+                let end = Instant::now();
+                let (ok, error) = match result {
+                    Ok(200) => (true, None),
+                    Ok(s) => (false, Some(format!("status {s}"))),
+                    Err(e) => (false, Some(format!("{:?}: {e}", e.kind()))),
+                };
+                recs.lock().unwrap().push(Rec {
+                    client,
+                    start,
+                    end,
+                    ok,
+                    error,
+                    resent,
+                });
+                std::thread::sleep(if ok { THINK } else { BACKOFF });
+            }
+        }));
+    }
+
+    // Warm up under load, past the minimum uptime.
+    std::thread::sleep(Duration::from_millis(1000));
+    while started.elapsed() < Duration::from_millis(1300) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let t0 = Instant::now();
+    let marker = match variant {
+        Variant::Graceful => {
+            let answer = request(
+                "POST",
+                endpoint,
+                "/debug/leakguard/restart",
+                &[("Authorization", &format!("Bearer {TOKEN}"))],
+            );
+            assert!(
+                matches!(answer, Ok((202, _))),
+                "restart not accepted: {answer:?}\n{}",
+                demo.text()
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(t) = demo.line_since("re-executing in place", t0) {
+                    break t;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no re-exec within 20 s:\n{}",
+                    demo.text()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Variant::Kill => {
+            let _ = demo.child.kill();
+            let _ = demo.child.wait();
+            let reaped = Instant::now();
+            // The supervisor starts it again at once, same environment.
+            let fresh = Demo::spawn(binary, &env, Arc::clone(&lines));
+            // The old one is reaped already; dropping it only kills a dead pid's Child (a no-op).
+            drop(std::mem::replace(&mut demo, fresh));
+            reaped
+        }
+    };
+
+    // Serving again: the first successful answer completed after the marker.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let back = loop {
+        let first = recs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.ok && r.end > marker)
+            .map(|r| r.end)
+            .min();
+        if let Some(t) = first {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} round: not serving again within 20 s:\n{}",
+            variant.name(),
+            demo.text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Keep the load on a while after.
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+
+    if variant == Variant::Graceful {
+        let (status, body) = request("GET", endpoint, "/debug/leakguard", &[])
+            .unwrap_or_else(|e| panic!("report after the restart: {e}\n{}", demo.text()));
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert!(
+            status == 200 && report["restart"]["restarts_total"] == 1,
+            "restarts_total is not 1 after the restart: {body}"
+        );
+        assert_eq!(demo.child.id(), pid);
+        assert!(
+            demo.text().contains(&format!(
+                "running after graceful restart #1 in place (pid {pid})"
+            )),
+            "{}",
+            demo.text()
+        );
+    }
+    demo.kill();
+
+    let banner = demo.line_since("leaky_service (pid", marker);
+    let recs = recs.lock().unwrap().clone();
+    let secs = |d: Duration| d.as_secs_f64();
+    let worst = recs
+        .iter()
+        .filter(|r| r.end >= t0 && r.start <= back)
+        .map(|r| secs(r.end - r.start))
+        .fold(0.0, f64::max);
+    let worst_before = recs
+        .iter()
+        .filter(|r| r.end < t0)
+        .map(|r| secs(r.end - r.start))
+        .fold(0.0, f64::max);
+    let mut ok_ends: Vec<Instant> = recs.iter().filter(|r| r.ok).map(|r| r.end).collect();
+    ok_ends.sort();
+    let gap = ok_ends
+        .windows(2)
+        .map(|w| secs(w[1] - w[0]))
+        .fold(0.0, f64::max);
+    let failures: Vec<String> = recs
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| {
+            format!(
+                "client {} ({}), started T0{:+.3}s, ended T0{:+.3}s: {}",
+                r.client,
+                if r.client % 2 == 0 {
+                    "keep-alive"
+                } else {
+                    "fresh"
+                },
+                signed(r.start, t0),
+                signed(r.end, t0),
+                r.error.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    let resends: Vec<String> = recs
+        .iter()
+        .filter_map(|r| {
+            let first = r.resent.as_deref()?;
+            Some(format!(
+                "client {}, started T0{:+.3}s, ended T0{:+.3}s: first attempt {first}, then {}",
+                r.client,
+                signed(r.start, t0),
+                signed(r.end, t0),
+                r.error.as_deref().unwrap_or("200")
+            ))
+        })
+        .collect();
+    Outcome {
+        variant,
+        to_marker: secs(marker - t0),
+        serving: secs(back - t0),
+        marker_to_serving: secs(back - marker),
+        worst,
+        worst_before,
+        gap,
+        ok: recs.iter().filter(|r| r.ok).count(),
+        failed: failures.len(),
+        resent: recs.iter().filter(|r| r.resent.is_some()).count(),
+        banner: banner.map(|b| secs(b.saturating_duration_since(marker))),
+        resends,
+        failures,
+    }
+}
+
+fn signed(t: Instant, t0: Instant) -> f64 {
+    if t >= t0 {
+        (t - t0).as_secs_f64()
+    } else {
+        -(t0 - t).as_secs_f64()
+    }
+}
+
+fn ms(v: f64) -> String {
+    format!("{:.1}", v * 1000.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let mut rounds = if bench { 5 } else { 1 };
+    if let Some(i) = args.iter().position(|a| a == "--rounds")
+        && let Some(n) = args.get(i + 1).and_then(|v| v.parse().ok())
+    {
+        rounds = n;
+    }
+    let binary = demo_binary();
+    println!("restart bench: {}", machine());
+    println!(
+        "{rounds} round(s) of each variant, {CLIENTS} clients (half keep-alive), demo drain delay 1s\n"
+    );
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [Variant::Graceful, Variant::Kill]
+        } else {
+            [Variant::Kill, Variant::Graceful]
+        };
+        for variant in order {
+            let o = run_round(&binary, variant);
+            println!(
+                "round {round} {:<8}  T0→M {:>7} ms  serving {:>7} ms  M→serving {:>6} ms  worst {:>7} ms (before T0 {:>5} ms)  gap {:>7} ms  ok {:>5}  failed {:>3}  resent {}",
+                o.variant.name(),
+                ms(o.to_marker),
+                ms(o.serving),
+                ms(o.marker_to_serving),
+                ms(o.worst),
+                ms(o.worst_before),
+                ms(o.gap),
+                o.ok,
+                o.failed,
+                o.resent
+            );
+            println!(
+                "    M→start-up banner {} ms",
+                o.banner.map_or("?".to_owned(), ms)
+            );
+            for r in &o.resends {
+                println!("    resent: {r}");
+            }
+            for f in o.failures.iter().take(if o.variant == Variant::Graceful {
+                20
+            } else {
+                3
+            }) {
+                println!("    failed: {f}");
+            }
+            outcomes.push(o);
+        }
+    }
+
+    println!("\nsummary over {rounds} round(s) each, median (worst); times in ms");
+    println!(
+        "| variant | T0→M | time to serving | M→serving | worst latency | longest gap without an answer | failed requests | resends | answers |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for variant in [Variant::Graceful, Variant::Kill] {
+        let of = |f: fn(&Outcome) -> f64| {
+            let v: Vec<f64> = outcomes
+                .iter()
+                .filter(|o| o.variant == variant)
+                .map(f)
+                .collect();
+            let s = Summary::of(&v).unwrap();
+            (s.median, s.max)
+        };
+        let pair = |f: fn(&Outcome) -> f64| {
+            let (m, w) = of(f);
+            format!("{} ({})", ms(m), ms(w))
+        };
+        let count = |f: fn(&Outcome) -> f64| {
+            let (m, w) = of(f);
+            format!("{m} ({w})")
+        };
+        let total_failed: usize = outcomes
+            .iter()
+            .filter(|o| o.variant == variant)
+            .map(|o| o.failed)
+            .sum();
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} (total {total_failed}) | {} | {} |",
+            variant.name(),
+            pair(|o| o.to_marker),
+            pair(|o| o.serving),
+            pair(|o| o.marker_to_serving),
+            pair(|o| o.worst),
+            pair(|o| o.gap),
+            count(|o| o.failed as f64),
+            count(|o| o.resent as f64),
+            count(|o| o.ok as f64),
+        );
+    }
+    let before: Vec<f64> = outcomes.iter().map(|o| o.worst_before).collect();
+    if let Some(s) = Summary::of(&before) {
+        println!(
+            "\nworst latency before T0 (same load, no restart): median {} ms, max {} ms",
+            ms(s.median),
+            ms(s.max)
+        );
+    }
+    println!("total time {:.1} s", started.elapsed().as_secs_f64());
+}
