@@ -37,8 +37,9 @@
 #![allow(clippy::unwrap_used)]
 
 use leakguard_benches::{Summary, machine};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use leakguard_tests::{KeepAlive, example_binary, free_port, request_with, wait_until_ok};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,14 +153,6 @@ impl Drop for Demo {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One request with `Connection: close`: the status and body.
 fn request(
     method: &str,
@@ -167,166 +160,17 @@ fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status line in {} bytes", raw.len())))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    Ok((status, body))
+    request_with(method, addr, path, headers).map(|r| (r.status, r.text()))
 }
 
-/// A keep-alive HTTP/1.1 client (the idea of `leakguard_tests::KeepAlive`).
-struct KeepAlive {
-    addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-impl KeepAlive {
-    /// GET `path`: the status, and the first attempt's error when the request was sent again
-    /// on a fresh connection.
-    fn get(&mut self, path: &str) -> (std::io::Result<u16>, Option<String>) {
-        let reused = self.conn.is_some();
-        match self.try_get(path) {
-            Ok(s) => (Ok(s), None),
-            Err(e) if reused && is_closed(&e) => {
-                self.conn = None;
-                let again = self.try_get(path);
-                if again.is_err() {
-                    self.conn = None;
-                }
-                (again, Some(format!("{:?}: {e}", e.kind())))
-            }
-            Err(e) => {
-                self.conn = None;
-                (Err(e), None)
-            }
-        }
-    }
-
-    fn try_get(&mut self, path: &str) -> std::io::Result<u16> {
-        if self.conn.is_none() {
-            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            s.set_write_timeout(Some(Duration::from_secs(10)))?;
-            self.conn = Some(BufReader::new(s));
-        }
-        let conn = self.conn.as_mut().unwrap();
-        write!(
-            conn.get_mut(),
-            "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
-            self.addr
-        )?;
-        let mut status_line = String::new();
-        if conn.read_line(&mut status_line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "closed before an answer",
-            ));
-        }
-        let status: u16 = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-        let mut length = 0usize;
-        let mut close = false;
-        loop {
-            let mut line = String::new();
-            if conn.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "closed in the headers",
-                ));
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                let k = k.trim().to_ascii_lowercase();
-                if k == "content-length" {
-                    length = v.trim().parse().unwrap_or(0);
-                } else if k == "connection" && v.trim().eq_ignore_ascii_case("close") {
-                    close = true;
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        conn.read_exact(&mut body)?;
-        if close {
-            self.conn = None;
-        }
-        Ok(status)
-    }
-}
-
-fn is_closed(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::UnexpectedEof
-            | std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::BrokenPipe
-            | std::io::ErrorKind::ConnectionAborted
-    )
-}
-
-/// The demo binary, brought up to date through cargo (a no-op when it is fresh).
-fn demo_binary() -> PathBuf {
-    // This bench executable lives in <target>/release/deps/ (the bench profile's directory).
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-    let path = profile_dir.join("examples").join("leaky_service");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "leakguard-examples",
-            "--example",
-            "leaky_service",
-        ])
-        .status();
-    match built {
-        Ok(s) if s.success() => {}
-        other => eprintln!("building the demo failed ({other:?}); using what is there"),
-    }
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --release -p leakguard-examples --example leaky_service",
-        path.display()
-    );
-    path
-}
-
-fn wait_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if matches!(request("GET", addr, path, &[]), Ok((200, _))) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+/// GET `path` on a keep-alive client: the status, and a note when the request had to be sent
+/// again on a fresh connection because the server closed the idle one.
+fn keep_get(client: &mut KeepAlive, path: &str) -> (std::io::Result<u16>, Option<String>) {
+    let before = client.retries;
+    let result = client.get(path).map(|(status, _)| status);
+    let resent = (client.retries > before)
+        .then(|| "the server closed the idle keep-alive connection first".to_owned());
+    (result, resent)
 }
 
 /// What one round measured.
@@ -375,8 +219,8 @@ fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
     let mut demo = Demo::spawn(binary, &env, Arc::clone(&lines));
     let started = Instant::now();
     assert!(
-        wait_ok(endpoint, "/healthz", Duration::from_secs(20))
-            && wait_ok(service, "/", Duration::from_secs(5)),
+        wait_until_ok(endpoint, "/healthz", Duration::from_secs(20))
+            && wait_until_ok(service, "/", Duration::from_secs(5)),
         "the demo did not come up:\n{}",
         demo.text()
     );
@@ -389,14 +233,11 @@ fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
     for client in 0..CLIENTS {
         let (stop, recs) = (Arc::clone(&stop), Arc::clone(&recs));
         clients.push(std::thread::spawn(move || {
-            let mut keep = KeepAlive {
-                addr: service,
-                conn: None,
-            };
+            let mut keep = KeepAlive::new(service);
             while !stop.load(Ordering::SeqCst) && Instant::now() < round_deadline {
                 let start = Instant::now();
                 let (result, resent) = if client % 2 == 0 {
-                    keep.get("/")
+                    keep_get(&mut keep, "/")
                 } else {
                     (request("GET", service, "/", &[]).map(|(s, _)| s), None)
                 };
@@ -599,7 +440,7 @@ fn main() {
     {
         rounds = n;
     }
-    let binary = demo_binary();
+    let binary = example_binary("leaky_service");
     println!("restart bench: {}", machine());
     println!(
         "{rounds} round(s) of each variant, {CLIENTS} clients (half keep-alive), demo drain delay 1s\n"
