@@ -37,11 +37,9 @@
 #![allow(clippy::unwrap_used)]
 
 use leakguard_benches::{Summary, machine};
-use leakguard_tests::{KeepAlive, example_binary, free_port, request_with, wait_until_ok};
-use std::io::{BufRead, BufReader, Read};
+use leakguard_tests::{KeepAlive, Running, example_binary, free_port, request_with, wait_until_ok};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,79 +76,6 @@ struct Rec {
     error: Option<String>,
     /// The first attempt's error, when the request was sent again on a fresh connection.
     resent: Option<String>,
-}
-
-/// The demo as a child process; its output lines with the time they were read.
-#[derive(Debug)]
-struct Demo {
-    child: Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Demo {
-    fn spawn(
-        binary: &PathBuf,
-        env: &[(String, String)],
-        lines: Arc<Mutex<Vec<(Instant, String)>>>,
-    ) -> Demo {
-        let mut cmd = Command::new(binary);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("LEAKGUARD_") || k.starts_with("DEMO_") {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
-            let sink = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    sink.lock().unwrap().push((Instant::now(), line));
-                }
-            });
-        }
-        Demo { child, lines }
-    }
-
-    /// When a line containing `needle` was first read at or after `since`.
-    fn line_since(&self, needle: &str, since: Instant) -> Option<Instant> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(t, l)| *t >= since && l.contains(needle))
-            .map(|(t, _)| *t)
-    }
-
-    fn text(&self) -> String {
-        let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .map(|(_, l)| l.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// One request with `Connection: close`: the status and body.
@@ -215,8 +140,8 @@ fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let mut demo = Demo::spawn(binary, &env, Arc::clone(&lines));
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let mut demo = Running::start(binary, &env);
     let started = Instant::now();
     assert!(
         wait_until_ok(endpoint, "/healthz", Duration::from_secs(20))
@@ -224,7 +149,7 @@ fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
         "the demo did not come up:\n{}",
         demo.text()
     );
-    let pid = demo.child.id();
+    let pid = demo.pid();
 
     // The load.
     let stop = Arc::new(AtomicBool::new(false));
@@ -294,11 +219,10 @@ fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
             }
         }
         Variant::Kill => {
-            let _ = demo.child.kill();
-            let _ = demo.child.wait();
+            demo.kill();
             let reaped = Instant::now();
             // The supervisor starts it again at once, same environment.
-            let fresh = Demo::spawn(binary, &env, Arc::clone(&lines));
+            let fresh = Running::start(binary, &env);
             // The old one is reaped already; dropping it only kills a dead pid's Child (a no-op).
             drop(std::mem::replace(&mut demo, fresh));
             reaped
@@ -341,7 +265,7 @@ fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
             status == 200 && report["restart"]["restarts_total"] == 1,
             "restarts_total is not 1 after the restart: {body}"
         );
-        assert_eq!(demo.child.id(), pid);
+        assert_eq!(demo.pid(), pid);
         assert!(
             demo.text().contains(&format!(
                 "running after graceful restart #1 in place (pid {pid})"

@@ -56,8 +56,8 @@ pub fn free_port() -> u16 {
 #[derive(Debug)]
 pub struct Running {
     child: Child,
-    /// Lines printed on stdout and stderr so far.
-    pub output: Arc<Mutex<Vec<String>>>,
+    /// Lines printed on stdout and stderr so far, with the time each was read.
+    output: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
 impl Running {
@@ -85,7 +85,7 @@ impl Running {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    sink.lock().unwrap().push(line);
+                    sink.lock().unwrap().push((Instant::now(), line));
                 }
             });
         }
@@ -94,7 +94,28 @@ impl Running {
 
     /// Everything printed so far.
     pub fn text(&self) -> String {
-        self.output.lock().unwrap().join("\n")
+        let lines = self.output.lock().unwrap();
+        lines
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// When a line containing `needle` was first read at or after `since`.
+    pub fn line_since(&self, needle: &str, since: Instant) -> Option<Instant> {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(t, l)| *t >= since && l.contains(needle))
+            .map(|(t, _)| *t)
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits until the output contains `needle`; panics with the output after `timeout`.
