@@ -72,12 +72,13 @@ use hashbrown::DefaultHashBuilder;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use std::borrow::Borrow;
+use std::cell::Cell;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Why an entry left a cache; the eviction listener receives it.
@@ -500,14 +501,25 @@ struct Counters {
     misses: AtomicU64,
 }
 
-/// This thread's counter stripe (threads are numbered in the order they first count).
+/// This thread's counter stripe (threads are numbered in the order they first count). The
+/// thread-local is `const`-initialized and needs no destructor, so reading it is one load.
 #[inline]
 fn stripe() -> usize {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Relaxed) as usize;
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
     }
-    STRIPE.try_with(|s| *s).unwrap_or(0)
+    STRIPE.with(|s| match s.get() {
+        usize::MAX => assign_stripe(s),
+        n => n,
+    })
+}
+
+#[cold]
+fn assign_stripe(s: &Cell<usize>) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Relaxed) % (1 << 20);
+    s.set(n);
+    n
 }
 
 type ShardLock<K, V> = Padded<RwLock<Shard<K, V>>>;
@@ -669,7 +681,6 @@ where
             weight,
             now,
             &self.params,
-            &self.hasher,
             &mut out,
         );
         self.dispatch(out);
@@ -686,21 +697,40 @@ where
         let shard = &self.shards[si].0;
         let now = self.now();
         let found = shard.read().get(hash, key, now, &self.params);
-        self.count(matches!(found, Lookup::Hit(_)));
         match found {
-            Lookup::Hit(v) => Some(v),
-            Lookup::Miss => None,
+            Lookup::Hit(v) => {
+                self.count(true);
+                Some(v)
+            }
+            Lookup::Miss => {
+                self.count(false);
+                None
+            }
             Lookup::Expired => {
-                // Reclaim it now if nobody else holds the lock; otherwise the next write will.
-                if let (Some(now), Some(mut s)) = (now, shard.try_write()) {
-                    let mut out = Evicted::new();
-                    s.remove(hash, key, Some(now), &self.params, &self.hasher, &mut out);
-                    s.reclaim_expired(now, 8, &self.params, &self.hasher, &mut out);
-                    drop(s);
-                    self.dispatch(out);
+                self.count(false);
+                if let Some(now) = now {
+                    self.reclaim_read_expired(si, hash, key, now);
                 }
                 None
             }
+        }
+    }
+
+    /// A read found its entry expired: reclaim it now if nobody else holds the shard's lock;
+    /// otherwise the next write will. Out of line, so the read path stays small.
+    #[cold]
+    #[inline(never)]
+    fn reclaim_read_expired<Q>(&self, si: usize, hash: u64, key: &Q, now: u64)
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        if let Some(mut s) = self.shards[si].0.try_write() {
+            let mut out = Evicted::new();
+            s.remove(hash, key, Some(now), &self.params, &mut out);
+            s.reclaim_expired(now, 8, &self.params, &mut out);
+            drop(s);
+            self.dispatch(out);
         }
     }
 
@@ -730,7 +760,6 @@ where
             key,
             now,
             &self.params,
-            &self.hasher,
             &mut out,
         );
         let mut result = None;
@@ -833,7 +862,6 @@ where
                     weight,
                     now,
                     &self.params,
-                    &self.hasher,
                     &mut out,
                 );
             }
@@ -902,13 +930,11 @@ where
             while left > 0 {
                 let Some(now) = self.now() else { return };
                 let mut out = Evicted::new();
-                let looked = shard.0.write().reclaim_expired(
-                    now,
-                    left.min(1024),
-                    &self.params,
-                    &self.hasher,
-                    &mut out,
-                );
+                let looked =
+                    shard
+                        .0
+                        .write()
+                        .reclaim_expired(now, left.min(1024), &self.params, &mut out);
                 self.dispatch(out);
                 if looked < left.min(1024) {
                     break;
@@ -922,13 +948,11 @@ where
                 while left > 0 {
                     let Some(now) = self.now() else { return };
                     let mut out = Evicted::new();
-                    let looked = shard.0.write().sweep_expired(
-                        now,
-                        left.min(1024),
-                        &self.params,
-                        &self.hasher,
-                        &mut out,
-                    );
+                    let looked =
+                        shard
+                            .0
+                            .write()
+                            .sweep_expired(now, left.min(1024), &self.params, &mut out);
                     self.dispatch(out);
                     if looked == 0 {
                         break;
@@ -952,7 +976,7 @@ where
             let (n, w) = {
                 let mut s = shard.0.write();
                 let (len, wt) = (s.len(), s.weight());
-                s.shrink(fraction, &self.params, &self.hasher, &mut out);
+                s.shrink(fraction, &self.params, &mut out);
                 (len - s.len(), wt - s.weight())
             };
             entries += n as u64;

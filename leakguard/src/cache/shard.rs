@@ -4,9 +4,11 @@
 //! user code except `Hash`/`Eq` of the key (the weigher and the eviction listener run outside).
 //!
 //! Layout, per live entry:
-//! - a slot in `slots`: the key, the value, a 2-bit access counter (`freq`, an atomic so that
-//!   reads under the read lock can bump it) and ring-membership flags; the enum tag and these
-//!   two bytes fit in the alignment padding before the key for most `K`/`V`;
+//! - a slot in `slots`: the key, the value, 32 bits of the key's hash (so evictions, removals
+//!   and table growth never hash a key again), a 2-bit access counter (`freq`, an atomic so
+//!   that reads under the read lock can bump it) and ring-membership flags; the enum tag and
+//!   these six bytes fit in the alignment padding for most `K`/`V` (a `u64 → u64` slot is 24
+//!   bytes);
 //! - a `u32` in the index table (hashbrown's `HashTable`, which stores only the slot index and
 //!   one control byte: keys are never duplicated);
 //! - a `u32` in the small or the main ring (and one in the expiry ring when the cache expires);
@@ -42,6 +44,9 @@ pub(super) enum Slot<K, V> {
     Live {
         key: K,
         value: V,
+        /// The key's hash as [`hash_of`] made it, in 32 bits ([`fold`] restores it): evictions,
+        /// removals and table growth never call the key's `Hash` again.
+        hash: u32,
         freq: AtomicU8,
         flags: u8,
     },
@@ -198,7 +203,26 @@ pub(super) struct Shard<K, V> {
 /// Hashes a key with the cache's hasher.
 #[inline]
 pub(super) fn hash_of<S: BuildHasher, Q: Hash + ?Sized>(hasher: &S, key: &Q) -> u64 {
-    hasher.hash_one(key)
+    fold(hasher.hash_one(key) as u32)
+}
+
+/// Odd multiplier of [`fold`]; [`UNFOLD`] is its inverse modulo 2^64.
+const FOLD: u64 = 0x9E37_79B9_7F4A_7C15;
+const UNFOLD: u64 = 0xF1DE_83E1_9937_733D;
+
+/// Spreads 32 bits of a key's hash over 64 by a multiplication: the high bits (the shard
+/// choice, hashbrown's control byte, the ghost fingerprint) depend on all 32, the low bits (the
+/// table's bucket) are the hash's own low bits. A cache's hashes are all made this way, so a
+/// slot keeps only the 32 bits and the full value is one multiplication away.
+#[inline]
+pub(super) fn fold(h: u32) -> u64 {
+    u64::from(h).wrapping_mul(FOLD)
+}
+
+/// The 32 bits [`fold`] was given.
+#[inline]
+fn unfold(hash: u64) -> u32 {
+    hash.wrapping_mul(UNFOLD) as u32
 }
 
 impl<K: Hash + Eq, V: Clone> Shard<K, V> {
@@ -400,40 +424,29 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
 
     /// Removes a live entry: out of the table, its key and value into `out`; the slot becomes
     /// `Dead` while rings other than `popped_from` still reference it.
-    fn remove_live<S: BuildHasher>(
-        &mut self,
-        idx: u32,
-        popped_from: u8,
-        cause: EvictionCause,
-        hasher: &S,
-        out: &mut Evicted<K, V>,
-    ) {
-        self.remove_live_hashed(idx, None, popped_from, cause, hasher, out)
-    }
-
-    /// `remove_live` with the key's hash when the caller has it.
     #[inline]
-    fn remove_live_hashed<S: BuildHasher>(
+    fn remove_live(
         &mut self,
         idx: u32,
-        hash: Option<u64>,
         popped_from: u8,
         cause: EvictionCause,
-        hasher: &S,
         out: &mut Evicted<K, V>,
     ) {
         let w = self.weight_at(idx);
         let slot = std::mem::replace(&mut self.slots[idx as usize], Slot::Dead { flags: 0 });
         let Slot::Live {
-            key, value, flags, ..
+            key,
+            value,
+            hash,
+            flags,
+            ..
         } = slot
         else {
             // Not live: put it back untouched.
             self.slots[idx as usize] = slot;
             return;
         };
-        let hash = hash.unwrap_or_else(|| hash_of(hasher, &key));
-        if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
+        if let Ok(entry) = self.table.find_entry(fold(hash), |&i| i == idx) {
             entry.remove();
         }
         self.len -= 1;
@@ -471,13 +484,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
     /// Evicts one entry from the small queue (moving accessed ones to main). `protect` is the
     /// entry being inserted, which is never chosen. Returns whether an entry was evicted.
     #[inline]
-    fn evict_small<S: BuildHasher>(
-        &mut self,
-        protect: u32,
-        cause: EvictionCause,
-        hasher: &S,
-        out: &mut Evicted<K, V>,
-    ) -> bool {
+    fn evict_small(&mut self, protect: u32, cause: EvictionCause, out: &mut Evicted<K, V>) -> bool {
         while let Some(idx) = self.small.pop_front() {
             if self.drop_dead_ref(idx, IN_SMALL) {
                 continue;
@@ -499,24 +506,18 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 continue;
             }
             let hash = match &self.slots[idx as usize] {
-                Slot::Live { key, .. } => hash_of(hasher, key),
+                Slot::Live { hash, .. } => fold(*hash),
                 _ => continue,
             };
             self.ghost.insert(hash);
-            self.remove_live_hashed(idx, Some(hash), IN_SMALL, cause, hasher, out);
+            self.remove_live(idx, IN_SMALL, cause, out);
             return true;
         }
         false
     }
 
     /// Evicts one entry from the main queue (second chance for accessed ones).
-    fn evict_main<S: BuildHasher>(
-        &mut self,
-        protect: u32,
-        cause: EvictionCause,
-        hasher: &S,
-        out: &mut Evicted<K, V>,
-    ) -> bool {
+    fn evict_main(&mut self, protect: u32, cause: EvictionCause, out: &mut Evicted<K, V>) -> bool {
         let mut seen_protect = 0;
         while let Some(idx) = self.main.pop_front() {
             if self.drop_dead_ref(idx, IN_MAIN) {
@@ -539,7 +540,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 self.main.push_back(idx);
                 continue;
             }
-            self.remove_live(idx, IN_MAIN, cause, hasher, out);
+            self.remove_live(idx, IN_MAIN, cause, out);
             return true;
         }
         false
@@ -566,12 +567,11 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
 
     /// Evicts until the weight is at most `target`.
     #[inline]
-    fn evict_to<S: BuildHasher>(
+    fn evict_to(
         &mut self,
         target: u64,
         protect: u32,
         cause: EvictionCause,
-        hasher: &S,
         out: &mut Evicted<K, V>,
     ) {
         while self.weight > target {
@@ -584,15 +584,15 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             };
             let done = order.into_iter().any(|queue| {
                 if queue == IN_SMALL {
-                    self.evict_small(protect, cause, hasher, out)
+                    self.evict_small(protect, cause, out)
                 } else {
-                    self.evict_main(protect, cause, hasher, out)
+                    self.evict_main(protect, cause, out)
                 }
             });
             if !done {
                 // Only the protected entry is left and it alone is over the target.
                 if protect != NONE && matches!(self.slots[protect as usize], Slot::Live { .. }) {
-                    self.remove_live(protect, 0, cause, hasher, out);
+                    self.remove_live(protect, 0, cause, out);
                 }
                 break;
             }
@@ -603,7 +603,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
     /// Inserts or replaces. `weight` is at least 1. Expired heads of the expiry ring are
     /// reclaimed on the way (bounded work).
     #[allow(clippy::too_many_arguments)]
-    pub fn insert<S: BuildHasher>(
+    pub fn insert(
         &mut self,
         hash: u64,
         key: K,
@@ -611,22 +611,21 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         weight: u64,
         now: Option<u64>,
         p: &Params,
-        hasher: &S,
         out: &mut Evicted<K, V>,
     ) {
         self.inserts += 1;
         if let Some(now) = now {
-            self.reclaim_expired(now, 4, p, hasher, out);
+            self.reclaim_expired(now, 4, p, out);
         }
         let existing = self.find(hash, &key);
         if weight > self.capacity {
             // Can never fit: the old value (if any) goes, the new one is not admitted.
             if let Some(idx) = existing {
-                self.remove_live(idx, 0, EvictionCause::Replaced, hasher, out);
+                self.remove_live(idx, 0, EvictionCause::Replaced, out);
             }
             self.evictions[EvictionCause::Capacity as usize] += 1;
             out.push(key, value, EvictionCause::Capacity);
-            self.after_removals(hasher, p);
+            self.after_removals(p);
             return;
         }
         // In an expiring cache a replacement is a removal plus a fresh insert, so that the
@@ -642,7 +641,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 }
                 EvictionCause::Replaced
             };
-            self.remove_live_hashed(idx, Some(hash), 0, cause, hasher, out);
+            self.remove_live(idx, 0, cause, out);
         }
         let idx = match existing.filter(|_| now.is_none()) {
             Some(idx) => {
@@ -680,13 +679,14 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 // never holds more slots than its capacity.
                 if self.weight + weight > self.capacity {
                     let target = self.capacity - weight;
-                    self.evict_to(target, NONE, EvictionCause::Capacity, hasher, out);
+                    self.evict_to(target, NONE, EvictionCause::Capacity, out);
                 }
                 let ring = if to_main { IN_MAIN } else { IN_SMALL };
                 let timer = if now.is_some() { IN_TIMER } else { 0 };
                 let slot = Slot::Live {
                     key,
                     value,
+                    hash: unfold(hash),
                     freq: AtomicU8::new(freq),
                     flags: ring | timer,
                 };
@@ -698,7 +698,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 let slots = &self.slots;
                 self.table
                     .insert_unique(hash, idx, |&i| match &slots[i as usize] {
-                        Slot::Live { key, .. } => hash_of(hasher, key),
+                        Slot::Live { hash, .. } => fold(*hash),
                         _ => 0,
                     });
                 if p.weighted {
@@ -731,20 +731,19 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             }
         };
         if self.weight > self.capacity {
-            self.evict_to(self.capacity, idx, EvictionCause::Capacity, hasher, out);
+            self.evict_to(self.capacity, idx, EvictionCause::Capacity, out);
         }
-        self.after_removals(hasher, p);
+        self.after_removals(p);
     }
 
     /// Removes `key` if it is live. An entry that has expired but was not reclaimed yet is
     /// reclaimed with cause `Expired` and `false` is returned for it.
-    pub fn remove<Q, S: BuildHasher>(
+    pub fn remove<Q>(
         &mut self,
         hash: u64,
         key: &Q,
         now: Option<u64>,
         p: &Params,
-        hasher: &S,
         out: &mut Evicted<K, V>,
     ) -> bool
     where
@@ -760,19 +759,18 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         } else {
             EvictionCause::Explicit
         };
-        self.remove_live(idx, 0, cause, hasher, out);
-        self.after_removals(hasher, p);
+        self.remove_live(idx, 0, cause, out);
+        self.after_removals(p);
         !expired
     }
 
     /// Reclaims expired entries from the head of the expiry ring, looking at most at `budget`
     /// heads. Returns how many heads were looked at.
-    pub fn reclaim_expired<S: BuildHasher>(
+    pub fn reclaim_expired(
         &mut self,
         now: u64,
         budget: usize,
         p: &Params,
-        hasher: &S,
         out: &mut Evicted<K, V>,
     ) -> usize {
         let mut looked = 0;
@@ -789,7 +787,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             let deadline = self.deadline_of(idx, p);
             if now >= deadline {
                 self.timer.pop_front();
-                self.remove_live(idx, IN_TIMER, EvictionCause::Expired, hasher, out);
+                self.remove_live(idx, IN_TIMER, EvictionCause::Expired, out);
                 continue;
             }
             let t = &mut self.times[idx as usize];
@@ -813,12 +811,11 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
     /// order (reads move deadlines without reordering), so `reclaim_expired`, which stops at
     /// the first head that has not expired, can miss some; this sweep finds them. Returns how
     /// many entries were looked at.
-    pub fn sweep_expired<S: BuildHasher>(
+    pub fn sweep_expired(
         &mut self,
         now: u64,
         budget: usize,
         p: &Params,
-        hasher: &S,
         out: &mut Evicted<K, V>,
     ) -> usize {
         let n = budget.min(self.timer.len());
@@ -832,24 +829,18 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 && now >= self.deadline_of(idx, p)
             {
                 // Stays referenced by the ring (as a dead slot) until the ring pops it.
-                self.remove_live(idx, 0, EvictionCause::Expired, hasher, out);
+                self.remove_live(idx, 0, EvictionCause::Expired, out);
             }
         }
-        self.after_removals(hasher, p);
+        self.after_removals(p);
         n
     }
 
     /// Evicts with cause `Pressure` down to `fraction` of the current weight.
-    pub fn shrink<S: BuildHasher>(
-        &mut self,
-        fraction: f64,
-        p: &Params,
-        hasher: &S,
-        out: &mut Evicted<K, V>,
-    ) {
+    pub fn shrink(&mut self, fraction: f64, p: &Params, out: &mut Evicted<K, V>) {
         let target = (self.weight as f64 * fraction).floor() as u64;
-        self.evict_to(target, NONE, EvictionCause::Pressure, hasher, out);
-        self.after_removals(hasher, p);
+        self.evict_to(target, NONE, EvictionCause::Pressure, out);
+        self.after_removals(p);
     }
 
     /// Empties the shard with cause `Explicit`; the old storage is returned so the caller can
@@ -875,17 +866,17 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
     /// Keeps the structures proportional to the live entries: rebuilds the shard when dead
     /// ring references outnumber live entries, or when most slots are unused.
     #[inline]
-    fn after_removals<S: BuildHasher>(&mut self, hasher: &S, p: &Params) {
+    fn after_removals(&mut self, p: &Params) {
         let slots = self.slots.len();
         if self.dead_refs > self.len + 64 || (slots > 256 && self.len * 4 < slots) {
-            self.rebuild(hasher, p);
+            self.rebuild(p);
         }
     }
 
     /// Compacts the shard: live entries move to a dense slab in ring order; dead references
     /// and free slots disappear; storage is sized to the live entries.
     #[cold]
-    fn rebuild<S: BuildHasher>(&mut self, hasher: &S, p: &Params) {
+    fn rebuild(&mut self, p: &Params) {
         let live = self.len;
         let mut old_slots = std::mem::take(&mut self.slots);
         let old_weights = std::mem::take(&mut self.weights);
@@ -909,12 +900,10 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 let slot = std::mem::replace(&mut old_slots[o], Slot::Free { next: NONE });
                 let new = slots.len() as u32;
                 map[o] = new;
-                if let Slot::Live { key, .. } = &slot {
-                    table.insert_unique(hash_of(hasher, key), new, |&i: &u32| {
-                        match &slots[i as usize] {
-                            Slot::Live { key, .. } => hash_of(hasher, key),
-                            _ => 0,
-                        }
+                if let Slot::Live { hash, .. } = &slot {
+                    table.insert_unique(fold(*hash), new, |&i: &u32| match &slots[i as usize] {
+                        Slot::Live { hash, .. } => fold(*hash),
+                        _ => 0,
                     });
                 }
                 slots.push(slot);
@@ -1010,7 +999,9 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         let mut dead_refs = 0;
         for (i, s) in self.slots.iter().enumerate() {
             match s {
-                Slot::Live { key, flags, .. } => {
+                Slot::Live {
+                    key, hash, flags, ..
+                } => {
                     live += 1;
                     let w = self.weight_at(i as u32);
                     weight += w;
@@ -1023,6 +1014,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                         "a live entry is in exactly one queue"
                     );
                     let h = hash_of(hasher, key);
+                    assert_eq!(fold(*hash), h, "the stored hash is the key's");
                     assert_eq!(self.table.find(h, |&j| j == i as u32), Some(&(i as u32)));
                 }
                 Slot::Dead { flags } => dead_refs += flags.count_ones() as usize,
@@ -1035,5 +1027,34 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         assert_eq!(small_weight, self.small_weight);
         assert_eq!(dead_refs, self.dead_refs);
         assert!(self.weight <= self.capacity);
+    }
+}
+
+#[cfg(test)]
+mod fold_tests {
+    use super::{fold, unfold};
+
+    #[test]
+    fn a_slot_keeps_enough_of_the_hash_to_restore_it() {
+        let mut h: u32 = 1;
+        for _ in 0..10_000 {
+            assert_eq!(unfold(fold(h)), h);
+            h = h.wrapping_mul(2_654_435_761).wrapping_add(0x9E37);
+        }
+        for h in [0, 1, u32::MAX, 0x8000_0000] {
+            assert_eq!(unfold(fold(h)), h);
+        }
+    }
+
+    #[test]
+    fn the_hash_fits_in_the_padding_of_a_slot() {
+        assert_eq!(std::mem::size_of::<super::Slot<u64, u64>>(), 24);
+    }
+
+    #[test]
+    fn folded_hashes_differ_in_their_high_bits() {
+        // The shard choice and the table's control byte come from the high bits.
+        let tops: std::collections::HashSet<u64> = (0..4096u32).map(|h| fold(h) >> 57).collect();
+        assert_eq!(tops.len(), 128, "all 128 control-byte values are reached");
     }
 }
