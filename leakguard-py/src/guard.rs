@@ -356,3 +356,79 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(listener, m)?)?;
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use pyo3::IntoPyObjectExt;
+
+    #[test]
+    fn sizes_durations_and_fractions_take_numbers_and_operator_spellings() {
+        Python::initialize();
+        Python::attach(|py| {
+            let any = |v: &dyn Fn(Python<'_>) -> PyResult<Bound<'_, PyAny>>| v(py).unwrap();
+            assert_eq!(
+                size_arg("limit", &any(&|py| "512MiB".into_bound_py_any(py))).unwrap(),
+                512 << 20
+            );
+            assert_eq!(
+                size_arg("limit", &any(&|py| 4096u64.into_bound_py_any(py))).unwrap(),
+                4096
+            );
+            assert!(size_arg("limit", &any(&|py| (-1i64).into_bound_py_any(py))).is_err());
+            assert!(size_arg("limit", &any(&|py| 1.5f64.into_bound_py_any(py))).is_err());
+            assert_eq!(
+                duration_arg("interval", &any(&|py| "250ms".into_bound_py_any(py))).unwrap(),
+                Duration::from_millis(250)
+            );
+            assert_eq!(
+                duration_arg("interval", &any(&|py| 0.5f64.into_bound_py_any(py))).unwrap(),
+                Duration::from_millis(500)
+            );
+            assert!(duration_arg("interval", &any(&|py| (-1.0f64).into_bound_py_any(py))).is_err());
+            assert!(duration_arg("interval", &any(&|py| f64::NAN.into_bound_py_any(py))).is_err());
+            assert_eq!(
+                fraction_arg("restart", &any(&|py| "95%".into_bound_py_any(py))).unwrap(),
+                0.95
+            );
+            assert_eq!(
+                fraction_arg("restart", &any(&|py| 0.9f64.into_bound_py_any(py))).unwrap(),
+                0.9
+            );
+            let err =
+                fraction_arg("restart", &any(&|py| 2.0f64.into_bound_py_any(py))).unwrap_err();
+            assert!(err.value(py).str().unwrap().to_string().contains("restart"));
+        });
+    }
+
+    #[test]
+    fn a_python_route_handler_answers_and_its_exception_becomes_a_500() {
+        Python::initialize();
+        let (ok, raising) = Python::attach(|py| {
+            let ns = pyo3::types::PyDict::new(py);
+            py.run(
+                c"def ok(m, p, q): return (201, 'json', '{\"q\": \"%s\"}' % q)\ndef bad(m, p, q): raise RuntimeError('nope')\n",
+                Some(&ns),
+                None,
+            )
+            .unwrap();
+            (
+                ns.get_item("ok").unwrap().unwrap().unbind(),
+                ns.get_item("bad").unwrap().unwrap().unbind(),
+            )
+        });
+        // Called from a thread without the GIL, as the endpoint's thread would.
+        let r = std::thread::spawn(move || {
+            let req = EndpointRequest::new("GET", "/x?limit=3");
+            (route_handler(ok)(&req), route_handler(raising)(&req))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(r.0.status, 201);
+        assert_eq!(r.0.content_type, endpoint::JSON);
+        assert_eq!(String::from_utf8(r.0.body).unwrap(), "{\"q\": \"limit=3\"}");
+        assert_eq!(r.1.status, 500);
+        assert!(String::from_utf8(r.1.body).unwrap().contains("nope"));
+    }
+}
