@@ -358,3 +358,50 @@ def test_reexec_restarts_in_place_and_hands_the_listener_over(
             child.kill()
             child.wait()
     assert bodies == [f"pid={child.pid} restarts=0", f"pid={child.pid} restarts=1"]
+
+
+CLIENT = """
+import sys, time, urllib.request
+time.sleep(0.5)
+for path in ("/metrics", "/healthz", "/debug/leakguard/nothing"):
+    start = time.monotonic()
+    try:
+        urllib.request.urlopen(sys.argv[1] + path, timeout=3).read()
+        status = 200
+    except urllib.error.HTTPError as e:
+        status = e.code
+    print(path, status, round(time.monotonic() - start, 3))
+"""
+
+
+def test_the_endpoint_answers_while_python_holds_the_gil(guard: str) -> None:
+    # A client in another interpreter asks while a thread of this one holds the GIL for 4 s
+    # (a pure-Python loop, with the switch interval far longer): the Rust endpoint answers the
+    # questions that need no Python at once.
+    client = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, guard], stdout=subprocess.PIPE, text=True
+    )
+    previous = sys.getswitchinterval()
+
+    def hold_the_gil() -> None:
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:
+            pass
+
+    import threading
+
+    sys.setswitchinterval(100.0)
+    try:
+        holder = threading.Thread(target=hold_the_gil)
+        holder.start()
+        out, _ = client.communicate(timeout=60)
+        holder.join()
+    finally:
+        sys.setswitchinterval(previous)
+    rows = [line.split() for line in out.splitlines()]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("/metrics", "200"),
+        ("/healthz", "200"),
+        ("/debug/leakguard/nothing", "404"),
+    ], out
+    assert all(float(r[2]) < 2.0 for r in rows), out
