@@ -20,6 +20,7 @@ import json
 import statistics
 import sys
 import time
+import tracemalloc
 from typing import Any, Callable, Dict, List, Tuple
 
 import leakguard
@@ -75,17 +76,23 @@ def sampler_tracemalloc(frames: int) -> Callable[[], None]:
     return go
 
 
+def tracemalloc_alone() -> None:
+    tracemalloc.start(1)
+
+
 CONFIGS: List[Config] = [
     ("guard off", off),
     ("guard on, sampler every 1 s (default)", sampler(1.0)),
     ("guard on, sampler every 100 ms", sampler(0.1)),
     ("guard on + tracemalloc, 1 frame", sampler_tracemalloc(1)),
     ("guard on + tracemalloc, 16 frames", sampler_tracemalloc(16)),
+    ("no guard, tracemalloc alone, 1 frame (for reference)", tracemalloc_alone),
 ]
 
 
 def main() -> None:
     results: Dict[str, List[float]] = {name: [] for name, _ in CONFIGS}
+    sampler_us: Dict[str, List[float]] = {name: [] for name, _ in CONFIGS}
     round_throughput(0.5)  # warm-up
     for _ in range(ROUNDS):
         for name, setup in CONFIGS:
@@ -93,17 +100,22 @@ def main() -> None:
             gc.collect()
             try:
                 results[name].append(round_throughput(ROUND_SECONDS))
+                if leakguard.running():
+                    sampler_us[name].append(leakguard.report()["sampler"]["last_duration_us"])
             finally:
                 leakguard.stop()
+                if tracemalloc.is_tracing():
+                    tracemalloc.stop()
     base = statistics.median(results["guard off"])
     print(f"python {sys.version.split()[0]}, leakguard {leakguard.__version__}, "
           f"{ROUNDS} rounds x {ROUND_SECONDS:.1f} s per configuration, interleaved")
-    print(f"| configuration | median req/s | min–max req/s | ratio to guard off |")
-    print(f"|---|---:|---:|---:|")
+    print("| configuration | median req/s | min–max req/s | ratio to guard off | one sample, median µs |")
+    print("|---|---:|---:|---:|---:|")
     for name, _ in CONFIGS:
         xs = results[name]
         med = statistics.median(xs)
-        print(f"| {name} | {med:,.0f} | {min(xs):,.0f}–{max(xs):,.0f} | {med / base:.3f} |")
+        us = f"{statistics.median(sampler_us[name]):,.0f}" if sampler_us[name] else "–"
+        print(f"| {name} | {med:,.0f} | {min(xs):,.0f}–{max(xs):,.0f} | {med / base:.3f} | {us} |")
 
 
 if __name__ == "__main__":
