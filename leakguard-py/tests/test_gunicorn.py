@@ -147,3 +147,71 @@ def test_leaking_workers_are_recycled_without_failed_requests(
     assert "WORKER TIMEOUT" not in text
     assert "was sent SIGKILL" not in text
     assert "guarding worker" in text and "(slot 0), endpoint http://" in text
+
+
+class FakeLog:
+    """Collects what the hooks log (the hooks take gunicorn's server and worker objects)."""
+
+    def __init__(self) -> None:
+        self.lines: List[str] = []
+
+    def info(self, msg: str, *args: Any) -> None:
+        self.lines.append("info " + msg % args)
+
+    def warning(self, msg: str, *args: Any) -> None:
+        self.lines.append("warning " + msg % args)
+
+    def error(self, msg: str, *args: Any) -> None:
+        self.lines.append("error " + msg % args)
+
+
+class FakeWorker:
+    def __init__(self) -> None:
+        self.log = FakeLog()
+
+
+class FakeServer:
+    def __init__(self, workers: Dict[int, Any]) -> None:
+        self.WORKERS = workers
+        self.log = FakeLog()
+
+
+def test_slots_are_the_lowest_free_and_reused() -> None:
+    from leakguard.gunicorn import pre_fork
+
+    workers: Dict[int, Any] = {}
+    server = FakeServer(workers)
+    for pid in (10, 11, 12):
+        w = FakeWorker()
+        pre_fork(server, w)
+        workers[pid] = w
+    assert [getattr(w, "leakguard_slot") for w in workers.values()] == [0, 1, 2]
+    del workers[11]  # slot 1 exited
+    w = FakeWorker()
+    pre_fork(server, w)
+    assert getattr(w, "leakguard_slot") == 1
+
+
+def test_a_bad_setting_is_logged_and_the_worker_runs_unguarded(
+    tmp_path: Path, clean_env: Dict[str, str]
+) -> None:
+    # In a child interpreter: post_fork changes this process's environment.
+    code = """
+import leakguard
+from leakguard.gunicorn import post_fork
+class Log:
+    def info(self, m, *a): print("info", m % a)
+    def warning(self, m, *a): print("warning", m % a)
+    def error(self, m, *a): print("error", m % a)
+class W:
+    log = Log()
+    leakguard_slot = 0
+post_fork(None, W())
+print("running", leakguard.running())
+"""
+    env = dict(clean_env, LEAKGUARD_LIMIT="lots")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "error leakguard is off in worker" in proc.stdout
+    assert "LEAKGUARD_LIMIT" in proc.stdout
+    assert "running False" in proc.stdout

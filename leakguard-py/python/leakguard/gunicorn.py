@@ -17,6 +17,8 @@ Settings are the ``LEAKGUARD_*`` environment variables, read in every worker:
 * ``LEAKGUARD_RESTART`` (0.95), ``LEAKGUARD_MIN_UPTIME`` (60 s), ``LEAKGUARD_INTERVAL`` (1 s)
   as everywhere. The restart action is the graceful worker exit; ``LEAKGUARD_RESTART_ACTION``
   replaces it when set (``none`` reports only).
+* A setting that cannot be understood is logged as an error in each worker, which then runs
+  without a guard (the service is not stopped by it).
 * The debug endpoint: several workers cannot all listen on one port, so it is off in workers
   unless ``LEAKGUARD_ADDR`` is set; then the worker in slot ``i`` (0 … workers-1, reused by the
   worker that replaces it) listens on that port plus ``i``. The master runs no guard (a guard's
@@ -34,6 +36,7 @@ import signal
 from typing import Any, Optional
 
 from leakguard import _guard
+from leakguard._leakguard import LeakguardError
 
 __all__ = ["post_fork", "pre_fork", "worker_exit", "worker_addr"]
 
@@ -67,8 +70,6 @@ def worker_addr(base: Optional[str], slot: int) -> str:
 def post_fork(server: Any, worker: Any) -> None:
     """In the new worker: start its guard, with the graceful exit as the restart action."""
     slot = int(getattr(worker, SLOT_ATTR, 0) or 0)
-    # The core reads LEAKGUARD_ADDR; in this worker it is the worker's own address.
-    os.environ["LEAKGUARD_ADDR"] = worker_addr(os.environ.get("LEAKGUARD_ADDR"), slot)
     log = getattr(worker, "log", None) or getattr(server, "log", None)
     pid = os.getpid()
 
@@ -77,8 +78,17 @@ def post_fork(server: Any, worker: Any) -> None:
             log.warning("leakguard: worker %s exits gracefully: %s", pid, reason)
         os.kill(pid, signal.SIGTERM)
 
-    # A worker is never behind a load balancer's readiness probe: no drain delay.
-    _guard.start(restart_action=exit_gracefully, drain_delay=0)
+    try:
+        # The core reads LEAKGUARD_ADDR; in this worker it is the worker's own address.
+        os.environ["LEAKGUARD_ADDR"] = worker_addr(os.environ.get("LEAKGUARD_ADDR"), slot)
+        # A worker is never behind a load balancer's readiness probe: no drain delay.
+        _guard.start(restart_action=exit_gracefully, drain_delay=0)
+    except (LeakguardError, ValueError) as e:
+        # A bad setting must not stop every worker from booting: the service runs, unguarded,
+        # and says why in every worker's log.
+        if log is not None:
+            log.error("leakguard is off in worker %s: %s", pid, e)
+        return
     if log is not None:
         addr = _guard.endpoint_addr()
         log.info(
