@@ -4,6 +4,7 @@ all along sees no failure."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -96,9 +97,20 @@ def test_leaking_workers_are_recycled_without_failed_requests(
                 assert time.monotonic() < deadline, "gunicorn did not answer:\n" + log.read_text()
                 time.sleep(0.1)
 
-        # The endpoint of worker slot 0 answers with that worker's report.
-        with urllib.request.urlopen(f"http://127.0.0.1:{endpoint_base}/debug/leakguard", timeout=10) as r:
-            assert r.status == 200
+        # The endpoint of worker slot 0 answers with that worker's report (once that worker
+        # has booted: the first answer may have come from the other one).
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{endpoint_base}/debug/leakguard", timeout=10
+                ) as r:
+                    report = json.loads(r.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "no worker endpoint:\n" + log.read_text()
+                time.sleep(0.1)
+        assert report["python"]["pid"] != server.pid
+        assert report["limit"]["bytes"] == 128 * 2**20
 
         pids: Set[int] = set()
         failures: List[str] = []
