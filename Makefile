@@ -29,7 +29,7 @@ WHEEL_DIR := target/wheels
 # The Python tests: the package's own, and any at the top level.
 PY_TESTS := $(PY_CRATE)/tests $(wildcard tests/python tests/test_*.py)
 
-.PHONY: test cargo-test wheel demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv
+.PHONY: test cargo-test wheel demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv stubtest
 
 ## test: wheel build + install, cargo tests, Python tests. A cold run takes a few minutes.
 test: wheel cargo-test py-test
@@ -94,6 +94,12 @@ lint: venv
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(PY) -m mypy --strict --cache-dir $(VENV)/.mypy_cache $(PY_CRATE)/python/leakguard $(PY_CRATE)/tests
+	$(MAKE) --no-print-directory stubtest
+
+## stubtest: the .pyi stubs against the built extension (run from .venv so that the installed
+## package is what is checked). `make test` runs it too, in test_package.py.
+stubtest: wheel
+	cd $(VENV) && $(PY) -m mypy.stubtest leakguard._leakguard
 
 fmt:
 	$(CARGO) fmt --all

@@ -18,6 +18,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+mod guard;
+
 create_exception!(
     leakguard,
     LeakguardError,
@@ -191,6 +193,7 @@ fn _leakguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sample, m)?)?;
     m.add_function(wrap_pyfunction!(allocator_status, m)?)?;
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;
+    guard::register(m)?;
     Ok(())
 }
 

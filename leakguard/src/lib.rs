@@ -42,6 +42,7 @@ pub mod endpoint;
 mod error;
 mod event;
 mod exposition;
+pub mod extend;
 pub mod handles;
 mod handover;
 mod history;

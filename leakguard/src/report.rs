@@ -52,6 +52,10 @@ pub struct Report {
     pub endpoint: Option<String>,
     /// Recent events, oldest first.
     pub events: Vec<Event>,
+    /// Sections added with [`GuardBuilder::report_section`](crate::GuardBuilder::report_section),
+    /// by name; in JSON each is a top-level key of the report.
+    #[serde(flatten)]
+    pub extensions: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// Memory usage.
@@ -236,6 +240,7 @@ impl Report {
             },
             endpoint: s.endpoint,
             events: s.recent_events,
+            extensions: s.extensions,
         }
     }
 

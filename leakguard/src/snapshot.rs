@@ -46,6 +46,8 @@ pub(crate) struct Snapshot {
     pub handles: Option<crate::handles::HandlesReport>,
     /// For the report only.
     pub caches: Vec<crate::cache::CacheReport>,
+    /// For the report only: the sections added with `GuardBuilder::report_section`.
+    pub extensions: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl Snapshot {

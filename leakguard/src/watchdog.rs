@@ -44,6 +44,7 @@ pub struct GuardBuilder {
     policy: RestartPolicy,
     restart_callback: Option<RestartCallback>,
     pressure_fraction: f64,
+    extensions: crate::extend::Extensions,
 }
 
 impl std::fmt::Debug for GuardBuilder {
@@ -72,6 +73,7 @@ impl GuardBuilder {
             policy: RestartPolicy::default(),
             restart_callback: None,
             pressure_fraction: 0.5,
+            extensions: crate::extend::Extensions::default(),
         }
     }
 
@@ -233,6 +235,53 @@ impl GuardBuilder {
         self
     }
 
+    /// Adds a route to the endpoint: `handler` answers requests to exactly `path` with one of
+    /// `methods` (others get 405). Routes other than GET/HEAD need the token, like the built-in
+    /// mutating ones; with `LEAKGUARD_AUTH=all` every route does. `start` refuses a path the
+    /// guard answers itself, a path added twice, or more than
+    /// [`MAX_EXTENSIONS`](crate::extend::MAX_EXTENSIONS) routes. See [`crate::extend`].
+    pub fn route(
+        mut self,
+        path: &str,
+        methods: &[&'static str],
+        handler: impl Fn(&EndpointRequest) -> EndpointResponse + Send + Sync + 'static,
+    ) -> Self {
+        self.extensions.routes.push(crate::extend::Route {
+            path: path.to_owned(),
+            methods: methods.to_vec(),
+            handler: Arc::new(handler),
+        });
+        self
+    }
+
+    /// Adds a top-level section `name` to the report (`GET /debug/leakguard`,
+    /// [`Guard::report`]), made by `f` each time a report is made. `start` refuses a name the
+    /// report has already. See [`crate::extend`].
+    pub fn report_section(
+        mut self,
+        name: &str,
+        f: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.extensions
+            .sections
+            .push((name.to_owned(), Arc::new(f)));
+        self
+    }
+
+    /// Adds a hook that runs at a purge (`POST /debug/leakguard/purge`) before the allocator
+    /// gives its free memory back, e.g. a garbage collection; what it returns appears in the
+    /// purge's answer under `hooks.<name>`. See [`crate::extend`].
+    pub fn on_purge(
+        mut self,
+        name: &str,
+        f: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.extensions
+            .purge_hooks
+            .push((name.to_owned(), Arc::new(f)));
+        self
+    }
+
     /// The configuration as it stands (before the environment is applied).
     pub fn config(&self) -> &Config {
         &self.config
@@ -252,6 +301,7 @@ impl GuardBuilder {
             config.apply_env(|k| std::env::var(k).ok())?;
         }
         config.validate()?;
+        self.extensions.validate()?;
         if config.restart_action == RestartAction::Callback && self.restart_callback.is_none() {
             return Err(Error::config(
                 "restart action",
@@ -316,6 +366,7 @@ impl GuardBuilder {
             callbacks: self.callbacks,
             record_metrics: self.record_metrics,
             endpoint: Mutex::new(None),
+            extensions: self.extensions,
             config,
         });
 
@@ -599,6 +650,8 @@ struct Inner {
     handle_limits: Mutex<crate::handles::LimitMonitor>,
     /// Registered caches shrink to this fraction when the critical threshold is reached.
     pressure_fraction: f64,
+    /// Extra routes, report sections and purge hooks.
+    extensions: crate::extend::Extensions,
 }
 
 /// The quantities attribution compares: RSS, live heap, caches' weights, open handles.
@@ -922,6 +975,11 @@ impl Inner {
             } else {
                 Vec::new()
             },
+            extensions: if with_events {
+                self.extensions.sections()
+            } else {
+                Default::default()
+            },
         }
     }
 
@@ -976,7 +1034,10 @@ impl Inner {
                 let report = Report::from_snapshot(inner.snapshot(true));
                 EndpointResponse::new(200, endpoint::JSON, report.to_json())
             }),
-            _ => {
+            path => {
+                if let Some(route) = self.extensions.route(path) {
+                    return self.answer_extra(route, req);
+                }
                 return EndpointResponse::error(
                     404,
                     "not found: the endpoints are /healthz, /readyz, /metrics, /debug/leakguard, POST /debug/leakguard/purge, POST /debug/leakguard/restart",
@@ -1244,6 +1305,7 @@ impl Inner {
                 .map(|p| p.resident_bytes)
                 .ok()
         };
+        let hooks = self.extensions.purge();
         let before = rss();
         let result = self.sampler.lock().purge_allocator();
         let after = rss();
@@ -1266,12 +1328,37 @@ impl Inner {
                         "resident_before_bytes": before,
                         "resident_after_bytes": after,
                         "released_bytes": released,
+                        "hooks": hooks,
                     })
                     .to_string(),
                 )
             }
             Err(e) => EndpointResponse::error(501, &e.to_string()),
         }
+    }
+}
+
+impl Inner {
+    /// Answers a request to an extra route: method, then authorization, then the handler.
+    fn answer_extra(
+        &self,
+        route: &crate::extend::Route,
+        req: &EndpointRequest,
+    ) -> EndpointResponse {
+        if !route.methods.contains(&req.method.as_str()) {
+            let allowed = route.methods.join(", ");
+            let mut r = EndpointResponse::error(
+                405,
+                &format!("method {} not allowed; use {allowed}", req.method),
+            );
+            r.headers.push(("Allow", allowed));
+            return r;
+        }
+        let mutating = !matches!(req.method.as_str(), "GET" | "HEAD");
+        if let Some(refused) = self.authorize(req, mutating) {
+            return refused;
+        }
+        crate::extend::Extensions::answer(route, req)
     }
 }
 

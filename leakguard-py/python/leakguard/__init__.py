@@ -18,14 +18,23 @@ from typing import Any, Dict
 
 from leakguard import _leakguard
 from leakguard._leakguard import ConfigError, LeakguardError
+from leakguard._guard import endpoint_addr, listener, metrics, report, restart_now, running, start, stop
 
 __all__ = [
     "ConfigError",
     "LeakguardError",
     "__version__",
     "allocator_status",
+    "endpoint_addr",
+    "listener",
+    "metrics",
     "parse_size",
+    "report",
+    "restart_now",
+    "running",
     "sample",
+    "start",
+    "stop",
 ]
 
 #: The version of the package, the same as the Rust crates'.
