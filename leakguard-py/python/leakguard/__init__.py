@@ -18,12 +18,18 @@ from typing import Any, Dict
 
 from leakguard import _leakguard
 from leakguard._leakguard import ConfigError, LeakguardError
+from leakguard.cache import CacheInfo, LRUCache, TTLCache, cached, hashkey
 
 __all__ = [
+    "CacheInfo",
     "ConfigError",
+    "LRUCache",
     "LeakguardError",
+    "TTLCache",
     "__version__",
     "allocator_status",
+    "cached",
+    "hashkey",
     "parse_size",
     "sample",
 ]
