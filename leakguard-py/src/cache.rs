@@ -26,8 +26,8 @@
 
 use hashbrown::HashTable;
 use leakguard::cache::{
-    CacheKind, CacheReport, CacheShrink, CapacityUnit, EvictionCounts, ExternalCache,
-    Registration, register_external,
+    CacheKind, CacheReport, CacheShrink, CapacityUnit, EvictionCounts, ExternalCache, Registration,
+    register_external,
 };
 use parking_lot::RawMutex;
 use parking_lot::lock_api::{self, RawMutex as _, RawMutexTimed as _};
@@ -518,10 +518,11 @@ impl Core {
             }
         };
         let slots = &self.slots;
-        self.table.insert_unique(mix(hash), i, |&j| match &slots[j as usize] {
-            Some(n) => mix(n.hash),
-            None => 0,
-        });
+        self.table
+            .insert_unique(mix(hash), i, |&j| match &slots[j as usize] {
+                Some(n) => mix(n.hash),
+                None => 0,
+            });
         self.push_back(i, List::Lru);
         self.push_back(i, List::Ord);
         self.len += 1;
@@ -790,7 +791,9 @@ fn size_of(py: Python<'_>, cfg: &Config, value: &Bound<'_, PyAny>) -> PyResult<f
     let f: f64 = size.extract().map_err(|_| {
         PyTypeError::new_err(format!(
             "getsizeof must return a number, not {}",
-            size.get_type().name().map_or_else(|_| "?".into(), |n| n.to_string())
+            size.get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
         ))
     })?;
     if f > cfg.maxsize {
@@ -855,18 +858,16 @@ impl CacheBase {
                 }
             }
         }
-        bump(&self.stats().evictions[EXPIRED], (out.len() - before) as u64);
+        bump(
+            &self.stats().evictions[EXPIRED],
+            (out.len() - before) as u64,
+        );
         result
     }
 
     /// `self.expire(now)` as cachetools calls it from other operations: the overriding
     /// method when the class has one, else the entries go without building the list.
-    fn expire_hook(
-        &self,
-        slf: &Bound<'_, CacheBase>,
-        cfg: &Config,
-        now: &Time,
-    ) -> PyResult<()> {
+    fn expire_hook(&self, slf: &Bound<'_, CacheBase>, cfg: &Config, now: &Time) -> PyResult<()> {
         let py = slf.py();
         let Some(ttl) = &cfg.ttl else { return Ok(()) };
         if cfg.hooks & EXPIRE != 0 {
@@ -1223,8 +1224,7 @@ impl CacheBase {
                     Some(t) => t.clone(),
                     None => time_monotonic(py)?.clone(),
                 };
-                let ttl_f = if ttl.is_instance_of::<PyFloat>() || ttl.is_instance_of::<PyInt>()
-                {
+                let ttl_f = if ttl.is_instance_of::<PyFloat>() || ttl.is_instance_of::<PyInt>() {
                     ttl.extract::<f64>().ok()
                 } else {
                     None
@@ -1593,7 +1593,12 @@ impl CacheBase {
         if target.shared.config.set(new_cfg).is_err() {
             return Err(PyRuntimeError::new_err("the copy is initialized already"));
         }
-        if let Some(name) = this.registration.lock().as_ref().map(|r| r.name().to_owned()) {
+        if let Some(name) = this
+            .registration
+            .lock()
+            .as_ref()
+            .map(|r| r.name().to_owned())
+        {
             let shared: Arc<dyn ExternalCache> = target.shared.clone();
             *target.registration.lock() = register_external(&name, Arc::downgrade(&shared));
         }
@@ -1626,7 +1631,12 @@ impl CacheBase {
                 };
                 items.append(PyTuple::new(
                     py,
-                    [n.key.bind(py).clone(), n.value.bind(py).clone(), size, expires],
+                    [
+                        n.key.bind(py).clone(),
+                        n.value.bind(py).clone(),
+                        size,
+                        expires,
+                    ],
                 )?)?;
             }
             let mut i = core.lru.head;
@@ -1846,10 +1856,37 @@ impl TtlCacheBase {
     }
 }
 
+/// Every cache registered with the guard (Rust and Python ones), as the report shows them:
+/// a list of dicts sorted by name. The GIL is released while the caches are read.
+#[pyfunction]
+fn _cache_report(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let value = py
+        .detach(|| serde_json::to_value(leakguard::cache::report()))
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot serialize: {e}")))?;
+    crate::json_to_py(py, &value)
+}
+
+/// Shrinks every registered cache to ``fraction`` of its size, as the guard does under
+/// memory pressure (from this thread, with the GIL released); returns the entries evicted.
+#[pyfunction]
+fn _shrink_caches(py: Python<'_>, fraction: f64) -> u64 {
+    py.detach(|| leakguard::cache::shrink_all(fraction).entries_evicted)
+}
+
+/// Reclaims expired entries of every registered cache, as the guard's tick does (with the
+/// GIL released).
+#[pyfunction]
+fn _maintain_caches(py: Python<'_>) {
+    py.detach(leakguard::cache::maintain_all);
+}
+
 /// Registers the cache classes in the extension module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CacheBase>()?;
     m.add_class::<TtlCacheBase>()?;
     m.add_class::<Timer>()?;
+    m.add_function(wrap_pyfunction!(_cache_report, m)?)?;
+    m.add_function(wrap_pyfunction!(_shrink_caches, m)?)?;
+    m.add_function(wrap_pyfunction!(_maintain_caches, m)?)?;
     Ok(())
 }

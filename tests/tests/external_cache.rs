@@ -71,7 +71,10 @@ fn shrink_all_and_maintain_all_reach_external_caches() {
     assert_eq!(outcome.bytes_evicted, 75 * 64);
     assert_eq!(*probe.shrinks.lock().unwrap(), vec![0.25]);
     let report = cache::report();
-    assert_eq!((report[0].name.as_str(), report[0].entries), ("external", 25));
+    assert_eq!(
+        (report[0].name.as_str(), report[0].entries),
+        ("external", 25)
+    );
 
     cache::maintain_all();
     assert_eq!(probe.maintained.load(Relaxed), 1);

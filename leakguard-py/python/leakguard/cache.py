@@ -73,7 +73,7 @@ class LRUCache(_CacheBase, MutableMapping[_KT, _VT]):
         name: Optional[str] = None,
     ) -> None:
         if getsizeof is not None:
-            self.getsizeof = getsizeof  # type: ignore[method-assign]
+            self.getsizeof = getsizeof  # type: ignore[method-assign,assignment]
         sizer = self.getsizeof
         self._lg_init(
             maxsize,
@@ -111,7 +111,7 @@ class TTLCache(_TTLCacheBase, MutableMapping[_KT, _VT], Generic[_KT, _VT, _TT]):
         name: Optional[str] = None,
     ) -> None:
         if getsizeof is not None:
-            self.getsizeof = getsizeof  # type: ignore[method-assign]
+            self.getsizeof = getsizeof  # type: ignore[method-assign,assignment]
         sizer = self.getsizeof
         self._lg_init(
             maxsize,
@@ -128,7 +128,7 @@ class TTLCache(_TTLCacheBase, MutableMapping[_KT, _VT], Generic[_KT, _VT, _TT]):
 
 
 # Both classes' default sizer is the same function, recognised (and skipped) by identity.
-TTLCache.getsizeof = staticmethod(_default_getsizeof)  # type: ignore[method-assign,assignment]
+TTLCache.getsizeof = staticmethod(_default_getsizeof)  # type: ignore[method-assign]
 
 
 class CacheInfo(NamedTuple):

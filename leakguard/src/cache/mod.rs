@@ -62,7 +62,8 @@ mod shard;
 pub(crate) use self::registry::families;
 pub use self::registry::{
     CacheKind, CacheReport, CacheShrink, CapacityUnit, EvictionCounts, ExternalCache,
-    REGISTRY_CAPACITY, Registration, ShrinkOutcome, maintain_all, register_external, rejected_registrations, report, shrink_all, weight_by_cache,
+    REGISTRY_CAPACITY, Registration, ShrinkOutcome, maintain_all, register_external,
+    rejected_registrations, report, shrink_all, weight_by_cache,
 };
 
 use self::registry::Registered;

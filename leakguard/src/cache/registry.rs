@@ -638,7 +638,8 @@ mod external_tests {
     fn external_caches_are_reported_and_unregistered() {
         let probe = Arc::new(Probe::default());
         probe.entries.store(10, Relaxed);
-        let weak: Weak<dyn ExternalCache> = Arc::downgrade(&(probe.clone() as Arc<dyn ExternalCache>));
+        let weak: Weak<dyn ExternalCache> =
+            Arc::downgrade(&(probe.clone() as Arc<dyn ExternalCache>));
         let reg = register_external("ext-probe", weak.clone()).unwrap();
         let twin = register_external("ext-probe", weak).unwrap();
         assert_eq!(reg.name(), "ext-probe");
@@ -662,7 +663,10 @@ mod external_tests {
 
         // shrink_all and maintain_all reach every cache in the process: they are tested in
         // their own process (leakguard-tests, tests/external_cache.rs).
-        assert_eq!(Live::External("x".into(), probe.clone()).shrink(0.5).name, "x");
+        assert_eq!(
+            Live::External("x".into(), probe.clone()).shrink(0.5).name,
+            "x"
+        );
         assert_eq!(probe.entries.load(Relaxed), 5);
         Live::External("x".into(), probe.clone()).maintain(MAINTAIN_BUDGET);
         assert_eq!(probe.maintained.load(Relaxed), 1);
