@@ -490,10 +490,15 @@ impl Core {
             if n.key.as_ptr() == key.as_ptr() {
                 return true;
             }
-            match n.key.bind(py).eq(key) {
-                Ok(eq) => eq,
-                Err(e) => {
-                    err = Some(e);
+            // SAFETY: both pointers are live objects (the node's key is owned by the node, `key`
+            // is borrowed for the call) and this thread is attached to the interpreter.
+            match unsafe {
+                pyo3::ffi::PyObject_RichCompareBool(n.key.as_ptr(), key.as_ptr(), pyo3::ffi::Py_EQ)
+            } {
+                1 => true,
+                0 => false,
+                _ => {
+                    err = Some(PyErr::fetch(py));
                     false
                 }
             }
@@ -777,7 +782,26 @@ fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
 }
 
 /// The objects an operation removed, dropped after its lock is released.
-type Garbage = Vec<Node>;
+#[derive(Default)]
+struct Garbage {
+    nodes: Vec<Node>,
+    /// The value a write replaced.
+    old: Option<Py<PyAny>>,
+}
+
+impl Garbage {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(&mut self, node: Node) {
+        self.nodes.push(node);
+    }
+
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+}
 
 /// A size as `getsizeof` gives it: its value and whether it is an int.
 fn size_of(py: Python<'_>, cfg: &Config, value: &Bound<'_, PyAny>) -> PyResult<f64> {
@@ -923,10 +947,14 @@ impl CacheBase {
         value: &Bound<'_, PyAny>,
         size: f64,
         expires: Option<Time>,
+        expire_at: Option<&Time>,
         garbage: &mut Garbage,
     ) -> PyResult<()> {
         let hash = key.hash()?;
         let mut core = self.shared.core.lock(py)?;
+        if let Some(now) = expire_at {
+            self.expire_locked(py, &mut core, now, garbage)?;
+        }
         let mut existing = core.find(py, key, hash)?;
         let mut diff = existing.map_or(size, |i| size - core.node(i).size);
         let evicted_before = garbage.len();
@@ -957,16 +985,7 @@ impl CacheBase {
                     core.move_back(i, List::Ord);
                 }
                 bump(&self.stats().evictions[REPLACED], 1);
-                // The old value goes with the garbage, as a node without links.
-                garbage.push(Node {
-                    key: key.clone().unbind(),
-                    value: old,
-                    hash,
-                    size: 0.0,
-                    expires: None,
-                    lru: UNLINKED,
-                    ord: UNLINKED,
-                });
+                garbage.old = Some(old);
             }
             None => {
                 core.insert(Node {
@@ -1014,7 +1033,7 @@ impl CacheBase {
             slf.call_method0("popitem")?;
         }
         // Nothing left to evict: `set_impl` stores without evicting.
-        self.set_impl(py, cfg, key, value, size, expires, garbage)
+        self.set_impl(py, cfg, key, value, size, expires, None, garbage)
     }
 
     fn setitem(
@@ -1034,19 +1053,29 @@ impl CacheBase {
                     (Time::F(n), Some(t)) => Time::F(n + t),
                     _ => Time::from_obj(&now.to_obj(py).add(ttl.ttl_obj.bind(py))?),
                 };
-                let _frozen = ttl.timer.get().freeze(py, &now);
-                self.expire_hook(slf, cfg, &now)?;
-                if cfg.hooks & (POPITEM | DELITEM) != 0 {
+                if cfg.hooks & (POPITEM | DELITEM | EXPIRE) != 0 {
+                    let _frozen = ttl.timer.get().freeze(py, &now);
+                    self.expire_hook(slf, cfg, &now)?;
                     self.set_with_hooks(slf, cfg, key, value, size, Some(expires), &mut garbage)
                 } else {
-                    self.set_impl(py, cfg, key, value, size, Some(expires), &mut garbage)
+                    // Expired entries go first, under the same lock as the write.
+                    self.set_impl(
+                        py,
+                        cfg,
+                        key,
+                        value,
+                        size,
+                        Some(expires),
+                        Some(&now),
+                        &mut garbage,
+                    )
                 }
             }
             _ => {
                 if cfg.hooks & (POPITEM | DELITEM) != 0 {
                     self.set_with_hooks(slf, cfg, key, value, size, None, &mut garbage)
                 } else {
-                    self.set_impl(py, cfg, key, value, size, None, &mut garbage)
+                    self.set_impl(py, cfg, key, value, size, None, None, &mut garbage)
                 }
             }
         };
@@ -1849,7 +1878,7 @@ impl TtlCacheBase {
             r
         };
         let out = PyList::empty(py);
-        for n in garbage {
+        for n in garbage.nodes {
             out.append(PyTuple::new(py, [n.key, n.value])?)?;
         }
         result.map(|()| out)
