@@ -115,10 +115,8 @@ impl<T> PyLock<T> {
     /// Locks from a thread attached to Python.
     fn lock(&self, py: Python<'_>) -> PyResult<PyLockGuard<'_, T>> {
         let me = thread_tag();
-        if let Some(g) = self.raw.try_lock() {
-            // The guard state is a stateless marker: the unlock makes a new one.
-            std::mem::forget(g);
-        } else {
+        // The guard state is a stateless marker, which the unlock makes anew.
+        if self.raw.try_lock().is_none() {
             if self.owner.load(Relaxed) == me {
                 return Err(PyRuntimeError::new_err(
                     "cache used again from within one of its own operations (a key's __eq__ \
@@ -128,7 +126,9 @@ impl<T> PyLock<T> {
             let raw = &self.raw;
             // Waited for with the GIL released. The closure runs on this thread; the
             // stateless guard state is not carried out of it (it is not Send).
-            py.detach(|| std::mem::forget(raw.lock()));
+            py.detach(|| {
+                let _ = raw.lock();
+            });
         }
         self.owner.store(me, Relaxed);
         Ok(PyLockGuard { lock: self })
@@ -136,7 +136,7 @@ impl<T> PyLock<T> {
 
     /// Locks from any thread, waiting at most `wait`.
     fn lock_for(&self, wait: Duration) -> Option<PyLockGuard<'_, T>> {
-        std::mem::forget(self.raw.try_lock_for(wait)?);
+        self.raw.try_lock_for(wait)?;
         self.owner.store(thread_tag(), Relaxed);
         Some(PyLockGuard { lock: self })
     }
@@ -939,6 +939,7 @@ impl CacheBase {
 
     /// `Cache.__setitem__` with the eviction loop, for a class that does not override
     /// `popitem` or `__delitem__`: all under one lock.
+    #[allow(clippy::too_many_arguments)] // the parts of one write, passed on as they are
     fn set_impl(
         &self,
         py: Python<'_>,
@@ -1006,6 +1007,7 @@ impl CacheBase {
 
     /// `Cache.__setitem__` for a class that overrides `popitem` or `__delitem__`: evicts by
     /// calling `self.popitem()` as cachetools does, then stores.
+    #[allow(clippy::too_many_arguments)] // the parts of one write, passed on as they are
     fn set_with_hooks(
         &self,
         slf: &Bound<'_, CacheBase>,

@@ -1,6 +1,7 @@
 //! A cache implemented outside the core (as leakguard-py's Python caches are), registered with
 //! `register_external`: the guard's process-wide `shrink_all` and `maintain_all` reach it. In
 //! its own test binary because both act on every registered cache of the process.
+#![allow(clippy::unwrap_used)]
 
 use leakguard::cache::{
     self, CacheKind, CacheReport, CacheShrink, CapacityUnit, EvictionCounts, ExternalCache,
