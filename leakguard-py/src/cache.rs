@@ -35,6 +35,7 @@ use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -132,6 +133,13 @@ impl<T> PyLock<T> {
         }
         self.owner.store(me, Relaxed);
         Ok(PyLockGuard { lock: self })
+    }
+
+    /// Locks if the lock is free, without waiting.
+    fn try_lock(&self) -> Option<PyLockGuard<'_, T>> {
+        self.raw.try_lock()?;
+        self.owner.store(thread_tag(), Relaxed);
+        Some(PyLockGuard { lock: self })
     }
 
     /// Locks from any thread, waiting at most `wait`.
@@ -334,6 +342,16 @@ impl Timer {
 
     fn __getattr__<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         self.inner.bind(py).getattr(name)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.inner)?;
+        if let Some(frozen) = self.frozen.try_lock()
+            && let Some(t) = frozen.as_ref()
+        {
+            visit.call(t)?;
+        }
+        Ok(())
     }
 }
 
@@ -1290,6 +1308,45 @@ impl CacheBase {
             *this.registration.lock() = register_external(name, Arc::downgrade(&shared));
         }
         Ok(())
+    }
+
+    // The garbage collector sees the keys and values, so that reference cycles through a cache
+    // (a value that refers to its cache, a getsizeof closure over it) are collected as with
+    // cachetools' dicts. A cache whose lock is held at that moment (an operation of another
+    // thread waiting for the GIL, the guard shrinking it) is not traversed this time: its
+    // objects then count as referenced from outside and survive until a later collection.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(cfg) = self.shared.config.get() {
+            visit.call(&cfg.maxsize_obj)?;
+            if let Some(g) = &cfg.getsizeof {
+                visit.call(g)?;
+            }
+            if let Some(t) = &cfg.ttl {
+                visit.call(&t.ttl_obj)?;
+                visit.call(&t.timer)?;
+            }
+        }
+        if let Some(core) = self.shared.core.try_lock() {
+            for n in core.slots.iter().flatten() {
+                visit.call(&n.key)?;
+                visit.call(&n.value)?;
+                if let Some(Time::Obj(o)) = &n.expires {
+                    visit.call(o)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let garbage = self.shared.core.try_lock().map(|mut core| {
+            let n = core.len as u64;
+            let slots = core.take_all();
+            bump(&self.shared.stats.evictions[EXPLICIT], n);
+            self.shared.publish(&core);
+            slots
+        });
+        drop(garbage);
     }
 
     /// The name under which the cache is registered with the guard, or None.

@@ -415,6 +415,22 @@ def test_cached_memoizes_with_info_lock_and_key() -> None:
     assert first.cache_lock is lock  # type: ignore[attr-defined]
 
 
+def test_reference_cycles_through_a_cache_are_collected() -> None:
+    class Node:
+        pass
+
+    cache: LRUCache[str, Any] = LRUCache(10)
+    node = Node()
+    node.cache = cache  # type: ignore[attr-defined]
+    cache["self"] = node
+    ttl: TTLCache[str, Any, float] = TTLCache(10, ttl=60)
+    ttl["self"] = ttl
+    refs = [weakref.ref(cache), weakref.ref(node), weakref.ref(ttl)]
+    del cache, node, ttl
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
 def test_uninitialized_subclass_raises_a_clear_error() -> None:
     class Forgetful(LRUCache):  # type: ignore[type-arg]
         def __init__(self) -> None:
