@@ -157,7 +157,7 @@ def contenders(keys: List[int]) -> Dict[str, Dict[str, Callable[[], None]]]:
     }
 
 
-def measure(rounds: int, n: int) -> Dict[str, Dict[str, float]]:
+def measure(rounds: int, n: int) -> Dict[str, Dict[str, Tuple[float, float]]]:
     # Keys cycle over the cache's 1000 entries in a scattered order.
     keys = [(i * 7919) % SIZE for i in range(n)]
     table = contenders(keys)
@@ -173,9 +173,9 @@ def measure(rounds: int, n: int) -> Dict[str, Dict[str, float]]:
                     samples.setdefault((op, who), []).append(elapsed / n)
     finally:
         gc.enable()
-    out: Dict[str, Dict[str, float]] = {}
+    out: Dict[str, Dict[str, Tuple[float, float]]] = {}
     for (op, who), values in samples.items():
-        out.setdefault(op, {})[who] = statistics.median(values)
+        out.setdefault(op, {})[who] = (statistics.median(values), min(values))
     return out
 
 
@@ -191,20 +191,26 @@ def main() -> None:
         return
     print(
         f"Python {sys.version.split()[0]}, leakguard {leakguard.__version__}, "
-        f"cachetools {cachetools.__version__}; median of {args.rounds} rounds of "
-        f"{args.n} operations on caches of {SIZE} entries, ns/op"
+        f"cachetools {cachetools.__version__}; {args.rounds} rounds of {args.n} operations "
+        f"on caches of {SIZE} entries; ns/op, median and best; ratios: median (best)"
     )
     for op, row in results.items():
         print(f"\n{op}")
-        for who, ns in row.items():
+        for who, (med, best) in row.items():
             ratio = ""
             if who.startswith("cachetools."):
                 mine = row.get(who.replace("cachetools.", "leakguard."))
                 if mine:
-                    ratio = f"   leakguard is {ns / mine:.2f}x faster"
+                    ratio = (
+                        f"   leakguard is {med / mine[0]:.2f}x ({best / mine[1]:.2f}x) faster"
+                    )
             if who.startswith("functools.") and "leakguard.LRUCache" in row:
-                ratio = f"   leakguard.LRUCache / this: {row['leakguard.LRUCache'] / ns:.2f}"
-            print(f"  {who:30} {ns:8.1f}{ratio}")
+                mine = row["leakguard.LRUCache"]
+                ratio = (
+                    f"   leakguard.LRUCache time / this: {mine[0] / med:.2f} "
+                    f"({mine[1] / best:.2f})"
+                )
+            print(f"  {who:30} {med:8.1f} {best:8.1f}{ratio}")
 
 
 if __name__ == "__main__":
