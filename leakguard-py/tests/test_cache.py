@@ -425,7 +425,7 @@ def test_reference_cycles_through_a_cache_are_collected() -> None:
     cache["self"] = node
     ttl: TTLCache[str, Any, float] = TTLCache(10, ttl=60)
     ttl["self"] = ttl
-    refs = [weakref.ref(cache), weakref.ref(node), weakref.ref(ttl)]
+    refs: List["weakref.ref[Any]"] = [weakref.ref(cache), weakref.ref(node), weakref.ref(ttl)]
     del cache, node, ttl
     gc.collect()
     assert [r() for r in refs] == [None, None, None]

@@ -81,7 +81,10 @@ def _sdist_tests() -> Path:
     archive = home / f"cachetools-{version}.tar.gz"
     with tarfile.open(archive) as tar:
         members = [m for m in tar.getmembers() if m.name.startswith(f"cachetools-{version}/tests/")]
-        tar.extractall(home, members=members)  # noqa: S202 - PyPI's sdist of a pinned version
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(home, members=members, filter="data")
+        else:  # Python < 3.11.4: PyPI's sdist of a pinned version
+            tar.extractall(home, members=members)  # noqa: S202
     return root
 
 
