@@ -449,6 +449,16 @@ def test_uninitialized_subclass_raises_a_clear_error() -> None:
         Forgetful()[1] = 1
 
 
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import leakguard.cache
+
+    result = doctest.testmod(leakguard.cache, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5
+    assert result.failed == 0
+
+
 def test_exports() -> None:
     for name in ("LRUCache", "TTLCache", "cached", "CacheInfo", "hashkey"):
         assert name in leakguard.__all__
