@@ -31,6 +31,7 @@ def test_public_names_are_exported_and_documented() -> None:
     assert sorted(leakguard.__all__) == sorted(
         ["ConfigError", "LeakguardError", "__version__", "allocator_status", "parse_size", "sample"]
         + ["endpoint_addr", "listener", "metrics", "report", "restart_now", "running", "start", "stop"]
+        + ["CacheInfo", "LRUCache", "TTLCache", "cached", "hashkey"]
     )
     for name in leakguard.__all__:
         assert hasattr(leakguard, name), name

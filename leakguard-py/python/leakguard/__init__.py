@@ -19,13 +19,19 @@ from typing import Any, Dict
 from leakguard import _leakguard
 from leakguard._leakguard import ConfigError, LeakguardError
 from leakguard._guard import endpoint_addr, listener, metrics, report, restart_now, running, start, stop
+from leakguard.cache import CacheInfo, LRUCache, TTLCache, cached, hashkey
 
 __all__ = [
+    "CacheInfo",
     "ConfigError",
+    "LRUCache",
     "LeakguardError",
+    "TTLCache",
     "__version__",
     "allocator_status",
+    "cached",
     "endpoint_addr",
+    "hashkey",
     "listener",
     "metrics",
     "parse_size",

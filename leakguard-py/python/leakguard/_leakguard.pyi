@@ -3,7 +3,9 @@
 Checked against the built module with ``python -m mypy.stubtest leakguard._leakguard``.
 """
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Iterator, List, Optional, SupportsIndex, Tuple
+
+from typing_extensions import Self, disjoint_base, final
 
 __all__ = [
     "__version__",
@@ -12,6 +14,12 @@ __all__ = [
     "sample",
     "allocator_status",
     "parse_size",
+    "_CacheBase",
+    "_TTLCacheBase",
+    "_Timer",
+    "_cache_report",
+    "_shrink_caches",
+    "_maintain_caches",
 ]
 
 __version__: str
@@ -78,3 +86,80 @@ def start_guard(
 
 def listener(name: str, addr: str) -> int:
     """A listening socket's fd, inherited after a re-exec or newly bound, kept for the next handover."""
+# The caches' native core (leakguard.cache builds LRUCache and TTLCache on it).
+
+@disjoint_base
+class _CacheBase:
+    """Native base of ``leakguard.LRUCache``: the mapping, its lock, its registration."""
+
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
+    def _lg_init(
+        self,
+        maxsize: Any,
+        getsizeof: Optional[Callable[[Any], Any]],
+        ttl: Any,
+        timer: Optional[Callable[[], Any]],
+        name: Optional[str],
+    ) -> None: ...
+    @property
+    def leakguard_name(self) -> Optional[str]:
+        """The name under which the cache is registered with the guard, or None."""
+    def leakguard_stats(self) -> Dict[str, Any]:
+        """The cache's counters: ``hits``, ``misses``, ``inserts`` and ``evictions`` by cause."""
+    def leakguard_shrink(self, fraction: float) -> int:
+        """Evicts least recently used entries down to ``fraction`` of ``currsize``."""
+    def __getitem__(self, key: Any, /) -> Any: ...
+    def __setitem__(self, key: Any, value: Any, /) -> None: ...
+    def __delitem__(self, key: Any, /) -> None: ...
+    def __contains__(self, key: Any, /) -> bool: ...
+    def __missing__(self, key: Any) -> Any: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    @property
+    def maxsize(self) -> Any:
+        """The maximum size of the cache."""
+    @property
+    def currsize(self) -> Any:
+        """The current size of the cache."""
+    def get(self, key: Any, default: Any = None) -> Any: ...
+    def pop(self, key: Any, *default: Any) -> Any: ...
+    def setdefault(self, key: Any, default: Any = None) -> Any: ...
+    def popitem(self) -> Tuple[Any, Any]:
+        """Removes and returns the ``(key, value)`` pair least recently used."""
+    def clear(self) -> None:
+        """Removes every entry."""
+    def __copy__(self) -> Self: ...
+    def __reduce_ex__(self, _protocol: SupportsIndex) -> Tuple[Any, ...]: ...
+    def __setstate__(self, state: Tuple[Any, Any]) -> None: ...
+
+class _TTLCacheBase(_CacheBase):
+    """Native base of ``leakguard.TTLCache``: adds ``ttl``, ``timer`` and ``expire``."""
+
+    @property
+    def ttl(self) -> Any:
+        """The time-to-live value of the cache's items."""
+    @property
+    def timer(self) -> _Timer:
+        """The timer function used by the cache."""
+    def expire(self, time: Any = None) -> List[Tuple[Any, Any]]:
+        """Removes expired items and returns the expired ``(key, value)`` pairs."""
+
+@final
+class _Timer:
+    """The timer of a TTLCache, as cachetools wraps it."""
+
+    def __new__(cls, timer: Callable[[], Any]) -> Self: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *_exc: object) -> None: ...
+    def __copy__(self) -> _Timer: ...
+    def __reduce__(self) -> Tuple[Any, ...]: ...
+
+def _cache_report() -> List[Dict[str, Any]]:
+    """Every cache registered with the guard, as the report shows them."""
+
+def _shrink_caches(fraction: float) -> int:
+    """Shrinks every registered cache to ``fraction`` of its size; returns the entries evicted."""
+
+def _maintain_caches() -> None:
+    """Reclaims expired entries of every registered cache."""

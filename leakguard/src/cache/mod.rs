@@ -61,8 +61,9 @@ mod shard;
 
 pub(crate) use self::registry::families;
 pub use self::registry::{
-    CacheKind, CacheReport, CacheShrink, CapacityUnit, EvictionCounts, REGISTRY_CAPACITY,
-    ShrinkOutcome, maintain_all, rejected_registrations, report, shrink_all, weight_by_cache,
+    CacheKind, CacheReport, CacheShrink, CapacityUnit, EvictionCounts, ExternalCache,
+    REGISTRY_CAPACITY, Registration, ShrinkOutcome, maintain_all, register_external,
+    rejected_registrations, report, shrink_all, weight_by_cache,
 };
 
 use self::registry::Registered;

@@ -23,10 +23,146 @@ pub(crate) trait Registered: Send + Sync {
     fn maintain(&self, budget: usize);
 }
 
+/// A cache that lives outside this crate (for example the Python caches of leakguard-py) and
+/// takes part in the registry like [`LruCache`](super::LruCache) and
+/// [`TtlCache`](super::TtlCache): it appears in [`report`] and in `/metrics`
+/// (`leakguard_cache_*{cache="…"}`), is shrunk by [`shrink_all`] under memory pressure and
+/// maintained by [`maintain_all`] on the guard's tick. Register it with [`register_external`].
+///
+/// The guard calls these methods from its own thread, and other callers may hold locks of
+/// their own: an implementation must not wait for long (give up and do nothing rather than
+/// block on a lock a caller could hold), must not call back into the registry, and must not
+/// panic. The name it puts in [`CacheReport::name`] and [`CacheShrink::name`] is replaced by
+/// the registered one.
+///
+/// ```
+/// use leakguard::cache::{self, CacheKind, CacheReport, CacheShrink, CapacityUnit, ExternalCache};
+/// use std::sync::Arc;
+///
+/// struct Fixed;
+/// impl ExternalCache for Fixed {
+///     fn report(&self) -> CacheReport {
+///         CacheReport {
+///             name: String::new(),
+///             kind: CacheKind::Lru,
+///             entries: 3,
+///             weight: 3,
+///             capacity: 10,
+///             capacity_unit: CapacityUnit::Entries,
+///             weight_bytes: 300,
+///             weight_bytes_estimated: true,
+///             hits: 0,
+///             misses: 0,
+///             hit_ratio: None,
+///             inserts: 3,
+///             evictions: Default::default(),
+///             ttl_seconds: None,
+///             time_to_idle_seconds: None,
+///             listener_panics: 0,
+///         }
+///     }
+///     fn shrink(&self, _fraction: f64) -> CacheShrink {
+///         CacheShrink { name: String::new(), entries_evicted: 0, weight_evicted: 0, bytes_evicted: 0 }
+///     }
+/// }
+///
+/// let fixed: Arc<dyn ExternalCache> = Arc::new(Fixed);
+/// let registration = cache::register_external("doc-external", Arc::downgrade(&fixed)).unwrap();
+/// assert_eq!(registration.name(), "doc-external");
+/// let r = cache::report().into_iter().find(|r| r.name == "doc-external").unwrap();
+/// assert_eq!(r.entries, 3);
+/// drop(registration);
+/// assert!(cache::report().iter().all(|r| r.name != "doc-external"));
+/// ```
+pub trait ExternalCache: Send + Sync {
+    /// The cache's state now.
+    fn report(&self) -> CacheReport;
+    /// Evicts down to `fraction` (0 to 1) of the current weight, counting the evictions as
+    /// [`EvictionCause::Pressure`](super::EvictionCause::Pressure); returns what went.
+    fn shrink(&self, fraction: f64) -> CacheShrink;
+    /// Reclaims expired entries, looking at no more than about `budget` of them. The default
+    /// does nothing.
+    fn maintain(&self, budget: usize) {
+        let _ = budget;
+    }
+}
+
+/// Keeps a cache registered by [`register_external`]; dropping it unregisters the cache.
+#[derive(Debug)]
+pub struct Registration {
+    id: u64,
+    name: String,
+}
+
+impl Registration {
+    /// The name the cache got: the one asked for, truncated to 100 bytes, with `-2`, `-3`, …
+    /// appended when another registered cache already has it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        unregister(self.id);
+    }
+}
+
+/// Registers a cache implemented outside this crate under `name` (see [`ExternalCache`]).
+///
+/// The registry holds it weakly: it leaves the registry when the returned [`Registration`] is
+/// dropped, and is skipped once the last strong reference to it is gone. Returns `None` when
+/// [`REGISTRY_CAPACITY`] caches are registered already (counted in
+/// [`rejected_registrations`]); the cache works on, unregistered.
+pub fn register_external(name: &str, cache: Weak<dyn ExternalCache>) -> Option<Registration> {
+    register_held(name, Held::External(cache)).map(|(id, name)| Registration { id, name })
+}
+
+/// How the registry holds a cache.
+enum Held {
+    Core(Weak<dyn Registered>),
+    External(Weak<dyn ExternalCache>),
+}
+
+/// A registered cache, alive while it is used.
+enum Live {
+    Core(Arc<dyn Registered>),
+    External(String, Arc<dyn ExternalCache>),
+}
+
+impl Live {
+    fn report(&self) -> CacheReport {
+        match self {
+            Live::Core(c) => c.report(),
+            Live::External(name, c) => CacheReport {
+                name: name.clone(),
+                ..c.report()
+            },
+        }
+    }
+
+    fn shrink(&self, fraction: f64) -> CacheShrink {
+        match self {
+            Live::Core(c) => c.shrink(fraction),
+            Live::External(name, c) => CacheShrink {
+                name: name.clone(),
+                ..c.shrink(fraction)
+            },
+        }
+    }
+
+    fn maintain(&self, budget: usize) {
+        match self {
+            Live::Core(c) => c.maintain(budget),
+            Live::External(_, c) => c.maintain(budget),
+        }
+    }
+}
+
 struct Entry {
     id: u64,
     name: String,
-    cache: Weak<dyn Registered>,
+    cache: Held,
 }
 
 struct Registry {
@@ -52,6 +188,10 @@ fn truncate(name: &str) -> &str {
 
 /// Registers a cache; returns its id and the name it got, or `None` when the registry is full.
 pub(super) fn register(name: &str, cache: Weak<dyn Registered>) -> Option<(u64, String)> {
+    register_held(name, Held::Core(cache))
+}
+
+fn register_held(name: &str, cache: Held) -> Option<(u64, String)> {
     let mut reg = REGISTRY.lock();
     if reg.entries.len() >= REGISTRY_CAPACITY {
         drop(reg);
@@ -80,11 +220,14 @@ pub(super) fn unregister(id: u64) {
 
 /// The live registered caches, upgraded under the lock and used after it is released (so a
 /// cache dropped meanwhile unregisters without deadlock).
-fn live() -> Vec<Arc<dyn Registered>> {
+fn live() -> Vec<Live> {
     let reg = REGISTRY.lock();
     reg.entries
         .iter()
-        .filter_map(|e| e.cache.upgrade())
+        .filter_map(|e| match &e.cache {
+            Held::Core(c) => c.upgrade().map(Live::Core),
+            Held::External(c) => c.upgrade().map(|c| Live::External(e.name.clone(), c)),
+        })
         .collect()
 }
 
@@ -433,4 +576,112 @@ pub(crate) fn families() -> Vec<Family> {
         vec![(Vec::new(), n(rejected_registrations()))],
     );
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod external_tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// An external cache that remembers what the registry asked of it.
+    #[derive(Default)]
+    struct Probe {
+        entries: AtomicU64,
+        shrinks: Mutex<Vec<f64>>,
+        maintained: AtomicU64,
+    }
+
+    impl ExternalCache for Probe {
+        fn report(&self) -> CacheReport {
+            let entries = self.entries.load(Relaxed);
+            CacheReport {
+                name: "ignored".into(),
+                kind: CacheKind::Ttl,
+                entries,
+                weight: entries,
+                capacity: 100,
+                capacity_unit: CapacityUnit::Entries,
+                weight_bytes: entries * 64,
+                weight_bytes_estimated: true,
+                hits: 7,
+                misses: 1,
+                hit_ratio: Some(7.0 / 8.0),
+                inserts: entries,
+                evictions: EvictionCounts::default(),
+                ttl_seconds: Some(30.0),
+                time_to_idle_seconds: None,
+                listener_panics: 0,
+            }
+        }
+
+        fn shrink(&self, fraction: f64) -> CacheShrink {
+            self.shrinks.lock().push(fraction);
+            let before = self.entries.load(Relaxed);
+            let after = (before as f64 * fraction) as u64;
+            self.entries.store(after, Relaxed);
+            CacheShrink {
+                name: "ignored".into(),
+                entries_evicted: before - after,
+                weight_evicted: before - after,
+                bytes_evicted: (before - after) * 64,
+            }
+        }
+
+        fn maintain(&self, budget: usize) {
+            assert_eq!(budget, MAINTAIN_BUDGET);
+            self.maintained.fetch_add(1, Relaxed);
+        }
+    }
+
+    #[test]
+    fn external_caches_are_reported_and_unregistered() {
+        let probe = Arc::new(Probe::default());
+        probe.entries.store(10, Relaxed);
+        let weak: Weak<dyn ExternalCache> =
+            Arc::downgrade(&(probe.clone() as Arc<dyn ExternalCache>));
+        let reg = register_external("ext-probe", weak.clone()).unwrap();
+        let twin = register_external("ext-probe", weak).unwrap();
+        assert_eq!(reg.name(), "ext-probe");
+        assert_eq!(twin.name(), "ext-probe-2");
+
+        let mine: Vec<CacheReport> = report()
+            .into_iter()
+            .filter(|r| r.name.starts_with("ext-probe"))
+            .collect();
+        assert_eq!(mine.len(), 2);
+        assert_eq!(mine[0].name, "ext-probe");
+        assert_eq!((mine[0].kind, mine[0].entries), (CacheKind::Ttl, 10));
+        drop(twin);
+
+        let text = crate::exposition::render(&families());
+        assert!(
+            text.contains("leakguard_cache_entries{cache=\"ext-probe\"} 10"),
+            "{text}"
+        );
+        assert!(!text.contains("ext-probe-2"), "{text}");
+
+        // shrink_all and maintain_all reach every cache in the process: they are tested in
+        // their own process (leakguard-tests, tests/external_cache.rs).
+        assert_eq!(
+            Live::External("x".into(), probe.clone()).shrink(0.5).name,
+            "x"
+        );
+        assert_eq!(probe.entries.load(Relaxed), 5);
+        Live::External("x".into(), probe.clone()).maintain(MAINTAIN_BUDGET);
+        assert_eq!(probe.maintained.load(Relaxed), 1);
+
+        drop(reg);
+        assert!(report().iter().all(|r| !r.name.starts_with("ext-probe")));
+    }
+
+    #[test]
+    fn an_external_cache_dropped_while_registered_is_skipped() {
+        let probe: Arc<dyn ExternalCache> = Arc::new(Probe::default());
+        let reg = register_external("ext-gone", Arc::downgrade(&probe)).unwrap();
+        assert!(report().iter().any(|r| r.name == "ext-gone"));
+        drop(probe);
+        assert!(report().iter().all(|r| r.name != "ext-gone"));
+        drop(reg);
+    }
 }
