@@ -9,6 +9,8 @@
 //! allocator numbers come from glibc `mallinfo2`.
 #![deny(missing_docs)]
 
+mod handles;
+
 use leakguard::allocator::AllocatorChoice;
 use leakguard::{Sampler, SystemClock};
 use pyo3::create_exception;
@@ -191,6 +193,7 @@ fn _leakguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sample, m)?)?;
     m.add_function(wrap_pyfunction!(allocator_status, m)?)?;
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;
+    handles::register(m)?;
     Ok(())
 }
 

@@ -30,6 +30,7 @@ def test_native_module_is_an_abi3_extension_inside_the_package() -> None:
 def test_public_names_are_exported_and_documented() -> None:
     assert sorted(leakguard.__all__) == sorted(
         ["ConfigError", "LeakguardError", "__version__", "allocator_status", "parse_size", "sample"]
+        + ["HandleKind", "configure_handles", "handles", "track", "tracked"]
     )
     for name in leakguard.__all__:
         assert hasattr(leakguard, name), name

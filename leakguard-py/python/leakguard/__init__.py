@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from leakguard import _leakguard
+from leakguard._handles import HandleKind, configure_handles, handles, track, tracked
 from leakguard._leakguard import ConfigError, LeakguardError
 
 __all__ = [
@@ -26,6 +27,12 @@ __all__ = [
     "allocator_status",
     "parse_size",
     "sample",
+    # Handles.
+    "HandleKind",
+    "configure_handles",
+    "handles",
+    "track",
+    "tracked",
 ]
 
 #: The version of the package, the same as the Rust crates'.
