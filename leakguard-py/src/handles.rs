@@ -12,6 +12,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// Kind names remembered by the name → kind cache; more are looked up each time.
@@ -85,11 +87,11 @@ fn resolve_name(py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<Py<PyHan
 
 /// The core kind named by `kind`: a str or a `HandleKind`.
 fn resolve(py: Python<'_>, kind: &Bound<'_, PyAny>) -> PyResult<HandleKind> {
-    if let Ok(k) = kind.cast::<PyHandleKind>() {
-        return Ok(k.get().kind);
-    }
     if let Ok(name) = kind.cast::<PyString>() {
         return Ok(resolve_name(py, name)?.get().kind);
+    }
+    if let Ok(k) = kind.cast::<PyHandleKind>() {
+        return Ok(k.get().kind);
     }
     Err(PyTypeError::new_err(format!(
         "a handle kind is a str or a leakguard.HandleKind, not {}",
@@ -102,9 +104,50 @@ fn is_leakguard_module(name: &str) -> bool {
     name == "leakguard" || name.starts_with("leakguard.")
 }
 
+/// What a sampled open needs of a code object: its names, and whether it is leakguard's.
+struct CodeInfo {
+    /// Holds the code object, so that its address (the key) is not reused while cached.
+    _code: Py<PyAny>,
+    function: String,
+    file: String,
+    own: bool,
+}
+
+/// Code objects seen by sampled opens, by address; at most this many are cached (the rest are
+/// read each time).
+const CODE_CACHE_CAPACITY: usize = 4096;
+
+/// The code-object cache. Only used with the GIL held, so the lock is never contended.
+fn code_cache() -> MutexGuard<'static, HashMap<usize, CodeInfo>> {
+    static CODES: OnceLock<Mutex<HashMap<usize, CodeInfo>>> = OnceLock::new();
+    CODES
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+fn code_info(frame: &Bound<'_, PyAny>, code: Bound<'_, PyAny>) -> PyResult<CodeInfo> {
+    let function = code
+        .getattr("co_qualname")
+        .or_else(|_| code.getattr("co_name"))?
+        .extract::<String>()?;
+    let file = code.getattr("co_filename")?.extract::<String>()?;
+    let module = frame.getattr("f_globals")?.get_item("__name__").ok();
+    let own = module
+        .and_then(|m| m.extract::<String>().ok())
+        .is_some_and(|m| is_leakguard_module(&m));
+    Ok(CodeInfo {
+        _code: code.unbind(),
+        function,
+        file,
+        own,
+    })
+}
+
 /// Fills `site` from the calling Python stack, innermost first, leakguard's own frames (the
 /// `track` decorator's wrapper, `tracked`, the pytest plugin's measuring loop) left out.
-/// Errors (an odd frame object) end the walk: the site keeps what it has.
+/// Errors (an odd frame object) end the walk: the site keeps what it has. The names of a code
+/// object are read once and cached, so a walk mostly reads line numbers.
 fn python_site(py: Python<'_>, site: &mut SiteFrames<'_>) {
     static GETFRAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let mut walk = || -> PyResult<()> {
@@ -112,28 +155,32 @@ fn python_site(py: Python<'_>, site: &mut SiteFrames<'_>) {
             Ok::<_, PyErr>(py.import("sys")?.getattr("_getframe")?.unbind())
         })?;
         let mut frame = getframe.bind(py).call1((0,))?;
+        let mut codes = code_cache();
         while !frame.is_none() {
             let back = frame.getattr("f_back")?;
-            let module = frame.getattr("f_globals")?.get_item("__name__").ok();
-            let own = module
-                .and_then(|m| m.extract::<String>().ok())
-                .is_some_and(|m| is_leakguard_module(&m));
-            if own {
-                frame = back;
-                continue;
-            }
             let code = frame.getattr("f_code")?;
-            let function = code
-                .getattr("co_qualname")
-                .or_else(|_| code.getattr("co_name"))?
-                .extract::<String>()?;
-            let file = code.getattr("co_filename")?.extract::<String>()?;
-            let line = frame
-                .getattr("f_lineno")?
-                .extract::<Option<u32>>()?
-                .unwrap_or(0);
-            if !site.push(&function, &file, line) {
-                break;
+            let key = code.as_ptr() as usize;
+            let uncached;
+            let info = match codes.get(&key) {
+                Some(info) => info,
+                None => {
+                    let info = code_info(&frame, code)?;
+                    if codes.len() < CODE_CACHE_CAPACITY {
+                        codes.entry(key).or_insert(info)
+                    } else {
+                        uncached = info;
+                        &uncached
+                    }
+                }
+            };
+            if !info.own {
+                let line = frame
+                    .getattr("f_lineno")?
+                    .extract::<Option<u32>>()?
+                    .unwrap_or(0);
+                if !site.push(&info.function, &info.file, line) {
+                    break;
+                }
             }
             frame = back;
         }
@@ -150,7 +197,9 @@ fn open(py: Python<'_>, kind: HandleKind) -> HandleGuard {
 
 /// ``with leakguard.track("db_conn"):`` counts one handle of the kind as open inside the
 /// block; ``@leakguard.track("job")`` does the same around every call of the function.
-#[pyclass(name = "track", module = "leakguard")]
+// A freelist: `with track(..)` makes one object per block, and reusing freed ones saves the
+// allocation.
+#[pyclass(name = "track", module = "leakguard", freelist = 64)]
 pub(crate) struct Track {
     kind: HandleKind,
     /// The handle of the current `with` block; `more` holds those of nested re-entries.
