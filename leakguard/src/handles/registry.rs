@@ -154,7 +154,11 @@ impl Kind {
     /// the native call stack.
     #[inline]
     pub(crate) fn open(&'static self) -> HandleGuard {
-        self.open_with(sites::capture)
+        // A closure, not the function itself: called through `FnOnce`, a function item gets a
+        // `core::ops::function::FnOnce::call_once` frame (in unoptimized builds), which the
+        // report would take for the caller; the closure's frame is leakguard's own.
+        #[allow(clippy::redundant_closure)]
+        self.open_with(|frames| sites::capture(frames))
     }
 
     /// Counts one open; when it is sampled, `capture` fills in its creation site (the frames
