@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod handles;
 
 use leakguard::allocator::AllocatorChoice;
 use leakguard::{Sampler, SystemClock};
@@ -197,6 +198,7 @@ fn _leakguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;
     guard::register(m)?;
     cache::register(m)?;
+    handles::register(m)?;
     Ok(())
 }
 

@@ -32,6 +32,7 @@ def test_public_names_are_exported_and_documented() -> None:
         ["ConfigError", "LeakguardError", "__version__", "allocator_status", "parse_size", "sample"]
         + ["endpoint_addr", "listener", "metrics", "report", "restart_now", "running", "start", "stop"]
         + ["CacheInfo", "LRUCache", "TTLCache", "cached", "hashkey"]
+        + ["HandleKind", "configure_handles", "handles", "track", "tracked"]
     )
     for name in leakguard.__all__:
         assert hasattr(leakguard, name), name

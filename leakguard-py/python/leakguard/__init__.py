@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from leakguard import _leakguard
+from leakguard._handles import HandleKind, configure_handles, handles, track, tracked
 from leakguard._leakguard import ConfigError, LeakguardError
 from leakguard._guard import endpoint_addr, listener, metrics, report, restart_now, running, start, stop
 from leakguard.cache import CacheInfo, LRUCache, TTLCache, cached, hashkey
@@ -24,13 +25,16 @@ from leakguard.cache import CacheInfo, LRUCache, TTLCache, cached, hashkey
 __all__ = [
     "CacheInfo",
     "ConfigError",
+    "HandleKind",
     "LRUCache",
     "LeakguardError",
     "TTLCache",
     "__version__",
     "allocator_status",
     "cached",
+    "configure_handles",
     "endpoint_addr",
+    "handles",
     "hashkey",
     "listener",
     "metrics",
@@ -41,6 +45,8 @@ __all__ = [
     "sample",
     "start",
     "stop",
+    "track",
+    "tracked",
 ]
 
 #: The version of the package, the same as the Rust crates'.

@@ -50,6 +50,11 @@
 //! [`HandleKind::track`]; `track("name")` with a string literal finds the kind through a
 //! small per-thread cache keyed by the literal's address.
 //!
+//! A language binding opens handles with [`HandleKind::track_with_site`]: the same
+//! counting, but a sampled open asks the binding for its creation site as text (a Python
+//! traceback's function, file and line per frame) instead of capturing the native stack.
+//! See [`SiteFrames`].
+//!
 //! # Bounds
 //!
 //! leakguard must never be the leak, so everything here is bounded:
@@ -62,6 +67,10 @@
 //!   creation stacks are recorded (about 280 KiB, allocated on the first sampled open);
 //!   sampled opens beyond are counted, not recorded;
 //! - symbolization is cached (bounded) and limited per report;
+//! - creation sites given as text by a language binding
+//!   ([`HandleKind::track_with_site`]) keep at most the capture depth's frames, names cut
+//!   at [`MAX_FUNCTION_BYTES`] and [`MAX_FILE_BYTES`], in a table of at most
+//!   [`EXTERNAL_FRAME_CAPACITY`] distinct frames;
 //! - `/proc/net/tcp` is read up to a line and byte cap ([`TCP_MAX_LINES`],
 //!   [`TCP_MAX_BYTES`]), and the report says when it was cut.
 //!
@@ -85,11 +94,15 @@
 //! Time comes from the registry clock ([`set_clock`]): the system clock by default, a
 //! [`ManualClock`](crate::ManualClock) in tests.
 
+mod external;
 mod os;
 mod registry;
 mod report;
 mod sites;
 
+pub use self::external::{
+    EXTERNAL_FRAME_CAPACITY, FRAME_NOT_RECORDED, MAX_FILE_BYTES, MAX_FUNCTION_BYTES, SiteFrames,
+};
 pub use self::os::{
     MAX_FDS_SCANNED, OsHandles, TCP_MAX_BYTES, TCP_MAX_LINES, TCP_STATES, TcpSockets, os_handles,
     tcp_sockets,
@@ -142,6 +155,31 @@ impl HandleKind {
     #[inline]
     pub fn track(self) -> HandleGuard {
         self.0.open()
+    }
+
+    /// Opens a handle of this kind whose creation site, when this open is sampled, the
+    /// caller gives as text: `site` is called (only then) with a [`SiteFrames`] to push the
+    /// frames into, innermost first. For language bindings, whose own stack (a Python
+    /// traceback, say) tells more than the native one; see [`SiteFrames`] for the bounds.
+    ///
+    /// The unsampled path is the same as [`track`](HandleKind::track)'s and does not call
+    /// `site`. Should `site` panic, the handle is counted as closed and the panic goes on.
+    ///
+    /// ```
+    /// let kind = leakguard::handles::kind("doc_track_with_site");
+    /// let guard = kind.track_with_site(|site| {
+    ///     site.push("open_client", "client.py", 12);
+    /// });
+    /// assert_eq!(kind.open(), 1);
+    /// drop(guard);
+    /// ```
+    #[inline]
+    pub fn track_with_site(self, site: impl FnOnce(&mut SiteFrames<'_>)) -> HandleGuard {
+        self.0.open_with(|frames| {
+            let mut frames = SiteFrames::new(frames, sites::depth());
+            site(&mut frames);
+            frames.len()
+        })
     }
 
     /// Wraps `value` so it counts as an open handle of this kind while it lives.

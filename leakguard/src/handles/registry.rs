@@ -150,9 +150,24 @@ impl Kind {
         kind
     }
 
-    /// Counts one open in the calling thread's shard; samples it one time in N.
+    /// Counts one open in the calling thread's shard; samples it one time in N, recording
+    /// the native call stack.
     #[inline]
     pub(crate) fn open(&'static self) -> HandleGuard {
+        // A closure, not the function itself: called through `FnOnce`, a function item gets a
+        // `core::ops::function::FnOnce::call_once` frame (in unoptimized builds), which the
+        // report would take for the caller; the closure's frame is leakguard's own.
+        #[allow(clippy::redundant_closure)]
+        self.open_with(|frames| sites::capture(frames))
+    }
+
+    /// Counts one open; when it is sampled, `capture` fills in its creation site (the frames
+    /// it wrote, as a count). `capture` is not called on the unsampled path.
+    #[inline]
+    pub(crate) fn open_with(
+        &'static self,
+        capture: impl FnOnce(&mut [usize; MAX_DEPTH]) -> usize,
+    ) -> HandleGuard {
         let (shard, random, tag) = LOCAL.with(|l| {
             let shard = l.shard();
             (shard, l.random(), l.tag.get())
@@ -162,7 +177,7 @@ impl Kind {
             s.opened[slot].fetch_add(1, Ordering::Relaxed);
         }
         if u64::from(random) < self.threshold.load(Ordering::Relaxed) || tag != 0 {
-            return self.open_sampled(slot, tag);
+            return self.open_sampled(slot, tag, capture);
         }
         HandleGuard {
             kind: self,
@@ -184,9 +199,21 @@ impl Kind {
     /// kind's housekeeping if nobody else is doing it.
     #[cold]
     #[inline(never)]
-    fn open_sampled(&'static self, slot: usize, tag: u32) -> HandleGuard {
+    fn open_sampled(
+        &'static self,
+        slot: usize,
+        tag: u32,
+        capture: impl FnOnce(&mut [usize; MAX_DEPTH]) -> usize,
+    ) -> HandleGuard {
+        // The guard exists before `capture` runs: should a binding's capture panic, the
+        // unwinding drops it and the open is counted as closed.
+        let mut guard = HandleGuard {
+            kind: self,
+            slot: slot as u8,
+            entry: NO_ENTRY,
+        };
         let mut frames = [0usize; MAX_DEPTH];
-        let depth = sites::capture(&mut frames);
+        let depth = capture(&mut frames).min(MAX_DEPTH);
         let now = now_nanos();
         let weight = if tag != 0 {
             1
@@ -194,15 +221,11 @@ impl Kind {
             let threshold = self.threshold.load(Ordering::Relaxed).max(1);
             u32::try_from((1u64 << 32) / threshold).unwrap_or(u32::MAX)
         };
-        let entry = sites::insert(self.index, &frames[..depth], now, weight, tag);
+        guard.entry = sites::insert(self.index, &frames[..depth], now, weight, tag);
         if let Some(mut state) = self.state.try_lock() {
             self.housekeep(&mut state, now);
         }
-        HandleGuard {
-            kind: self,
-            slot: slot as u8,
-            entry,
-        }
+        guard
     }
 
     /// Reads the counters: closes first, then opens, so a handle is never seen closed

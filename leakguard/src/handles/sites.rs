@@ -46,6 +46,11 @@ pub(crate) fn set_depth(depth: usize) {
     DEPTH.store(depth.clamp(1, MAX_DEPTH), Ordering::Relaxed);
 }
 
+/// Frames a sampled open records (the capture depth).
+pub(crate) fn depth() -> usize {
+    DEPTH.load(Ordering::Relaxed).clamp(1, MAX_DEPTH)
+}
+
 /// Captures the calling stack's return addresses, unresolved; returns how many.
 #[inline(never)]
 pub(crate) fn capture(out: &mut [usize; MAX_DEPTH]) -> usize {
@@ -258,6 +263,12 @@ pub struct SamplingStats {
     pub sites_dropped: u64,
     /// Frames captured per sampled open.
     pub capture_depth: usize,
+    /// Distinct frames given as text by a language binding, kept now (see
+    /// [`SiteFrames`](super::SiteFrames)).
+    pub external_frames_used: usize,
+    /// Frames given by a binding that were not recorded because the table of external
+    /// frames was full.
+    pub external_frames_dropped: u64,
 }
 
 /// The table's usage (does not create it).
@@ -268,6 +279,7 @@ pub(crate) fn stats() -> SamplingStats {
         capture_depth: DEPTH.load(Ordering::Relaxed),
         ..SamplingStats::default()
     };
+    (s.external_frames_used, s.external_frames_dropped) = super::external::usage();
     if let Some(t) = LazyLock::get(&TABLE) {
         let t = t.lock();
         s.table_used = t.used;
@@ -343,6 +355,9 @@ static SYMBOLS: LazyLock<Mutex<HashMap<usize, Arc<[SymFrame]>>>> =
 
 /// The frames one address stands for (several when calls were inlined), innermost first.
 fn resolve(address: usize, budget: &mut usize) -> Arc<[SymFrame]> {
+    if let Some(frames) = super::external::resolve(address) {
+        return frames;
+    }
     let mut cache = SYMBOLS.lock();
     if let Some(frames) = cache.get(&address) {
         return Arc::clone(frames);
