@@ -42,6 +42,9 @@ pub mod endpoint;
 mod error;
 mod event;
 mod exposition;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handles;
 mod handover;
 mod history;
