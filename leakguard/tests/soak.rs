@@ -129,7 +129,6 @@ fn a_week_of_samples_handles_caches_and_requests_keeps_leakguards_heap_flat() {
         .iterations(HOURS - WARMUP_HOURS)
         // Panics with the growth and where it was allocated if the heap grew in both halves.
         .assert(&mut simulate_hour);
-    drop(simulate_hour);
     let heap_after = process_heap();
     drop(go);
     churn.join().unwrap();
