@@ -216,11 +216,9 @@ fn name_the_variables(e: Error, lookup: &impl Fn(&str) -> Option<String>) -> Err
         return e;
     };
     let candidates: &[&str] = match name.as_str() {
-        "warn" | "critical" | "restart" | "thresholds" => &[
-            "LEAKGUARD_WARN",
-            "LEAKGUARD_CRITICAL",
-            "LEAKGUARD_RESTART",
-        ],
+        "warn" | "critical" | "restart" | "thresholds" => {
+            &["LEAKGUARD_WARN", "LEAKGUARD_CRITICAL", "LEAKGUARD_RESTART"]
+        }
         "interval" => &["LEAKGUARD_INTERVAL"],
         _ => &[],
     };
@@ -289,7 +287,8 @@ impl Config {
         if let Some(v) = lookup("LEAKGUARD_MIN_UPTIME") {
             next.min_uptime = parse_duration("LEAKGUARD_MIN_UPTIME", &v)?;
         }
-        next.validate().map_err(|e| name_the_variables(e, &lookup))?;
+        next.validate()
+            .map_err(|e| name_the_variables(e, &lookup))?;
         *self = next;
         Ok(())
     }
@@ -431,7 +430,11 @@ mod tests {
         let before = format!("{c:?}");
         let env = [("LEAKGUARD_WARN", "0.9"), ("LEAKGUARD_CRITICAL", "0.8")];
         let e = c
-            .apply_env(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+            .apply_env(|k| {
+                env.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            })
             .unwrap_err()
             .to_string();
         assert!(e.contains("LEAKGUARD_WARN, LEAKGUARD_CRITICAL"), "{e}");
