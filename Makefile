@@ -5,6 +5,7 @@
 #   make lint    rustfmt and clippy (warnings are errors), mypy on the Python package
 #   make fmt     format the Rust code
 #   make bench   criterion benches against peer crates
+#   make fuzz    every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each; see FUZZING.md
 #   make py-dev  build the extension in place into .venv (maturin develop), for quick iteration
 #   make demo    run the README's demo service
 #
@@ -29,7 +30,7 @@ WHEEL_DIR := target/wheels
 # The Python tests: the package's own, and any at the top level.
 PY_TESTS := $(PY_CRATE)/tests $(wildcard tests/python tests/test_*.py)
 
-.PHONY: test cargo-test wheel demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv stubtest
+.PHONY: test cargo-test wheel demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv stubtest fuzz fuzz-build cargo-fuzz
 
 ## test: wheel build + install, cargo tests, Python tests. A cold run takes a few minutes.
 test: wheel cargo-test py-test
@@ -114,6 +115,40 @@ py-dev: venv
 
 demo:
 	$(CARGO) run --release --example leaky_service
+
+## fuzz: build the fuzz targets (fuzz/, a workspace of its own) with cargo-fuzz on the stable
+## toolchain (`-s none`: no sanitizer, which needs nightly), then run each for FUZZ_SECONDS.
+## New inputs go to fuzz/target/corpus/<target>; the committed seeds in fuzz/corpus are only
+## read. A crash stops the run with its input in fuzz/artifacts/<target>/ (see FUZZING.md).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := size env proc_files cgroup_files cli_input endpoint http_raw
+CARGO_FUZZ_VERSION := 0.13.2
+# -O with -a: optimized, with debug assertions and overflow checks kept on.
+FUZZ_FLAGS := -s none -O -a
+
+cargo-fuzz:
+	@if ! $(CARGO) fuzz --version 2>/dev/null | grep -q ' $(CARGO_FUZZ_VERSION)$$'; then \
+		$(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION); \
+	fi
+
+fuzz-build: cargo-fuzz
+	cd fuzz && $(CARGO) fuzz build $(FUZZ_FLAGS)
+
+fuzz: fuzz-build
+	@cd fuzz && mkdir -p target/corpus && : > target/fuzz-summary.txt; \
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/corpus/$$t; \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		status=0; \
+		$(CARGO) fuzz run $(FUZZ_FLAGS) $$t target/corpus/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=1024 \
+			> target/fuzz-$$t.log 2>&1 || status=$$?; \
+		grep -E '^Done|INITED|ERROR|panicked' target/fuzz-$$t.log || true; \
+		if [ "$$status" -ne 0 ]; then tail -n 40 target/fuzz-$$t.log; fi; \
+		echo "$$t: $$(grep -E '^Done [0-9]+ runs' target/fuzz-$$t.log || echo 'no summary'), corpus $$(ls target/corpus/$$t | wc -l) inputs, exit $$status" >> target/fuzz-summary.txt; \
+		if [ "$$status" -ne 0 ]; then cat target/fuzz-summary.txt; echo "fuzz: $$t failed; the input is in fuzz/artifacts/$$t/" >&2; exit 1; fi; \
+	done; \
+	cat target/fuzz-summary.txt
 
 clean-venv:
 	rm -rf $(VENV)

@@ -590,6 +590,24 @@ fn parse_key_value(text: &str, key: &str, path: &Path) -> Result<Option<u64>> {
     Ok(None)
 }
 
+/// Runs the cgroup text parsers on `text`, and the path resolution on what they return
+/// against a root that does not exist (the `fuzzing` feature's entry point).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_parsers(text: &str) {
+    let path = Path::new("/sys/fs/cgroup/fuzz");
+    let _ = parse_v2_limit(text, path);
+    let _ = parse_v1_limit(text, path);
+    let _ = parse_key_value(text, "oom_kill", path);
+    let _ = unescape_octal(text);
+    let mounts = parse_mountinfo(text, path).unwrap_or_default();
+    let mounts: Vec<&Mount> = mounts.iter().collect();
+    let root = Path::new("/nonexistent-leakguard-fuzz-root");
+    for line in parse_proc_cgroup(text, path).unwrap_or_default() {
+        let _ = normalize(line.path);
+        let _ = locate(root, line.path, &mounts);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

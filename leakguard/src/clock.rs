@@ -70,6 +70,8 @@ pub struct ManualClock {
 struct ManualInner {
     start_unix: f64,
     nanos: AtomicU64,
+    /// Wall-clock jumps so far, seconds (an `f64`'s bits).
+    jumped: AtomicU64,
 }
 
 impl ManualClock {
@@ -79,6 +81,7 @@ impl ManualClock {
             inner: Arc::new(ManualInner {
                 start_unix,
                 nanos: AtomicU64::new(0),
+                jumped: AtomicU64::new(0f64.to_bits()),
             }),
         }
     }
@@ -88,6 +91,27 @@ impl ManualClock {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         self.inner.nanos.fetch_add(by, Ordering::SeqCst);
     }
+
+    /// Makes the wall clock jump by `seconds`, back when negative, as when NTP steps it or an
+    /// operator sets it; the monotonic clock does not move.
+    ///
+    /// ```
+    /// use leakguard::{Clock, ManualClock};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new(1_700_000_000.0);
+    /// clock.jump(-3600.0);
+    /// assert_eq!(clock.unix_seconds(), 1_699_996_400.0);
+    /// assert_eq!(clock.monotonic(), Duration::ZERO);
+    /// ```
+    pub fn jump(&self, seconds: f64) {
+        let _ = self
+            .inner
+            .jumped
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |bits| {
+                Some((f64::from_bits(bits) + seconds).to_bits())
+            });
+    }
 }
 
 impl Clock for ManualClock {
@@ -95,6 +119,8 @@ impl Clock for ManualClock {
         Duration::from_nanos(self.inner.nanos.load(Ordering::SeqCst))
     }
     fn unix_seconds(&self) -> f64 {
-        self.inner.start_unix + self.monotonic().as_secs_f64()
+        self.inner.start_unix
+            + f64::from_bits(self.inner.jumped.load(Ordering::SeqCst))
+            + self.monotonic().as_secs_f64()
     }
 }

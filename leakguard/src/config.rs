@@ -191,6 +191,54 @@ pub fn parse_addr(name: &str, value: &str) -> Result<Option<SocketAddr>> {
     }
 }
 
+/// The warning for an endpoint bound to `addr` beyond loopback without a token, if it is.
+pub(crate) fn exposure_warning(addr: SocketAddr, token: Option<&str>) -> Option<String> {
+    if addr.ip().is_loopback() || token.is_some() {
+        return None;
+    }
+    Some(format!(
+        "the debug endpoint listens on {addr}, beyond loopback, and LEAKGUARD_TOKEN is not set: \
+         anyone who reaches this port reads the report and the metrics (purge and restart stay \
+         off). Set LEAKGUARD_TOKEN (and LEAKGUARD_AUTH=all to protect every endpoint), or bind \
+         127.0.0.1"
+    ))
+}
+
+/// A validation error after the environment was applied names the `LEAKGUARD_*` variables
+/// that were set for the failing setting (`thresholds` from `LEAKGUARD_WARN`, …).
+fn name_the_variables(e: Error, lookup: &impl Fn(&str) -> Option<String>) -> Error {
+    let Error::Config {
+        name,
+        value,
+        reason,
+    } = e
+    else {
+        return e;
+    };
+    let candidates: &[&str] = match name.as_str() {
+        "warn" | "critical" | "restart" | "thresholds" => {
+            &["LEAKGUARD_WARN", "LEAKGUARD_CRITICAL", "LEAKGUARD_RESTART"]
+        }
+        "interval" => &["LEAKGUARD_INTERVAL"],
+        _ => &[],
+    };
+    let set: Vec<&str> = candidates
+        .iter()
+        .copied()
+        .filter(|v| lookup(v).is_some())
+        .collect();
+    let name = if set.is_empty() {
+        name
+    } else {
+        format!("{name} (from {})", set.join(", "))
+    };
+    Error::Config {
+        name,
+        value,
+        reason,
+    }
+}
+
 impl Config {
     /// Applies the `LEAKGUARD_*` variables found by `lookup` (normally `std::env::var`),
     /// which override what is already set. Stops at the first bad value with an error that
@@ -239,7 +287,8 @@ impl Config {
         if let Some(v) = lookup("LEAKGUARD_MIN_UPTIME") {
             next.min_uptime = parse_duration("LEAKGUARD_MIN_UPTIME", &v)?;
         }
-        next.validate()?;
+        next.validate()
+            .map_err(|e| name_the_variables(e, &lookup))?;
         *self = next;
         Ok(())
     }
@@ -371,6 +420,32 @@ mod tests {
             Some("[::1]:9100".parse().unwrap())
         );
         assert!(parse_addr("LEAKGUARD_ADDR", "nowhere:port").is_err());
+    }
+
+    /// Found by the `env` fuzz target: thresholds out of order across variables were
+    /// refused naming only `thresholds`, not the variables that set them.
+    #[test]
+    fn settings_invalid_together_name_the_variables_that_set_them() {
+        let mut c = Config::default();
+        let before = format!("{c:?}");
+        let env = [("LEAKGUARD_WARN", "0.9"), ("LEAKGUARD_CRITICAL", "0.8")];
+        let e = c
+            .apply_env(|k| {
+                env.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LEAKGUARD_WARN, LEAKGUARD_CRITICAL"), "{e}");
+        assert!(e.contains("warn < critical < restart"), "{e}");
+        assert_eq!(format!("{c:?}"), before);
+
+        let e = c
+            .apply_env(|k| (k == "LEAKGUARD_INTERVAL").then(|| "1ms".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LEAKGUARD_INTERVAL"), "{e}");
     }
 
     #[test]

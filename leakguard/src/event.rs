@@ -62,6 +62,8 @@ pub enum EventKind {
     HandleLimit,
     /// Memory pressure: registered caches were asked to shrink.
     Pressure,
+    /// The debug endpoint listens beyond loopback without `LEAKGUARD_TOKEN`.
+    Exposed,
 }
 
 /// One event.

@@ -40,7 +40,7 @@
 //! # Responses
 //!
 //! Every response carries the route's `Content-Type`, a `Content-Length`,
-//! `Cache-Control: no-store`, and the route's extra headers (which may replace `Content-Type`
+//! `Cache-Control: no-store`, `X-Content-Type-Options: nosniff`, and the route's extra headers (which may replace `Content-Type`
 //! or `Cache-Control`; `Content-Length` and `Transfer-Encoding` are always the transport's).
 //! `HEAD` is routed as `GET` and answered without a body. Other methods, including unknown
 //! ones, are passed to the routes unchanged. A panic inside [`Routes::handle`] is caught and
@@ -671,6 +671,11 @@ fn to_response(answer: EndpointResponse) -> Response<Full<Bytes>> {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Browsers must not guess a type: a JSON error or a text answer is never run as HTML.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 
     // Route headers replace the defaults above, except the framing, which is ours.
     let mut replaced: Vec<HeaderName> = Vec::new();

@@ -43,6 +43,9 @@ mod error;
 mod event;
 mod exposition;
 pub mod extend;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handles;
 mod handover;
 mod history;

@@ -774,6 +774,17 @@ fn sysconf_or(name: libc::c_int, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Runs every `/proc` text parser on `text` (the `fuzzing` feature's entry point).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_parsers(text: &str) {
+    let path = Path::new("/proc/self/fuzz");
+    let _ = parse_status(text, path);
+    let _ = parse_max_open_files(text, path);
+    let _ = parse_btime(text, path);
+    let _ = parse_stat_fields(text, &[3, 14, 15, 22, 24], path);
+    let _ = parse_stat_fields(text, &[0, 1, 2, usize::MAX], path);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,6 +95,14 @@ pub(crate) fn signal_self(name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How many of the restart times `times` (Unix seconds, wall clock: they survive re-exec) fall
+/// within an hour of `now`. A time after `now` means the wall clock was set back since; it
+/// counts while it is within the hour either side, so a clock set back a day does not hold
+/// restarts back for a day, and a clock set forward only ends the hour early.
+pub(crate) fn within_the_hour(times: &[f64], now: f64) -> usize {
+    times.iter().filter(|t| (now - **t).abs() < 3600.0).count()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -136,5 +144,20 @@ mod tests {
         let hooks: Vec<DrainHook> = vec![Arc::new(move |d| *s.lock() = Some(d))];
         assert_eq!(run_hooks(&hooks, deadline), vec![HookOutcome::Done]);
         assert_eq!(*seen.lock(), Some(deadline));
+    }
+
+    #[test]
+    fn the_hourly_count_survives_wall_clock_jumps() {
+        let t = 1_700_000_000.0;
+        let times = [t - 4000.0, t - 1800.0, t - 5.0];
+        assert_eq!(within_the_hour(&times, t), 2);
+        // Set back by a day: the restarts are "in the future"; none holds a restart back.
+        assert_eq!(within_the_hour(&times, t - 86_400.0), 0);
+        // Set back by ten minutes: all three are within the hour either side.
+        assert_eq!(within_the_hour(&times, t - 600.0), 3);
+        // Forward by a day: the hour is over.
+        assert_eq!(within_the_hour(&times, t + 86_400.0), 0);
+        assert_eq!(within_the_hour(&[], t), 0);
+        assert_eq!(within_the_hour(&[f64::NAN], t), 0);
     }
 }

@@ -418,6 +418,11 @@ impl GuardBuilder {
                 match started {
                     Ok(server) => {
                         *inner.endpoint.lock() = Some(server.local_addr());
+                        let token = inner.config.token.as_deref();
+                        if let Some(w) = crate::config::exposure_warning(server.local_addr(), token)
+                        {
+                            inner.emit(vec![inner.event(Level::Warn, EventKind::Exposed, w)]);
+                        }
                         Some(server)
                     }
                     Err(e) => {
@@ -1133,11 +1138,7 @@ impl Inner {
             return Err("a restart is already under way".into());
         }
         let now = self.clock.unix_seconds();
-        let recent = crate::handover::record()
-            .times
-            .iter()
-            .filter(|t| now - **t < 3600.0)
-            .count();
+        let recent = crate::restart::within_the_hour(&crate::handover::record().times, now);
         if recent >= self.policy.max_per_hour as usize {
             self.restarting.store(false, Ordering::SeqCst);
             return Err(format!(

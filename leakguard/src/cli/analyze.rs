@@ -395,3 +395,22 @@ fn severity_word(s: Severity) -> &'static str {
         Severity::Critical => "critical (100 MB/h or more)",
     }
 }
+
+/// Reads `bytes` as `analyze` reads a file, then checks, replays and renders every series as
+/// `analyze` does, with and without gaps allowed (the `fuzzing` feature's entry point).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_input(bytes: &[u8]) {
+    let Ok(input) = input::read(bytes) else {
+        return;
+    };
+    for series in &input.series {
+        let _ = series.name();
+        for allow_gaps in [false, true] {
+            if let Ok(timing) = series.check(allow_gaps) {
+                let a = analyze(series, timing, Some(1 << 30), input.format);
+                let _ = render("fuzz", &a);
+                let _ = serde_json::to_string(&a);
+            }
+        }
+    }
+}

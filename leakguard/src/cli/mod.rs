@@ -9,7 +9,7 @@
 //! Exit codes: 0 success, 1 an I/O or network failure (file unreadable, endpoint down,
 //! non-200 answer), 2 a usage error or bad input (every error is one line on stderr).
 
-mod analyze;
+pub(crate) mod analyze;
 mod args;
 mod fmt;
 mod http;

@@ -1,0 +1,304 @@
+//! The debug endpoint under load, measured with wrk (Debian package `wrk`): does it answer
+//! `/healthz` and `/metrics` within a bounded latency while the host service saturates every
+//! core, and do 1,000 concurrent connections to it leave the host service its CPU?
+//!
+//! ```sh
+//! apt-get install wrk
+//! cargo bench -p leakguard-benches --bench load
+//! cargo bench -p leakguard-benches --bench load -- --rounds 3 --secs 5
+//! ```
+//!
+//! One process plays the host service: a guard with its endpoint on loopback (sampling every
+//! second), and, when the host is busy, one worker thread per core running the overhead
+//! bench's allocation-heavy [`workload`] in a loop. Scenarios, each round:
+//! - `idle`: wrk, 1 thread and 4 connections, on `/healthz` then `/metrics`, host idle;
+//! - `busy`: the same while the workers saturate every core;
+//! - `host alone`: the workers' throughput (workload units per second) for `--secs`;
+//! - `host + 1000 conns`: the same while wrk holds 1,000 connections (2 threads) to
+//!   `/metrics`, and a probe thread GETs `/healthz` on a fresh connection every 100 ms
+//!   (status and latency). The endpoint serves 64 connections at once by default and answers
+//!   the others `503` and closes them (the limit that keeps it small): wrk's counts of
+//!   non-2xx answers and socket errors show that, and the probe shows what a liveness check
+//!   sees meanwhile.
+//!
+//! wrk's own threads run on the same cores (as a local attacker's would). Medians over the
+//! rounds are printed, with the per-round ratios of host throughput. Without `--bench`
+//! (e.g. `cargo test --benches`) it only checks that wrk runs against the endpoint.
+
+use leakguard::Guard;
+use leakguard_benches::{Summary, machine, workload};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOC: leakguard::Jemalloc = leakguard::Jemalloc;
+
+/// What one wrk run printed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Wrk {
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    requests_per_sec: f64,
+    non_2xx: u64,
+    socket_errors: u64,
+}
+
+fn millis(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e3)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60e3)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|v| v * factor)
+}
+
+fn parse_wrk(out: &str) -> Wrk {
+    let mut w = Wrk::default();
+    for line in out.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Latency", _avg, _stdev, max, ..] => w.max_ms = millis(max).unwrap_or(f64::NAN),
+            ["50%", v] => w.p50_ms = millis(v).unwrap_or(f64::NAN),
+            ["90%", v] => w.p90_ms = millis(v).unwrap_or(f64::NAN),
+            ["99%", v] => w.p99_ms = millis(v).unwrap_or(f64::NAN),
+            ["Requests/sec:", v] => w.requests_per_sec = v.parse().unwrap_or(f64::NAN),
+            ["Non-2xx", "or", "3xx", "responses:", n] => w.non_2xx = n.parse().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                w.socket_errors = rest
+                    .iter()
+                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
+                    .sum();
+            }
+            _ => {}
+        }
+    }
+    w
+}
+
+fn wrk(addr: SocketAddr, path: &str, threads: u32, conns: u32, secs: f64) -> Wrk {
+    let out = Command::new("wrk")
+        .args([
+            format!("-t{threads}"),
+            format!("-c{conns}"),
+            format!("-d{}s", secs.ceil()),
+            "--timeout".into(),
+            "5s".into(),
+            "--latency".into(),
+            format!("http://{addr}{path}"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run wrk (Debian: apt-get install wrk): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_wrk(&text)
+}
+
+/// Worker threads that run the workload until stopped, counting units.
+struct Host {
+    stop: Arc<AtomicBool>,
+    units: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Host {
+    fn start(n: usize) -> Host {
+        let stop = Arc::new(AtomicBool::new(false));
+        let units = Arc::new(AtomicU64::new(0));
+        let threads = (0..n)
+            .map(|i| {
+                let (stop, units) = (Arc::clone(&stop), Arc::clone(&units));
+                std::thread::spawn(move || {
+                    let mut seed = i as u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::black_box(workload(seed));
+                        seed += 1;
+                        units.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Host {
+            stop,
+            units,
+            threads,
+        }
+    }
+
+    /// Units per second over `secs`, counted from now.
+    fn rate_over(&self, secs: f64) -> f64 {
+        let (u0, t0) = (self.units.load(Ordering::Relaxed), Instant::now());
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        (self.units.load(Ordering::Relaxed) - u0) as f64 / t0.elapsed().as_secs_f64()
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// GET /healthz on a fresh connection: (status, milliseconds), or None on a transport error.
+fn probe(addr: SocketAddr) -> Option<(u16, f64)> {
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let status = std::str::from_utf8(buf.get(9..12)?).ok()?.parse().ok()?;
+    Some((status, t0.elapsed().as_secs_f64() * 1e3))
+}
+
+fn median(values: &[f64]) -> f64 {
+    Summary::of(values).map_or(f64::NAN, |s| s.median)
+}
+
+fn arg(args: &[String], name: &str, default: f64) -> f64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let rounds = arg(&args, "--rounds", 3.0) as usize;
+    let secs = arg(&args, "--secs", 5.0);
+    let guard = Guard::builder()
+        .addr("127.0.0.1:0")
+        .ignore_env()
+        .limit(64 << 30)
+        .start()
+        .expect("the guard starts");
+    let addr = guard.endpoint_addr().expect("the endpoint listens");
+    if !bench {
+        if Command::new("wrk").arg("--version").output().is_ok() {
+            let w = wrk(addr, "/healthz", 1, 2, 1.0);
+            assert!(w.requests_per_sec > 0.0, "{w:?}");
+        }
+        println!("load: smoke run done (pass --bench for the measurements)");
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!(
+        "load bench: {}; {rounds} rounds of {secs} s per scenario",
+        machine()
+    );
+
+    let mut rows: Vec<(String, Vec<Wrk>)> = Vec::new();
+    let mut push = |name: &str, w: Wrk| match rows.iter_mut().find(|(n, _)| n == name) {
+        Some((_, v)) => v.push(w),
+        None => rows.push((name.to_owned(), vec![w])),
+    };
+    let (mut alone, mut flooded, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut probes: Vec<(u16, f64)> = Vec::new();
+    let mut probe_failures = 0usize;
+    for round in 0..rounds {
+        for path in ["/healthz", "/metrics"] {
+            push(
+                &format!("idle host, 4 conns, {path}"),
+                wrk(addr, path, 1, 4, secs),
+            );
+        }
+        let host = Host::start(cores);
+        std::thread::sleep(Duration::from_millis(500));
+        for path in ["/healthz", "/metrics"] {
+            push(
+                &format!("host saturating {cores} cores, 4 conns, {path}"),
+                wrk(addr, path, 1, 4, secs),
+            );
+        }
+        let a = host.rate_over(secs);
+        let flood = std::thread::spawn(move || wrk(addr, "/metrics", 2, 1000, secs));
+        std::thread::sleep(Duration::from_millis(300));
+        let stop_probe = Arc::new(AtomicBool::new(false));
+        let prober = {
+            let stop = Arc::clone(&stop_probe);
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    seen.push(probe(addr));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                seen
+            })
+        };
+        let b = host.rate_over((secs - 1.0).max(1.0));
+        stop_probe.store(true, Ordering::Relaxed);
+        let w = flood.join().expect("wrk thread");
+        for p in prober.join().expect("probe thread") {
+            match p {
+                Some(x) => probes.push(x),
+                None => probe_failures += 1,
+            }
+        }
+        host.stop();
+        push("host saturating, 1000 conns, /metrics", w);
+        alone.push(a);
+        flooded.push(b);
+        ratios.push(b / a);
+        println!(
+            "round {}: host alone {a:.1} units/s, with 1000 conns {b:.1} units/s",
+            round + 1
+        );
+    }
+
+    println!();
+    println!("| scenario | p50 ms | p90 ms | p99 ms | max ms | req/s | non-2xx | socket errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, runs) in &rows {
+        let m = |f: fn(&Wrk) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} | {:.0} | {:.0} |",
+            m(|w| w.p50_ms),
+            m(|w| w.p90_ms),
+            m(|w| w.p99_ms),
+            m(|w| w.max_ms),
+            m(|w| w.requests_per_sec),
+            m(|w| w.non_2xx as f64),
+            m(|w| w.socket_errors as f64),
+        );
+    }
+    let r = Summary::of(&ratios).expect("ratios");
+    println!();
+    println!(
+        "host throughput: alone {:.1} units/s, with 1000 connections to the endpoint {:.1} units/s (medians); ratio median {:.3} (min {:.3}, max {:.3}) over {rounds} rounds",
+        median(&alone),
+        median(&flooded),
+        r.median,
+        r.min,
+        r.max
+    );
+    let ok: Vec<f64> = probes.iter().filter(|p| p.0 == 200).map(|p| p.1).collect();
+    let busy = probes.iter().filter(|p| p.0 == 503).count();
+    let ok_summary = Summary::of(&ok);
+    println!(
+        "/healthz probe during the 1000 connections: {} probes, {} answered 200 (median {:.2} ms, max {:.2} ms), {busy} answered 503 (connection cap), {probe_failures} transport errors",
+        probes.len() + probe_failures,
+        ok.len(),
+        ok_summary.map_or(f64::NAN, |s| s.median),
+        ok_summary.map_or(f64::NAN, |s| s.max),
+    );
+    guard.stop();
+}
