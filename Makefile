@@ -90,11 +90,12 @@ promtool: venv
 	install -m 0755 "$$tmp/usr/bin/promtool" $(VENV_BIN)/promtool; \
 	echo "promtool: $$($(VENV_BIN)/promtool --version 2>&1 | head -n 1), from Debian's prometheus package, in $(VENV)/bin"
 
-## lint: rustfmt, clippy with warnings as errors, mypy --strict on the Python package and tests.
+## lint: rustfmt, clippy with warnings as errors, mypy --strict on the Python package, its tests
+## and the Python benchmarks.
 lint: venv
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
-	$(PY) -m mypy --strict --cache-dir $(VENV)/.mypy_cache $(PY_CRATE)/python/leakguard $(PY_CRATE)/tests
+	$(PY) -m mypy --strict --cache-dir $(VENV)/.mypy_cache $(PY_CRATE)/python/leakguard $(PY_CRATE)/tests benches/python
 	$(MAKE) --no-print-directory stubtest
 
 ## stubtest: the .pyi stubs against the built extension (run from .venv so that the installed

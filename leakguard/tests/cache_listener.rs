@@ -145,9 +145,14 @@ fn shrink_evicts_to_the_fraction_with_cause_pressure() {
     for k in 0..800 {
         cache.insert(k, k);
     }
+    // The capacity is split over shards and the hasher is seeded per process, so a shard
+    // that drew more than its share of keys may already have evicted a few.
+    let before = cache.len() as u64;
+    assert!(before > 700, "{before}");
+    log.lock().unwrap().clear();
     let s = cache.shrink(0.25);
     assert!(cache.len() <= 200);
-    assert_eq!(s.entries_evicted, 800 - cache.len() as u64);
+    assert_eq!(s.entries_evicted, before - cache.len() as u64);
     assert_eq!(s.weight_evicted, s.entries_evicted);
     assert!(s.bytes_evicted >= s.entries_evicted * 8, "shallow estimate");
     {

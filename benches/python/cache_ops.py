@@ -9,7 +9,7 @@ leakguard's caches take their internal lock on every operation; cachetools' take
 (they are not thread-safe). Build leakguard in release mode first (``maturin build
 --release`` and install the wheel, or ``maturin develop --release``).
 
-Usage: python leakguard-py/bench/bench_cache.py [--rounds 15] [--n 200000] [--json]
+Usage: python benches/python/cache_ops.py [--rounds 15] [--n 200000] [--json]
 """
 
 from __future__ import annotations

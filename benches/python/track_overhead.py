@@ -1,6 +1,6 @@
 """The cost of leakguard's Python handles, side by side with plain Python peers, in one run.
 
-    python leakguard-py/benches/track_overhead.py [--repeat 15] [--number 200000]
+    python benches/python/track_overhead.py [--repeat 15] [--number 200000]
 
 Run it against a release build of the extension (``maturin develop --release`` or an installed
 release wheel): a debug build measures the debug Rust code. Prints one Markdown table: per case
