@@ -203,7 +203,7 @@ pub(crate) fn history(
             resolution_seconds: 1.0,
             points: tail(fine, FINE_POINTS),
         }),
-        coarse: tiers.coarse.then(|| TierAnswer {
+        coarse: tiers.coarse.then_some(TierAnswer {
             resolution_seconds: 60.0,
             points: coarse,
         }),
