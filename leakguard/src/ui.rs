@@ -24,7 +24,7 @@ use std::time::Duration;
 pub(crate) const PAGE: &str = include_str!("ui.html");
 
 /// SHA-256 (base64) of the page's one inline `<script>` element's content, for the CSP. A test
-/// recomputes it from the served page (`tests/python/test_ui_page.py`) and says the right value
+/// recomputes it from the served page (`tests/python/test_ui_endpoints.py`) and says the right value
 /// when the page changes.
 const SCRIPT_SHA256: &str = "sha256-e7KrYQlCStGEmaXEl8k4Am6dBVrn/OkX7TioJImB7ys=";
 /// SHA-256 (base64) of the page's one inline `<style>` element's content.

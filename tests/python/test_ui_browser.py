@@ -17,11 +17,11 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 import pytest
 from leakguard_e2e import LEAKED_CONNECTIONS, Demo, http
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -63,7 +63,9 @@ def screenshot_dir(cargo_target_dir: Path) -> Path:
 
 def wait(driver: webdriver.Chrome, what: str, condition: Callable[[webdriver.Chrome], object]) -> object:
     try:
-        return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(condition)
+        return WebDriverWait(
+            driver, WAIT_S, poll_frequency=0.2, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        ).until(condition)
     except Exception as e:  # TimeoutException: say what was awaited, with the page's state.
         notice = driver.find_element(By.ID, "notice-text").text
         pytest.fail(f"waited {WAIT_S:.0f} s for {what}: {e!r}; page notice: {notice!r}; console: {console(driver)}")
@@ -79,10 +81,13 @@ def series(driver: webdriver.Chrome, name: str) -> WebElement:
 
 
 def rss_points(driver: webdriver.Chrome) -> int:
-    try:
-        return int(series(driver, "rss").get_attribute("data-points") or 0)
-    except NoSuchElementException:
-        return 0
+    # Read in one script: the page redraws the chart at every refresh, and an element found in
+    # one call may be gone by the next.
+    points = driver.execute_script(
+        "var e = document.querySelector('#chart [data-series=\"rss\"]');"
+        " return e ? Number(e.getAttribute('data-points')) : 0;"
+    )
+    return int(points)
 
 
 def path_points(d: str) -> List[Tuple[float, float]]:
@@ -103,6 +108,9 @@ def test_page_draws_the_history_and_tables_of_the_running_demo(
     browser.get(f"{leaking_demo.base_url}/debug/leakguard/ui")
     wait(browser, "the RSS line with 10 points", lambda d: rss_points(d) >= 10)
     wait(browser, "the trend and the projection", lambda d: series(d, "projection") and series(d, "trend"))
+    # Hold the page still while it is read: refresh off, and any request in flight landed.
+    Select(browser.find_element(By.ID, "refresh")).select_by_value("0")
+    time.sleep(2.0)
     report = leaking_demo.report()
 
     # Every series of the chart is drawn, with a visible extent.
