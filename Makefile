@@ -11,7 +11,8 @@
 #
 # Python tools come from requirements-dev.txt into .venv (made with `python3 -m venv`).
 # promtool (for the /metrics format test) is taken from Debian's prometheus package when it is
-# not on PATH; see the `promtool` target.
+# not on PATH; see the `promtool` target. Headless Chromium and chromedriver (for the page's
+# browser test) are Debian's chromium and chromium-driver; see the `chromium` target.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -30,7 +31,7 @@ WHEEL_DIR := target/wheels
 # The Python tests: the package's own, and any at the top level.
 PY_TESTS := $(PY_CRATE)/tests $(wildcard tests/python tests/test_*.py)
 
-.PHONY: test cargo-test wheel demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv stubtest fuzz fuzz-build cargo-fuzz
+.PHONY: test cargo-test wheel demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv stubtest fuzz fuzz-build cargo-fuzz chromium
 
 ## test: wheel build + install, cargo tests, Python tests. A cold run takes a few minutes.
 test: wheel cargo-test py-test
@@ -52,7 +53,7 @@ demo-bin:
 
 # pytest exits 5 when it collects no test: that would mean the Python tests went missing,
 # so it is an error here, said plainly. Every other non-zero code is passed on as it is.
-py-test: venv promtool wheel demo-bin
+py-test: venv promtool chromium wheel demo-bin
 	@status=0; $(VENV_BIN)/pytest -p no:cacheprovider $(PY_TESTS) || status=$$?; \
 	if [ "$$status" -eq 5 ]; then \
 		echo "error: pytest collected no tests from $(PY_TESTS)" >&2; exit 1; \
@@ -89,6 +90,26 @@ promtool: venv
 	dpkg-deb --fsys-tarfile "$$tmp"/prometheus_*.deb | tar -x -C "$$tmp" ./usr/bin/promtool; \
 	install -m 0755 "$$tmp/usr/bin/promtool" $(VENV_BIN)/promtool; \
 	echo "promtool: $$($(VENV_BIN)/promtool --version 2>&1 | head -n 1), from Debian's prometheus package, in $(VENV)/bin"
+
+## chromium: headless Chromium and its WebDriver for tests/python/test_ui_browser.py, from
+## Debian's chromium and chromium-driver packages when /usr/bin/chromium or /usr/bin/chromedriver
+## is missing (CHROMIUM and CHROMEDRIVER point the test elsewhere). Nothing when both are there.
+CHROMIUM ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+export CHROMIUM CHROMEDRIVER
+chromium:
+	@if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null || [ "$$(id -u)" -ne 0 ]; then \
+		echo "error: $(CHROMIUM) or $(CHROMEDRIVER) is missing; install Chromium and chromedriver (Debian, as root: apt-get install chromium chromium-driver), or set CHROMIUM and CHROMEDRIVER" >&2; \
+		exit 1; \
+	fi; \
+	install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; \
+	if ! install; then apt-get update -qq && install; fi; \
+	if ! [ -x "$(CHROMIUM)" ] || ! [ -x "$(CHROMEDRIVER)" ]; then \
+		echo "error: installed Debian's chromium and chromium-driver, but $(CHROMIUM) or $(CHROMEDRIVER) is still missing" >&2; \
+		exit 1; \
+	fi; \
+	echo "chromium: $$($(CHROMIUM) --version 2>/dev/null), $$($(CHROMEDRIVER) --version 2>/dev/null | cut -d' ' -f1-2), from Debian's packages"
 
 ## lint: rustfmt, clippy with warnings as errors, mypy --strict on the Python package, its tests
 ## and the Python benchmarks.

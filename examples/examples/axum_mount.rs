@@ -55,6 +55,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/healthz", get(leakguard_route))
         .route("/readyz", get(leakguard_route))
         .route("/debug/leakguard", get(leakguard_route))
+        .route("/debug/leakguard/ui", get(leakguard_route))
+        .route("/debug/leakguard/history", get(leakguard_route))
         .with_state(Arc::clone(&guard));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(

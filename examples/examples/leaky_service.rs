@@ -11,6 +11,10 @@
 //! - `DEMO_LEAK_MAX`: the background leak stops here (default: 110% of the limit), so an
 //!   unattended demo never eats the machine.
 //! - `DEMO_DRAIN_DELAY`: how long readiness is off before the drain at a restart (default 2s).
+//! - `DEMO_TREND_SPEEDUP`: divide the leak detector's warm-up, window, minimum span and
+//!   horizons by this factor (1 to 3600; default 1), so that with e.g. 120 the detector flags
+//!   the leak and the page at `/debug/leakguard/ui` draws its trend and projected OOM within
+//!   half a minute instead of 40.
 //! - every `LEAKGUARD_*` variable of the operator contract (endpoint address, thresholds, …).
 //!
 //! Endpoints of the service: `GET /` (a little real work), `GET /leak?kib=N` (keeps N KiB
@@ -27,6 +31,7 @@ use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
 use leakguard::restart::RestartPolicy;
+use leakguard::trend::TrendConfig;
 use leakguard::{Event, Guard, format_bytes, parse_duration, parse_size};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -247,6 +252,28 @@ async fn child_env() -> (axum::http::StatusCode, String) {
     }
 }
 
+/// The leak detector's settings: the defaults, or every duration divided by
+/// `DEMO_TREND_SPEEDUP`.
+fn trend_config() -> TrendConfig {
+    let mut config = TrendConfig::default();
+    let Ok(value) = std::env::var("DEMO_TREND_SPEEDUP") else {
+        return config;
+    };
+    let speedup: u32 = value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=3600).contains(n))
+        .unwrap_or_else(|| fail("DEMO_TREND_SPEEDUP must be a whole number from 1 to 3600".into()));
+    config.warmup /= speedup;
+    config.window /= speedup;
+    config.min_span /= speedup;
+    for horizon in &mut config.horizons {
+        *horizon /= speedup;
+    }
+    config
+}
+
 fn print_event(e: &Event) {
     println!("  [event {:>5}] {}", e.level.as_str(), e.message);
 }
@@ -277,6 +304,7 @@ fn main() {
 
     let guard = Guard::builder()
         .limit(limit)
+        .trend(trend_config())
         .restart_policy(RestartPolicy {
             drain_delay,
             ..RestartPolicy::default()
@@ -353,6 +381,7 @@ fn main() {
             println!("  leakguard   http://{a}/debug/leakguard   (JSON report)");
             println!("              http://{a}/metrics           (Prometheus)");
             println!("              http://{a}/healthz  http://{a}/readyz");
+            println!("              http://{a}/debug/leakguard/ui   (the page)");
         }
         None => println!("  leakguard   endpoint off (see the events)"),
     }

@@ -60,6 +60,7 @@ mod snapshot;
 pub mod testing;
 mod threshold;
 pub mod trend;
+mod ui;
 mod units;
 mod watchdog;
 

@@ -991,8 +991,11 @@ impl Inner {
     fn route(self: &Arc<Self>, req: &EndpointRequest) -> EndpointResponse {
         const GET: &[&str] = &["GET", "HEAD"];
         const POST: &[&str] = &["POST"];
-        if !matches!(req.path.as_str(), "/healthz" | "/readyz")
-            && let Some(refused) = self.authorize(req, false)
+        // The probes, and the page (static, no data: its own requests carry the token).
+        if !matches!(
+            req.path.as_str(),
+            "/healthz" | "/readyz" | "/debug/leakguard/ui"
+        ) && let Some(refused) = self.authorize(req, false)
         {
             return refused;
         }
@@ -1035,6 +1038,8 @@ impl Inner {
                 }
                 inner.purge()
             }),
+            "/debug/leakguard/ui" => (GET, |_, _| crate::ui::page()),
+            "/debug/leakguard/history" => (GET, |inner, req| inner.history(req)),
             "/debug/leakguard" | "/debug/leakguard/" => (GET, |inner, _| {
                 let report = Report::from_snapshot(inner.snapshot(true));
                 EndpointResponse::new(200, endpoint::JSON, report.to_json())
@@ -1045,7 +1050,7 @@ impl Inner {
                 }
                 return EndpointResponse::error(
                     404,
-                    "not found: the endpoints are /healthz, /readyz, /metrics, /debug/leakguard, POST /debug/leakguard/purge, POST /debug/leakguard/restart",
+                    "not found: the endpoints are /healthz, /readyz, /metrics, /debug/leakguard, /debug/leakguard/ui, /debug/leakguard/history, POST /debug/leakguard/purge, POST /debug/leakguard/restart",
                 );
             }
         };
@@ -1296,6 +1301,23 @@ impl Inner {
         r.headers
             .push(("WWW-Authenticate", "Bearer realm=\"leakguard\"".to_owned()));
         Some(r)
+    }
+
+    /// `GET /debug/leakguard/history`: the bounded history and the detector's trend line.
+    fn history(&self, req: &EndpointRequest) -> EndpointResponse {
+        let tiers = match crate::ui::Tiers::parse(&req.query) {
+            Ok(t) => t,
+            Err(e) => return EndpointResponse::error(400, &e),
+        };
+        let (fine, coarse, window) = {
+            let st = self.state.lock();
+            (
+                st.history.fine.points(),
+                st.history.coarse.points(),
+                st.trend.config().window,
+            )
+        };
+        crate::ui::history(&self.snapshot(false), tiers, fine, coarse, window)
     }
 
     /// Purges the allocator and says how much resident memory was given back.
