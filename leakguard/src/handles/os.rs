@@ -21,6 +21,11 @@ pub const TCP_MAX_LINES: usize = 32_768;
 pub const TCP_MAX_BYTES: u64 = 8 << 20;
 /// Descriptors looked at, at most, to find this process's sockets.
 pub const MAX_FDS_SCANNED: usize = 65_536;
+/// How long reports and `/metrics` reuse one read of the live TCP tables. Reading
+/// `/proc/net/tcp` makes the kernel walk its whole table of established connections, every
+/// bucket, whatever this process owns: several milliseconds on a large machine, which a
+/// scrape flood would otherwise pay on every request. [`tcp_sockets`] itself never reuses.
+pub const TCP_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// TCP states in the kernel's numbering (`st` in `/proc/net/tcp`, 1 to 12), named as
 /// `ss` and node_exporter name them (lowercase).
@@ -82,10 +87,11 @@ pub struct OsHandles {
 }
 
 /// Reads the OS-level handles of this process from the procfs tree at `proc_root`
-/// (`/proc` on a real system; a fixture tree laid out the same way in tests).
+/// (`/proc` on a real system; a fixture tree laid out the same way in tests). The TCP states
+/// of the live `/proc` may be up to [`TCP_REUSE`] old.
 pub fn os_handles(proc_root: &Path) -> OsHandles {
     let mut out = OsHandles {
-        tcp: tcp_sockets(proc_root),
+        tcp: tcp_sockets_reused(proc_root),
         ..OsHandles::default()
     };
     match ProcReader::with_root(proc_root).read(true) {
@@ -102,6 +108,26 @@ pub fn os_handles(proc_root: &Path) -> OsHandles {
         Err(e) => out.errors.push(format!("process: {e}")),
     }
     out
+}
+
+/// [`tcp_sockets`] of the live `/proc`, reused for [`TCP_REUSE`] (by the handle registry's
+/// clock); any other root is read every time.
+pub(crate) fn tcp_sockets_reused(proc_root: &Path) -> TcpSockets {
+    static LAST: parking_lot::Mutex<Option<(u64, TcpSockets)>> = parking_lot::Mutex::new(None);
+    if proc_root != Path::new("/proc") {
+        return tcp_sockets(proc_root);
+    }
+    let now = super::registry::now_nanos();
+    let reuse = super::registry::duration_nanos(TCP_REUSE);
+    if let Some((at, tcp)) = &*LAST.lock()
+        && now >= *at
+        && now - *at < reuse
+    {
+        return tcp.clone();
+    }
+    let fresh = tcp_sockets(proc_root);
+    *LAST.lock() = Some((now, fresh.clone()));
+    fresh
 }
 
 /// This process's TCP sockets by state, from `net/tcp`, `net/tcp6` and `self/fd` under

@@ -404,11 +404,11 @@ pub(crate) fn families_at(proc_root: &Path) -> Vec<Family> {
         vec![(Vec::new(), sampling.dropped_table_full as f64)],
         &mut out,
     );
-    let tcp = os::tcp_sockets(proc_root);
+    let tcp = os::tcp_sockets_reused(proc_root);
     if tcp.note.is_none() || tcp.lines_read > 0 {
         family(
             "leakguard_tcp_sockets",
-            "This process's TCP sockets by state (from /proc/net/tcp and tcp6).",
+            "This process's TCP sockets by state (from /proc/net/tcp and tcp6, read at most every 5 s).",
             MetricKind::Gauge,
             TCP_STATES
                 .iter()
