@@ -1,0 +1,65 @@
+"""Re-entrancy and fork: the garbage collector can run inside leakguard's own code (any
+allocation may start a collection, whose callbacks and ``__del__`` methods run on the same
+thread), and a forked child holds a copy of the parent's guard without its threads.
+
+Each case runs in a child interpreter with a timeout, so that a deadlock fails the test
+instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict
+
+#: Seconds a child may take; each finishes in well under a second when nothing hangs.
+TIMEOUT = 60.0
+
+
+def run_child(code: str, env: Dict[str, str], tmp_path: Path) -> "subprocess.CompletedProcess[str]":
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(code))
+    try:
+        return subprocess.run(
+            [sys.executable, str(script)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=tmp_path,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(
+            f"the child hung (killed after {TIMEOUT} s); output so far: {e.stdout!r} {e.stderr!r}"
+        ) from None
+
+
+def test_a_collection_during_the_report_does_not_deadlock_the_gc_callback(
+    tmp_path: Path, clean_env: Dict[str, str]
+) -> None:
+    # With threshold 1 nearly every allocation of a container starts a collection, so one
+    # starts while the report builds the gc section; the guard's gc callback then runs on
+    # the same thread, in the middle of it.
+    proc = run_child(
+        """
+        import gc, leakguard
+        leakguard.start(addr="off", read_env=False, restart_action="none")
+        before = leakguard._guard.gc_stats()["collections"][0]
+        gc.set_threshold(1)
+        for _ in range(50):
+            leakguard.report()
+            leakguard._guard.gc_stats()
+        gc.set_threshold(700)
+        after = leakguard.report()["python"]["gc"]
+        leakguard.stop()
+        print(after["collections"][0] - before, len(after["recent_pauses"]))
+        """,
+        clean_env,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    collections, recent = map(int, proc.stdout.split())
+    assert collections >= 50, proc.stdout
+    assert recent == 16
