@@ -63,3 +63,56 @@ def test_a_collection_during_the_report_does_not_deadlock_the_gc_callback(
     collections, recent = map(int, proc.stdout.split())
     assert collections >= 50, proc.stdout
     assert recent == 16
+
+
+def test_a_del_that_tracks_a_handle_during_a_sampled_stack_walk_does_not_deadlock(
+    tmp_path: Path, clean_env: Dict[str, str]
+) -> None:
+    # A sampled open walks the Python stack; reading a frame allocates, a collection runs and
+    # finalizes garbage whose __del__ opens a sampled handle: a second walk on the same thread
+    # inside the first. Each __del__ leaves new garbage, so that every collection finds some.
+    # (From Python 3.12 a collection waits for the next bytecode, so it no longer runs inside
+    # the walk; the test then checks only the counts.)
+    proc = run_child(
+        """
+        import gc, leakguard
+        leakguard.configure_handles("reentrant", sample_every=1)
+        left = 200
+        freed = 0
+
+        class Cycle:
+            def __init__(self):
+                self.me = self
+            def __del__(self):
+                global left, freed
+                freed += 1
+                if left > 0:
+                    left -= 1
+                    Cycle()
+                with leakguard.track("reentrant"):
+                    pass
+
+        def deep(n):
+            if n == 0:
+                with leakguard.track("reentrant"):
+                    pass
+                return
+            deep(n - 1)
+
+        Cycle()
+        gc.set_threshold(1)
+        for _ in range(100_000):
+            if left == 0:
+                break
+            deep(20)
+        gc.set_threshold(700)
+        gc.collect()
+        print(freed, leakguard.HandleKind("reentrant").open)
+        """,
+        clean_env,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    freed, still_open = map(int, proc.stdout.split())
+    assert freed == 201
+    assert still_open == 0
