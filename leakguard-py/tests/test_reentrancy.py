@@ -116,3 +116,60 @@ def test_a_del_that_tracks_a_handle_during_a_sampled_stack_walk_does_not_deadloc
     freed, still_open = map(int, proc.stdout.split())
     assert freed == 201
     assert still_open == 0
+
+
+def test_a_forked_child_of_a_running_guard_exits_and_the_parent_still_stops(
+    tmp_path: Path, clean_env: Dict[str, str]
+) -> None:
+    # As a gunicorn worker forked from a master that started the guard at import: the child
+    # lets go of its copy of the parent's guard (freed right after the fork), starts its own,
+    # and exits; nothing of the parent's is stopped or joined there.
+    proc = run_child(
+        """
+        import os, sys, leakguard
+        leakguard.start(addr="127.0.0.1:0", interval=0.05, read_env=False,
+                        restart_action="none")
+        pid = os.fork()
+        if pid == 0:
+            assert not leakguard.running()
+            leakguard.start(addr="off", read_env=False, restart_action="none")
+            assert leakguard.report()["python"]["pid"] == os.getpid()
+            sys.exit(7)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        assert leakguard.running() and leakguard.report()["python"]["pid"] == os.getpid()
+        leakguard.stop()
+        print(leakguard.running())
+        """,
+        clean_env,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["7", "False"]
+    assert "panicked" not in proc.stderr and "Exception" not in proc.stderr, proc.stderr
+
+
+def test_a_forked_child_can_stop_the_copy_of_the_parents_guard(
+    tmp_path: Path, clean_env: Dict[str, str]
+) -> None:
+    proc = run_child(
+        """
+        import os, leakguard
+        leakguard.start(addr="off", interval=0.05, read_env=False, restart_action="none")
+        guard = leakguard._guard._guard
+        pid = os.fork()
+        if pid == 0:
+            guard.stop()
+            code = 0 if not guard.running() else 1
+            del guard
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), guard.running())
+        leakguard.stop()
+        """,
+        clean_env,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "True"]
+    assert "panicked" not in proc.stderr, proc.stderr

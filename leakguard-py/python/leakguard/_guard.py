@@ -473,15 +473,11 @@ def tracemalloc_status() -> Optional[Dict[str, Any]]:
     return layer.tracemalloc.status() if layer is not None else None
 
 
-# A forked child has a copy of the parent's guard object but none of its threads: it is kept
-# (never stopped, never dropped: there is nothing to join) and the child starts its own.
-_orphans: List[Any] = []
-
-
+# A forked child has a copy of the parent's guard object but none of its threads: the copy is
+# let go (the extension forgets it, in a process other than the one that started it, without
+# stopping or joining anything) and the child may start its own.
 def _forget_after_fork() -> None:
     global _guard, _layer
-    if _guard is not None:
-        _orphans.append(_guard)
     if _layer is not None:
         _layer.gc.remove()
     _guard, _layer = None, None
