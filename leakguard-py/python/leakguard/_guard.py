@@ -215,6 +215,9 @@ class Tracemalloc:
                 for s in now.statistics("lineno")[:limit]
             ]
         else:
+            # compare_to sorts by the size of the change either way: lines that shrank are
+            # left out, they are not growing.
+            grown = [d for d in now.compare_to(baseline, "lineno") if d.size_diff > 0]
             rows = [
                 {
                     "file": d.traceback[0].filename,
@@ -224,7 +227,7 @@ class Tracemalloc:
                     "size_diff_bytes": d.size_diff,
                     "count_diff": d.count_diff,
                 }
-                for d in now.compare_to(baseline, "lineno")[:limit]
+                for d in grown[:limit]
             ]
         return {
             "tracing": True,
