@@ -37,6 +37,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -102,7 +103,22 @@ unsafe impl<T: Send> Sync for PyLock<T> {}
 
 struct PyLockGuard<'a, T> {
     lock: &'a PyLock<T>,
+    /// Not Send (a raw pointer is not).
+    _not_send: PhantomData<*const ()>,
 }
+
+// A PyLockGuard must not be Send: the lock is unlocked by the thread that locked it (`owner`
+// tells that thread; the raw lock is unlocked with `GuardNoSend`). This fails to compile when
+// the guard is Send: the call below is then ambiguous between the two impls.
+const _: fn() = || {
+    trait AmbiguousIfSend<A> {
+        fn some_item() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+    struct IsSend;
+    impl<T: ?Sized + Send> AmbiguousIfSend<IsSend> for T {}
+    <PyLockGuard<'static, ()> as AmbiguousIfSend<_>>::some_item();
+};
 
 impl<T> PyLock<T> {
     fn new(data: T) -> Self {
@@ -132,21 +148,30 @@ impl<T> PyLock<T> {
             });
         }
         self.owner.store(me, Relaxed);
-        Ok(PyLockGuard { lock: self })
+        Ok(PyLockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        })
     }
 
     /// Locks if the lock is free, without waiting.
     fn try_lock(&self) -> Option<PyLockGuard<'_, T>> {
         self.raw.try_lock()?;
         self.owner.store(thread_tag(), Relaxed);
-        Some(PyLockGuard { lock: self })
+        Some(PyLockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        })
     }
 
     /// Locks from any thread, waiting at most `wait`.
     fn lock_for(&self, wait: Duration) -> Option<PyLockGuard<'_, T>> {
         self.raw.try_lock_for(wait)?;
         self.owner.store(thread_tag(), Relaxed);
-        Some(PyLockGuard { lock: self })
+        Some(PyLockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        })
     }
 }
 

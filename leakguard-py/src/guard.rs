@@ -20,9 +20,18 @@ use std::time::Duration;
 #[pyclass(module = "leakguard._leakguard", name = "Guard", frozen)]
 struct PyGuard {
     guard: Mutex<Option<Guard>>,
+    /// The process that started the guard. A child made by `fork()` has a copy of the guard
+    /// but none of its threads: there it is never stopped nor dropped (joining threads that do
+    /// not exist would wait forever), only forgotten.
+    pid: u32,
 }
 
 impl PyGuard {
+    /// Whether this is a forked copy of a guard started by another process.
+    fn forked(&self) -> bool {
+        self.pid != std::process::id()
+    }
+
     /// Runs `f` on the running guard with the GIL released; raises when it was stopped.
     fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Guard) -> T + Send) -> PyResult<T> {
         py.detach(|| {
@@ -82,6 +91,14 @@ impl PyGuard {
 
     /// Stops the sampler thread and the endpoint and waits for them; a second call does nothing.
     fn stop(&self, py: Python<'_>) {
+        if self.forked() {
+            // Its threads and endpoint belong to the parent: nothing here to stop. try_lock:
+            // a parent's thread may have held the lock when the process forked.
+            if let Ok(mut guard) = self.guard.try_lock() {
+                std::mem::forget(guard.take());
+            }
+            return;
+        }
         py.detach(|| {
             let taken = self
                 .guard
@@ -102,6 +119,19 @@ impl PyGuard {
                 .unwrap_or_else(PoisonError::into_inner)
                 .is_some()
         })
+    }
+}
+
+impl Drop for PyGuard {
+    fn drop(&mut self) {
+        if self.forked() {
+            let guard = self
+                .guard
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            std::mem::forget(guard);
+        }
     }
 }
 
@@ -334,6 +364,7 @@ fn start_guard(
     let guard = core(py.detach(move || b.start()))?;
     Ok(PyGuard {
         guard: Mutex::new(Some(guard)),
+        pid: std::process::id(),
     })
 }
 

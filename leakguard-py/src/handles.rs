@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// Kind names remembered by the name → kind cache; more are looked up each time.
@@ -117,13 +117,36 @@ struct CodeInfo {
 /// read each time).
 const CODE_CACHE_CAPACITY: usize = 4096;
 
-/// The code-object cache. Only used with the GIL held, so the lock is never contended.
-fn code_cache() -> MutexGuard<'static, HashMap<usize, CodeInfo>> {
-    static CODES: OnceLock<Mutex<HashMap<usize, CodeInfo>>> = OnceLock::new();
+/// The code-object cache. The lock is held only to look up or insert an entry, never while
+/// Python runs: reading a frame's attributes allocates, which can run the garbage collector
+/// (and any `__del__`, which may open a handle on this thread) or let another thread take
+/// the GIL and open a sampled handle; either would wait on the lock forever.
+fn code_cache() -> MutexGuard<'static, HashMap<usize, Arc<CodeInfo>>> {
+    static CODES: OnceLock<Mutex<HashMap<usize, Arc<CodeInfo>>>> = OnceLock::new();
     CODES
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The cached names of `code`, read (with no lock held) and cached when not there yet.
+fn cached_code_info(frame: &Bound<'_, PyAny>, code: Bound<'_, PyAny>) -> PyResult<Arc<CodeInfo>> {
+    let key = code.as_ptr() as usize;
+    let hit = code_cache().get(&key).map(Arc::clone);
+    if let Some(info) = hit {
+        return Ok(info);
+    }
+    let info = Arc::new(code_info(frame, code)?);
+    let mut codes = code_cache();
+    if codes.len() < CODE_CACHE_CAPACITY {
+        // Another thread may have inserted it meanwhile: keep the first, drop ours below,
+        // after the lock is released (dropping it releases a reference to the code object).
+        let cached = Arc::clone(codes.entry(key).or_insert_with(|| Arc::clone(&info)));
+        drop(codes);
+        return Ok(cached);
+    }
+    drop(codes);
+    Ok(info)
 }
 
 fn code_info(frame: &Bound<'_, PyAny>, code: Bound<'_, PyAny>) -> PyResult<CodeInfo> {
@@ -155,24 +178,10 @@ fn python_site(py: Python<'_>, site: &mut SiteFrames<'_>) {
             Ok::<_, PyErr>(py.import("sys")?.getattr("_getframe")?.unbind())
         })?;
         let mut frame = getframe.bind(py).call1((0,))?;
-        let mut codes = code_cache();
         while !frame.is_none() {
             let back = frame.getattr("f_back")?;
             let code = frame.getattr("f_code")?;
-            let key = code.as_ptr() as usize;
-            let uncached;
-            let info = match codes.get(&key) {
-                Some(info) => info,
-                None => {
-                    let info = code_info(&frame, code)?;
-                    if codes.len() < CODE_CACHE_CAPACITY {
-                        codes.entry(key).or_insert(info)
-                    } else {
-                        uncached = info;
-                        &uncached
-                    }
-                }
-            };
+            let info = cached_code_info(&frame, code)?;
             if !info.own {
                 let line = frame
                     .getattr("f_lineno")?

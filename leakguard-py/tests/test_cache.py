@@ -424,6 +424,23 @@ def test_cached_memoizes_with_info_lock_and_key() -> None:
     assert first.cache_lock is lock  # type: ignore[attr-defined]
 
 
+def test_cached_takes_info_by_keyword_only() -> None:
+    # cachetools.cached(cache, key, lock, condition, info): a fourth positional argument
+    # meant as cachetools' condition must not be taken for info.
+    untyped: Any = cached  # the calls below are wrong on purpose
+    with pytest.raises(TypeError):
+        untyped(LRUCache(maxsize=2), leakguard.hashkey, None, threading.Condition())
+    with pytest.raises(TypeError):
+        untyped(LRUCache(maxsize=2), leakguard.hashkey, None, True)
+
+    @cached(LRUCache(maxsize=2), leakguard.hashkey, None, info=True)
+    def double(n: int) -> int:
+        return 2 * n
+
+    assert double(3) == 6
+    assert double.cache_info().misses == 1  # type: ignore[attr-defined]
+
+
 def test_reference_cycles_through_a_cache_are_collected() -> None:
     class Node:
         pass

@@ -146,6 +146,38 @@ def test_tracemalloc_top_growing_lines_since_the_baseline(guard: str) -> None:
     assert len(held) == 20000
 
 
+def shrink_here(n: int) -> List[bytes]:
+    return [i.to_bytes(8, "little") * 100 for i in range(n)]
+
+
+def test_tracemalloc_top_lists_only_lines_that_grew() -> None:
+    # A line that held ~16 MiB at the baseline and holds nothing now has the largest change
+    # of all, downwards: it is not a growing line and must not be listed.
+    leakguard.start(
+        addr="127.0.0.1:0", tracemalloc=8, warmup=3600.0, restart_action="none", read_env=False
+    )
+    try:
+        addr = leakguard.endpoint_addr()
+        assert addr is not None
+        held = shrink_here(20000)
+        layer = leakguard._guard._layer
+        assert layer is not None
+        layer.tracemalloc.take_baseline()
+        del held
+        grown = grow_here(2000)
+        status, body = http(f"http://{addr}/debug/python/tracemalloc?limit=500")
+        assert status == 200 and body["compared_to"] == "baseline"
+        assert body["top"], body
+        assert all(row["size_diff_bytes"] > 0 for row in body["top"]), body["top"][:5]
+        lines = Path(__file__).read_text().splitlines()
+        here = [row for row in body["top"] if row["file"] == __file__]
+        assert any("grow_here" in lines[row["line"] - 2] for row in here), here
+        assert not any("shrink_here" in lines[row["line"] - 2] for row in here), here
+        assert len(grown) == 2000
+    finally:
+        leakguard.stop()
+
+
 def test_purge_collects_garbage_then_trims_and_says_what_it_gave_back(guard: str) -> None:
     # Cycles that only the collector can free, holding 1 KiB blocks (malloc, not pymalloc).
     gc.disable()

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import tracemalloc as _tracemalloc
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 from urllib.parse import parse_qs
 
 from leakguard import _leakguard
@@ -49,21 +49,33 @@ PYMALLOC_NOTE = (
 )
 
 
+class _GcTotals(NamedTuple):
+    """The numbers of ``GcStats`` at one moment; replaced whole, never changed in place."""
+
+    collections: Tuple[int, int, int]
+    collected: int
+    uncollectable: int
+    pause_seconds_total: float
+    pause_seconds_max: float
+    recent: Tuple[Dict[str, Any], ...]
+
+
 class GcStats:
     """Collections and pause durations of the cyclic garbage collector, via ``gc.callbacks``.
 
     The callback does constant work per collection and keeps a bounded list of recent pauses.
+
+    No lock: any allocation can start a collection whose callback runs on the same thread,
+    in the middle of a reader (a lock held by the reader would then never be released). The
+    callback is the only writer and never runs twice at once (collections do not nest or
+    overlap: CPython runs them under its ``collecting`` flag and the GIL), so it builds new
+    totals and publishes them with one attribute store; a reader takes ``self._totals`` once
+    and sees one consistent set, old or new.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._started: Optional[float] = None
-        self.collections = [0, 0, 0]
-        self.collected = 0
-        self.uncollectable = 0
-        self.pause_seconds_total = 0.0
-        self.pause_seconds_max = 0.0
-        self.recent: Deque[Dict[str, Any]] = collections.deque(maxlen=RECENT_PAUSES)
+        self._totals = _GcTotals((0, 0, 0), 0, 0, 0.0, 0.0, ())
 
     def callback(self, phase: str, info: Dict[str, int]) -> None:
         """The ``gc.callbacks`` entry: times each collection from start to stop."""
@@ -74,21 +86,25 @@ class GcStats:
         started, self._started = self._started, None
         pause = now - started if started is not None else 0.0
         generation = int(info.get("generation", 0))
-        with self._lock:
-            if 0 <= generation < 3:
-                self.collections[generation] += 1
-            self.collected += int(info.get("collected", 0))
-            self.uncollectable += int(info.get("uncollectable", 0))
-            self.pause_seconds_total += pause
-            self.pause_seconds_max = max(self.pause_seconds_max, pause)
-            self.recent.append(
-                {
-                    "at": time.time(),
-                    "generation": generation,
-                    "seconds": pause,
-                    "collected": int(info.get("collected", 0)),
-                }
-            )
+        collected = int(info.get("collected", 0))
+        old = self._totals
+        counts = list(old.collections)
+        if 0 <= generation < 3:
+            counts[generation] += 1
+        entry = {
+            "at": time.time(),
+            "generation": generation,
+            "seconds": pause,
+            "collected": collected,
+        }
+        self._totals = _GcTotals(
+            (counts[0], counts[1], counts[2]),
+            old.collected + collected,
+            old.uncollectable + int(info.get("uncollectable", 0)),
+            old.pause_seconds_total + pause,
+            max(old.pause_seconds_max, pause),
+            (old.recent + (entry,))[-RECENT_PAUSES:],
+        )
 
     def install(self) -> None:
         """Adds the callback to ``gc.callbacks`` (once)."""
@@ -102,19 +118,19 @@ class GcStats:
 
     def as_dict(self) -> Dict[str, Any]:
         """The numbers, with the interpreter's own counts and thresholds."""
-        with self._lock:
-            return {
-                "enabled": gc.isenabled(),
-                "counts": list(gc.get_count()),
-                "thresholds": list(gc.get_threshold()),
-                "collections": list(self.collections),
-                "collected": self.collected,
-                "uncollectable": self.uncollectable,
-                "garbage": len(gc.garbage),
-                "pause_seconds_total": self.pause_seconds_total,
-                "pause_seconds_max": self.pause_seconds_max,
-                "recent_pauses": list(self.recent),
-            }
+        totals = self._totals
+        return {
+            "enabled": gc.isenabled(),
+            "counts": list(gc.get_count()),
+            "thresholds": list(gc.get_threshold()),
+            "collections": list(totals.collections),
+            "collected": totals.collected,
+            "uncollectable": totals.uncollectable,
+            "garbage": len(gc.garbage),
+            "pause_seconds_total": totals.pause_seconds_total,
+            "pause_seconds_max": totals.pause_seconds_max,
+            "recent_pauses": [dict(p) for p in totals.recent],
+        }
 
 
 class Tracemalloc:
@@ -199,6 +215,9 @@ class Tracemalloc:
                 for s in now.statistics("lineno")[:limit]
             ]
         else:
+            # compare_to sorts by the size of the change either way: lines that shrank are
+            # left out, they are not growing.
+            grown = [d for d in now.compare_to(baseline, "lineno") if d.size_diff > 0]
             rows = [
                 {
                     "file": d.traceback[0].filename,
@@ -208,7 +227,7 @@ class Tracemalloc:
                     "size_diff_bytes": d.size_diff,
                     "count_diff": d.count_diff,
                 }
-                for d in now.compare_to(baseline, "lineno")[:limit]
+                for d in grown[:limit]
             ]
         return {
             "tracing": True,
@@ -457,15 +476,11 @@ def tracemalloc_status() -> Optional[Dict[str, Any]]:
     return layer.tracemalloc.status() if layer is not None else None
 
 
-# A forked child has a copy of the parent's guard object but none of its threads: it is kept
-# (never stopped, never dropped: there is nothing to join) and the child starts its own.
-_orphans: List[Any] = []
-
-
+# A forked child has a copy of the parent's guard object but none of its threads: the copy is
+# let go (the extension forgets it, in a process other than the one that started it, without
+# stopping or joining anything) and the child may start its own.
 def _forget_after_fork() -> None:
     global _guard, _layer
-    if _guard is not None:
-        _orphans.append(_guard)
     if _layer is not None:
         _layer.gc.remove()
     _guard, _layer = None, None

@@ -158,9 +158,14 @@ def cached(
     cache: Optional[MutableMapping[Any, Any]],
     key: Callable[..., Hashable] = hashkey,
     lock: Optional[ContextManager[Any]] = None,
+    *,
     info: bool = False,
 ) -> Callable[[_F], _F]:
     """Decorator that memoizes a function's results in ``cache``, as ``cachetools.cached``.
+
+    ``info`` is keyword-only: ``cachetools.cached``'s fourth positional parameter is
+    ``condition`` (recent cachetools), which leakguard does not have, so a positional call
+    written for cachetools raises TypeError instead of meaning something else.
 
     ``key(*args, **kwargs)`` makes the cache key (``hashkey`` by default). ``lock``, when
     given, is held around each access to the cache (not while the function runs); a
