@@ -62,6 +62,8 @@ pub enum EventKind {
     HandleLimit,
     /// Memory pressure: registered caches were asked to shrink.
     Pressure,
+    /// Heap profiles: the baseline was taken (or not), a post-mortem dump was written (or not).
+    Profile,
 }
 
 /// One event.

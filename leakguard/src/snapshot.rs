@@ -46,6 +46,8 @@ pub(crate) struct Snapshot {
     pub handles: Option<crate::handles::HandlesReport>,
     /// For the report only.
     pub caches: Vec<crate::cache::CacheReport>,
+    /// For the report only: top growing allocation sites since the baseline profile.
+    pub heap_growth: Option<crate::profile::HeapGrowth>,
 }
 
 impl Snapshot {
