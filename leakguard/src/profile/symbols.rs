@@ -90,14 +90,21 @@ fn resolve_uncached(address: usize) -> Arc<[Frame]> {
     Arc::from(frames)
 }
 
-/// The allocator itself: jemalloc's functions, its profiler, the `GlobalAlloc` shims. Always
-/// left out of a profile's stacks (as `jeprof` does).
-pub(crate) fn is_allocator(name: &str) -> bool {
+/// The allocator itself: jemalloc's functions (exported and internal), its profiler, the
+/// `GlobalAlloc` shims. Always left out of a profile's stacks (as `jeprof` does).
+pub(crate) fn is_allocator(frame: &Frame) -> bool {
     const PREFIXES: &[&str] = &[
         "_rjem_",
         "je_",
         "prof_",
         "imalloc",
+        "ialloc",
+        "iralloc",
+        "ixalloc",
+        "do_rallocx",
+        "do_xallocx",
+        "arena_",
+        "tcache_",
         "malloc",
         "calloc",
         "realloc",
@@ -114,10 +121,15 @@ pub(crate) fn is_allocator(name: &str) -> bool {
         "std::alloc::",
         "core::alloc::",
     ];
-    let name = name.trim_start_matches('<');
+    let name = frame.function.trim_start_matches('<');
     PREFIXES.iter().any(|p| name.starts_with(p))
         || name.contains(" as core::alloc::global::GlobalAlloc>")
         || name.contains(" as core::alloc::Allocator>")
+        || frame.file.as_deref().is_some_and(|f| {
+            f.contains("tikv-jemalloc")
+                || f.contains("/jemalloc/src/")
+                || f.contains("/jemalloc/include/")
+        })
 }
 
 /// Rust's generic data structures and iterators (`alloc`, `core`, `std`, `hashbrown`): a
@@ -144,7 +156,7 @@ pub(crate) fn site_start(resolved: &[Arc<[Frame]>]) -> Option<(usize, usize)> {
         .flat_map(|(i, frames)| frames.iter().enumerate().map(move |(j, f)| (i, j, f)));
     let mut first_non_allocator = None;
     for (i, j, f) in flat {
-        if is_allocator(&f.function) {
+        if is_allocator(f) {
             continue;
         }
         if first_non_allocator.is_none() {
@@ -164,15 +176,18 @@ mod tests {
 
     #[test]
     fn allocator_and_library_frames_are_told_apart_from_the_service() {
+        let named = |n: &str| frame(n);
         for name in [
             "_rjem_je_prof_backtrace",
+            "irallocx_prof",
+            "do_rallocx",
             "_rjem_malloc",
             "__rustc::__rust_alloc",
             "__rust_alloc",
             "<tikv_jemallocator::Jemalloc as core::alloc::global::GlobalAlloc>::alloc",
             "alloc::alloc::Global::alloc_impl",
         ] {
-            assert!(is_allocator(name), "{name}");
+            assert!(is_allocator(&named(name)), "{name}");
         }
         for name in [
             "alloc::raw_vec::RawVecInner<A>::try_allocate_in",
@@ -180,12 +195,18 @@ mod tests {
             "core::iter::traits::iterator::Iterator::collect",
             "std::collections::hash::map::HashMap<K,V,S>::insert",
         ] {
-            assert!(!is_allocator(name), "{name}");
+            assert!(!is_allocator(&named(name)), "{name}");
             assert!(is_library(name), "{name}");
         }
         for name in ["leaky_service::leak", "my_app::cache::Store::put"] {
-            assert!(!is_allocator(name) && !is_library(name), "{name}");
+            assert!(!is_allocator(&named(name)) && !is_library(name), "{name}");
         }
+        // An inlined jemalloc function whose name is not listed is known by its source file.
+        let mut inlined = frame("some_new_internal");
+        inlined.file = Some(Arc::from(
+            "/src/tikv-jemalloc-sys-0.7.1/jemalloc/src/jemalloc.c",
+        ));
+        assert!(is_allocator(&inlined));
     }
 
     fn frame(name: &str) -> Frame {
