@@ -996,6 +996,10 @@ impl Inner {
     fn route(self: &Arc<Self>, req: &EndpointRequest) -> EndpointResponse {
         const GET: &[&str] = &["GET", "HEAD"];
         const POST: &[&str] = &["POST"];
+        // `go tool pprof` sends the token as the password of a URL's Basic credentials.
+        let converted =
+            (req.path == "/debug/pprof/heap").then(|| crate::profile::basic_as_bearer(req));
+        let req = converted.as_deref().unwrap_or(req);
         if !matches!(req.path.as_str(), "/healthz" | "/readyz")
             && let Some(refused) = self.authorize(req, false)
         {

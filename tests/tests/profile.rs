@@ -118,6 +118,24 @@ fn the_served_profile_and_its_diff_name_the_leaking_function() {
     );
     assert!(p.mapping.iter().any(|m| m.has_functions));
 
+    // What `go tool pprof http://pprof:TOKEN@host/...` sends: the token as Basic password.
+    let basic = request_with(
+        "GET",
+        addr,
+        "/debug/pprof/heap",
+        &[("Authorization", "Basic cHByb2Y6cHIwZmlsZQ==")], // pprof:pr0file
+    )
+    .unwrap();
+    assert_eq!(basic.status, 200, "{}", basic.text());
+    let wrong = request_with(
+        "GET",
+        addr,
+        "/debug/pprof/heap",
+        &[("Authorization", "Basic cHByb2Y6bm9wZQ==")], // pprof:nope
+    )
+    .unwrap();
+    assert_eq!(wrong.status, 401);
+
     // The diff against the baseline: the leak is the top growing site.
     let diff = get_with_token(addr, "/debug/pprof/heap?base=baseline");
     assert_eq!(diff.status, 200, "{}", diff.text());

@@ -606,6 +606,52 @@ impl Profiles {
     }
 }
 
+/// `go tool pprof` cannot send a bearer token, but Go's HTTP client sends the user info of a
+/// URL as HTTP Basic credentials: `http://pprof:TOKEN@host:port/debug/pprof/heap`. For the
+/// profile endpoint only, Basic credentials are read as the bearer token (the password is the
+/// token; the user name is ignored). Any other request is returned unchanged.
+pub(crate) fn basic_as_bearer(req: &EndpointRequest) -> std::borrow::Cow<'_, EndpointRequest> {
+    let password = req
+        .authorization
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Basic "))
+        .and_then(|b64| base64_decode(b64.trim()))
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| pair.split_once(':').map(|(_, p)| p.to_owned()));
+    match password {
+        Some(p) => {
+            let mut r = req.clone();
+            r.authorization = Some(format!("Bearer {p}"));
+            std::borrow::Cow::Owned(r)
+        }
+        None => std::borrow::Cow::Borrowed(req),
+    }
+}
+
+/// Standard base64 (with or without padding); `None` on anything else.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().take_while(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 /// Turns an error answer into the form `go tool pprof` prints: plain text with the
 /// `X-Go-Pprof` header (without it, pprof shows only the status line, not why).
 pub fn pprof_error(mut r: EndpointResponse) -> EndpointResponse {
@@ -796,6 +842,29 @@ MAPPED_LIBRARIES:
             vec![(vec![1, 2], 4000.0), (vec![3], -500.0), (vec![5], 300.0)]
         );
         assert_eq!(d.total_bytes(), 3800.0);
+    }
+
+    #[test]
+    fn basic_credentials_are_read_as_the_bearer_token_for_pprof() {
+        let mut req = EndpointRequest::new("GET", "/debug/pprof/heap");
+        // "pprof:s3cret"
+        req.authorization = Some("Basic cHByb2Y6czNjcmV0".into());
+        assert_eq!(
+            basic_as_bearer(&req).authorization.as_deref(),
+            Some("Bearer s3cret")
+        );
+        req.authorization = Some("Basic !!!".into());
+        assert_eq!(
+            basic_as_bearer(&req).authorization.as_deref(),
+            Some("Basic !!!")
+        );
+        req.authorization = Some("Bearer x".into());
+        assert_eq!(
+            basic_as_bearer(&req).authorization.as_deref(),
+            Some("Bearer x")
+        );
+        assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
+        assert_eq!(base64_decode("YWJj").unwrap(), b"abc");
     }
 
     #[test]
