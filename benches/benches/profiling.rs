@@ -134,7 +134,7 @@ fn child_serve(warm_runs: usize) {
     for seed in 0..50 {
         black_box(workload(seed));
     }
-    let mut serve = || {
+    let serve = || {
         let rss0 = rss_kib("VmRSS:");
         let _ = std::fs::write("/proc/self/clear_refs", "5");
         thread_peak_reset();
