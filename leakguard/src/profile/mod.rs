@@ -17,8 +17,8 @@
 //!
 //! # Switching it on
 //!
-//! 1. Build with the `profiling` feature (it builds jemalloc with its profiler, which costs
-//!    nothing measurable to sample until it is switched on) and make jemalloc the global allocator:
+//! 1. Build with the `profiling` feature (it builds jemalloc with its profiler, inactive until
+//!    it is switched on) and make jemalloc the global allocator:
 //!    `#[global_allocator] static ALLOC: leakguard::Jemalloc = leakguard::Jemalloc;`
 //! 2. Switch the profiler on at start, either in the environment (tikv-jemallocator's
 //!    jemalloc reads `_RJEM_MALLOC_CONF`, not `MALLOC_CONF`):
