@@ -112,16 +112,18 @@ fn keep(depth: u32, branch: u64, kept: &mut Vec<Vec<u8>>) {
     }
 }
 
+// The two differ (a different constant), so that the optimizer cannot merge them into one
+// function, which would make every path the same stack.
 #[inline(never)]
 fn keep_even(depth: u32, branch: u64, kept: &mut Vec<Vec<u8>>) {
     keep(depth, branch, kept);
-    black_box(&kept);
+    black_box((&kept, 0xE7E7u32));
 }
 
 #[inline(never)]
 fn keep_odd(depth: u32, branch: u64, kept: &mut Vec<Vec<u8>>) {
     keep(depth, branch, kept);
-    black_box(&kept);
+    black_box((&kept, 0x0DD0_0DD0u64));
 }
 
 fn child_serve(warm_runs: usize) {
