@@ -4,6 +4,13 @@
 //! cargo run --release --example leaky_service
 //! ```
 //!
+//! With heap profiles (`GET /debug/pprof/heap`, which needs `LEAKGUARD_TOKEN`):
+//!
+//! ```text
+//! _RJEM_MALLOC_CONF=prof:true LEAKGUARD_TOKEN=secret \
+//!     cargo run --release --example leaky_service --features profiling
+//! ```
+//!
 //! Environment:
 //! - `DEMO_ADDR`: the service's address (default `127.0.0.1:8080`).
 //! - `DEMO_LEAK_KIB_PER_SEC`: background leak rate (default 2048 KiB/s, i.e. 2 MiB/s).
@@ -45,6 +52,8 @@ static ALLOC: leakguard::Jemalloc = leakguard::Jemalloc;
 static LEAKED: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
 static LEAKED_BYTES: AtomicU64 = AtomicU64::new(0);
 
+/// The leak: the function a heap profile names as the top growing allocation site.
+#[inline(never)]
 fn leak(bytes: usize) {
     // Filled, so the pages are really resident.
     let block = vec![0xA5u8; bytes].into_boxed_slice();
@@ -382,6 +391,11 @@ fn main() {
             println!("              http://{a}/metrics           (Prometheus)");
             println!("              http://{a}/healthz  http://{a}/readyz");
             println!("              http://{a}/debug/leakguard/ui   (the page)");
+            if leakguard::profile::status().is_active() {
+                println!(
+                    "              http://{a}/debug/pprof/heap  (heap profile, needs the token)"
+                );
+            }
         }
         None => println!("  leakguard   endpoint off (see the events)"),
     }

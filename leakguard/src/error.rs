@@ -40,6 +40,10 @@ pub enum Error {
     /// The allocator statistics could not be read.
     #[error("allocator statistics unavailable: {0}")]
     Allocator(String),
+    /// A heap profile could not be taken (profiling off, or the dump failed); the message says
+    /// how to switch profiling on when that is the cause.
+    #[error("heap profile unavailable: {0}")]
+    Profile(String),
     /// A socket or thread could not be set up.
     #[error("{what}: {source}")]
     Io {

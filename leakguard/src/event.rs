@@ -64,6 +64,8 @@ pub enum EventKind {
     Pressure,
     /// The debug endpoint listens beyond loopback without `LEAKGUARD_TOKEN`.
     Exposed,
+    /// Heap profiles: the baseline was taken (or not), a post-mortem dump was written (or not).
+    Profile,
 }
 
 /// One event.

@@ -46,7 +46,13 @@ pub const MAX_EXTENSIONS: usize = 32;
 
 /// Paths the guard answers itself; an extra route may not take them, nor anything below
 /// `/debug/leakguard/`.
-const BUILT_IN_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/debug/leakguard"];
+const BUILT_IN_PATHS: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/debug/leakguard",
+    "/debug/pprof/heap",
+];
 
 /// Top-level keys of the report (see [`Report`](crate::Report)): an extra section may not
 /// take them.

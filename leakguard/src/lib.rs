@@ -53,6 +53,7 @@ mod history;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 pub mod process;
+pub mod profile;
 mod report;
 pub mod restart;
 pub mod sample;

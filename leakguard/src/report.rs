@@ -94,6 +94,10 @@ pub struct LeakSection {
     pub reason: String,
     /// Where the growth since the end of the warm-up went; `None` during the warm-up.
     pub attribution: Option<Attribution>,
+    /// Where the live heap grew since the baseline heap profile (taken at the end of the
+    /// warm-up): the top growing allocation sites, computed when a leak is suspected and
+    /// heap profiling is on (feature `profiling`); `None` otherwise.
+    pub allocation_sites: Option<crate::profile::HeapGrowth>,
 }
 
 /// The limit and thresholds in bytes.
@@ -175,6 +179,7 @@ impl Report {
             warming_up: v.warming_up,
             reason: v.reason.clone(),
             attribution: s.attribution.clone(),
+            allocation_sites: s.heap_growth.clone(),
         };
         let sample = s.sample;
         let limit = s.limit.map(|Limit { bytes, source }| LimitSection {

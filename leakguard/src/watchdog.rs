@@ -45,6 +45,7 @@ pub struct GuardBuilder {
     restart_callback: Option<RestartCallback>,
     pressure_fraction: f64,
     extensions: crate::extend::Extensions,
+    dump_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for GuardBuilder {
@@ -74,6 +75,7 @@ impl GuardBuilder {
             restart_callback: None,
             pressure_fraction: 0.5,
             extensions: crate::extend::Extensions::default(),
+            dump_dir: None,
         }
     }
 
@@ -196,6 +198,14 @@ impl GuardBuilder {
         self
     }
 
+    /// Where post-mortem dumps (heap profile and report) are written before a restart and on
+    /// `POST /debug/leakguard/dump` (`LEAKGUARD_DUMP_DIR`; default none: no dumps). See
+    /// [`profile::write_dump`](crate::profile::write_dump).
+    pub fn dump_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.dump_dir = Some(dir.into());
+        self
+    }
+
     /// Do not read `LEAKGUARD_*` environment variables (tests, embedding).
     pub fn ignore_env(mut self) -> Self {
         self.read_env = false;
@@ -302,6 +312,12 @@ impl GuardBuilder {
         }
         config.validate()?;
         self.extensions.validate()?;
+        let mut dump_dir = self.dump_dir;
+        if self.read_env
+            && let Some(dir) = std::env::var_os("LEAKGUARD_DUMP_DIR").filter(|d| !d.is_empty())
+        {
+            dump_dir = Some(dir.into());
+        }
         if config.restart_action == RestartAction::Callback && self.restart_callback.is_none() {
             return Err(Error::config(
                 "restart action",
@@ -367,6 +383,8 @@ impl GuardBuilder {
             record_metrics: self.record_metrics,
             endpoint: Mutex::new(None),
             extensions: self.extensions,
+            profiles: crate::profile::Profiles::default(),
+            dump_dir,
             config,
         });
 
@@ -547,6 +565,26 @@ impl Guard {
         Arc::clone(&self.inner).begin_restart(reason.to_owned())
     }
 
+    /// Writes a post-mortem dump now (as `POST /debug/leakguard/dump` does): the report and,
+    /// when heap profiling is on, the heap profile, into the dump directory
+    /// (`LEAKGUARD_DUMP_DIR`). Fails when no directory is set or it cannot be written.
+    pub fn dump(&self, reason: &str) -> Result<crate::profile::DumpOutcome> {
+        self.inner.dump_and_say(reason)
+    }
+
+    /// The growth of the live heap since the baseline heap profile (taken at the end of the
+    /// warm-up), computed now. Fails when profiling is off or no baseline was taken yet.
+    pub fn heap_growth(&self) -> Result<crate::profile::HeapGrowth> {
+        let base = self.inner.profiles.baseline().ok_or_else(|| {
+            Error::Profile(match crate::profile::status().how_to_enable() {
+                Some(how) => how,
+                None => "no baseline yet: it is taken when the warm-up ends".to_owned(),
+            })
+        })?;
+        let now = crate::profile::heap_profile(self.inner.clock.unix_seconds())?;
+        Ok(crate::profile::HeapGrowth::between(&base, &now))
+    }
+
     /// Whether a restart is under way.
     pub fn is_restarting(&self) -> bool {
         self.inner.restarting.load(Ordering::SeqCst)
@@ -657,6 +695,10 @@ struct Inner {
     pressure_fraction: f64,
     /// Extra routes, report sections and purge hooks.
     extensions: crate::extend::Extensions,
+    /// The baseline heap profile and the growth since (feature `profiling`).
+    profiles: crate::profile::Profiles,
+    /// Where post-mortem dumps go (`LEAKGUARD_DUMP_DIR`).
+    dump_dir: Option<std::path::PathBuf>,
 }
 
 /// The quantities attribution compares: RSS, live heap, caches' weights, open handles.
@@ -762,6 +804,8 @@ impl Inner {
             .collect();
         let want_restart;
         let mut under_pressure = false;
+        let mut baseline_now = false;
+        let (leak_now, leak_flipped);
         {
             let mut st = self.state.lock();
             let limit = self.resolve_limit(&sample);
@@ -812,7 +856,10 @@ impl Inner {
                 && t - self.started_unix >= st.trend.config().warmup.as_secs_f64()
             {
                 st.baseline = Some(current_quantities(&sample, t));
+                baseline_now = true;
             }
+            leak_now = st.trend.verdict().leak;
+            leak_flipped = flipped;
             if flipped {
                 let v = st.trend.verdict();
                 events.push(if v.leak {
@@ -857,6 +904,22 @@ impl Inner {
             st.history.push(&sample);
             st.latest = Some(sample.clone());
             want_restart = self.restart_reason(&st, &sample);
+        }
+        // Heap profiles (feature `profiling`), outside the state lock: the baseline at the end
+        // of the warm-up, the growth since while a leak is suspected.
+        if baseline_now && let Some(m) = self.profiles.take_baseline(sample.unix_seconds) {
+            events.push(self.event(Level::Info, EventKind::Profile, m));
+        }
+        if leak_now {
+            let mono = sample.monotonic.as_secs_f64();
+            if let Some(m) = self
+                .profiles
+                .refresh_growth(mono, sample.unix_seconds, leak_flipped)
+            {
+                events.push(self.event(Level::Warn, EventKind::Profile, m));
+            }
+        } else if leak_flipped {
+            self.profiles.clear_growth();
         }
         if under_pressure {
             // The step that often makes a restart unnecessary: caches give memory back.
@@ -975,6 +1038,11 @@ impl Inner {
             oom_eta_seconds,
             attribution,
             handles: with_events.then(crate::handles::report),
+            heap_growth: if with_events {
+                self.profiles.growth()
+            } else {
+                None
+            },
             caches: if with_events {
                 crate::cache::report()
             } else {
@@ -991,6 +1059,10 @@ impl Inner {
     fn route(self: &Arc<Self>, req: &EndpointRequest) -> EndpointResponse {
         const GET: &[&str] = &["GET", "HEAD"];
         const POST: &[&str] = &["POST"];
+        // `go tool pprof` sends the token as the password of a URL's Basic credentials.
+        let converted =
+            (req.path == "/debug/pprof/heap").then(|| crate::profile::basic_as_bearer(req));
+        let req = converted.as_deref().unwrap_or(req);
         // The probes, and the page (static, no data: its own requests carry the token).
         if !matches!(
             req.path.as_str(),
@@ -1040,6 +1112,19 @@ impl Inner {
             }),
             "/debug/leakguard/ui" => (GET, |_, _| crate::ui::page()),
             "/debug/leakguard/history" => (GET, |inner, req| inner.history(req)),
+            "/debug/pprof/heap" => (GET, |inner, req| {
+                // Heap profiles show what the service holds: token required, like mutations.
+                if let Some(refused) = inner.authorize(req, true) {
+                    return crate::profile::pprof_error(refused);
+                }
+                inner.serve_heap_profile(req)
+            }),
+            "/debug/leakguard/dump" => (POST, |inner, req| {
+                if let Some(refused) = inner.authorize(req, true) {
+                    return refused;
+                }
+                inner.dump_endpoint()
+            }),
             "/debug/leakguard" | "/debug/leakguard/" => (GET, |inner, _| {
                 let report = Report::from_snapshot(inner.snapshot(true));
                 EndpointResponse::new(200, endpoint::JSON, report.to_json())
@@ -1050,7 +1135,7 @@ impl Inner {
                 }
                 return EndpointResponse::error(
                     404,
-                    "not found: the endpoints are /healthz, /readyz, /metrics, /debug/leakguard, /debug/leakguard/ui, /debug/leakguard/history, POST /debug/leakguard/purge, POST /debug/leakguard/restart",
+                    "not found: the endpoints are /healthz, /readyz, /metrics, /debug/leakguard, /debug/leakguard/ui, /debug/leakguard/history, /debug/pprof/heap, POST /debug/leakguard/purge, POST /debug/leakguard/restart, POST /debug/leakguard/dump",
                 );
             }
         };
@@ -1201,6 +1286,11 @@ impl Inner {
             }
         }
         self.emit(events);
+        // The post-mortem: profile and report, before the process image goes.
+        if self.dump_dir.is_some() {
+            // The outcome is said as an event; a failed dump does not stop the restart.
+            let _ = self.dump_and_say(&format!("before a graceful restart ({reason})"));
+        }
         let record = crate::handover::note_restart(self.clock.unix_seconds(), &reason);
         self.restarts.store(record.restarts_total, Ordering::SeqCst);
         let flush = || {
@@ -1318,6 +1408,91 @@ impl Inner {
             )
         };
         crate::ui::history(&self.snapshot(false), tiers, fine, coarse, window)
+    }
+
+    /// Answers `GET /debug/pprof/heap[?base=baseline]`.
+    fn serve_heap_profile(&self, req: &EndpointRequest) -> EndpointResponse {
+        let (warmup, uptime) = {
+            let st = self.state.lock();
+            (
+                st.trend.config().warmup.as_secs_f64(),
+                self.clock
+                    .monotonic()
+                    .saturating_sub(self.started_mono)
+                    .as_secs_f64(),
+            )
+        };
+        self.profiles
+            .serve(req, self.clock.unix_seconds(), Some(warmup - uptime))
+    }
+
+    /// Writes a post-mortem dump (heap profile and report) to the dump directory.
+    fn dump(&self, reason: &str) -> Result<crate::profile::DumpOutcome> {
+        let Some(dir) = &self.dump_dir else {
+            return Err(Error::config(
+                "LEAKGUARD_DUMP_DIR",
+                "",
+                "no dump directory is set: set LEAKGUARD_DUMP_DIR (or GuardBuilder::dump_dir)",
+            ));
+        };
+        let now = self.clock.unix_seconds();
+        let report = Report::from_snapshot(self.snapshot(true)).to_json();
+        #[cfg(feature = "profiling")]
+        let profile = crate::profile::heap_profile(now)
+            .map(|p| p.to_pprof())
+            .map_err(|e| e.to_string());
+        #[cfg(not(feature = "profiling"))]
+        let profile = crate::profile::heap_profile(now)
+            .map(|_| Vec::new())
+            .map_err(|e| e.to_string());
+        crate::profile::write_dump(dir, reason, &report, profile, now)
+    }
+
+    /// Dumps and reports the outcome as an event.
+    fn dump_and_say(&self, reason: &str) -> Result<crate::profile::DumpOutcome> {
+        let outcome = self.dump(reason);
+        let event = match &outcome {
+            Ok(o) => self.event(
+                Level::Info,
+                EventKind::Profile,
+                format!(
+                    "post-mortem dump written ({reason}): {}{}",
+                    o.files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    o.profile_error
+                        .as_deref()
+                        .map(|e| format!("; no heap profile: {e}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            Err(e) => self.event(
+                Level::Error,
+                EventKind::Profile,
+                format!("post-mortem dump failed ({reason}): {e}"),
+            ),
+        };
+        self.emit(vec![event]);
+        outcome
+    }
+
+    fn dump_endpoint(&self) -> EndpointResponse {
+        if self.dump_dir.is_none() {
+            return EndpointResponse::error(
+                409,
+                "no dump directory: set LEAKGUARD_DUMP_DIR to a writable directory (or GuardBuilder::dump_dir) and restart the service",
+            );
+        }
+        match self.dump_and_say("requested by an operator") {
+            Ok(o) => EndpointResponse::new(
+                200,
+                endpoint::JSON,
+                serde_json::to_string(&o).unwrap_or_else(|_| "{}".into()),
+            ),
+            Err(e) => EndpointResponse::error(500, &e.to_string()),
+        }
     }
 
     /// Purges the allocator and says how much resident memory was given back.

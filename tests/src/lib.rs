@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod cli;
+pub mod pprof;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,216 @@
+//! Post-mortem dumps: the heap profile and the report, written to `LEAKGUARD_DUMP_DIR` before
+//! a graceful restart and on `POST /debug/leakguard/dump`.
+
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Dumps kept in the directory: when a new one is written, the oldest beyond this many are
+/// removed (only leakguard's own files, `leakguard-*.report.json` and `leakguard-*.heap.pb.gz`).
+pub const DUMPS_KEPT: usize = 10;
+
+/// What a dump wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DumpOutcome {
+    /// Files written: the report, and the heap profile when one could be taken.
+    pub files: Vec<PathBuf>,
+    /// Why there is no heap profile, if there is none.
+    pub profile_error: Option<String>,
+    /// Files of older dumps removed to keep at most [`DUMPS_KEPT`].
+    pub removed: Vec<PathBuf>,
+}
+
+fn io_error(what: String, source: std::io::Error) -> Error {
+    Error::Io { what, source }
+}
+
+/// Writes `bytes` to `path` through a temporary name, so a reader never sees half a file.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(format!("cannot write {}", path.display()), source));
+    }
+    Ok(())
+}
+
+/// The stem of one of leakguard's dump files (`leakguard-<millis>-<pid>-<seq>`), if it is one.
+fn dump_stem(name: &str) -> Option<&str> {
+    let stem = name
+        .strip_suffix(".report.json")
+        .or_else(|| name.strip_suffix(".heap.pb.gz"))?;
+    stem.starts_with("leakguard-").then_some(stem)
+}
+
+/// Removes the files of the oldest dumps beyond `keep`.
+fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            dump_stem(&name).map(|s| (s.to_owned(), e.path()))
+        })
+        .collect();
+    let mut stems: Vec<&str> = files.iter().map(|(s, _)| s.as_str()).collect();
+    stems.sort_unstable();
+    stems.dedup();
+    if stems.len() <= keep {
+        return Vec::new();
+    }
+    let old: Vec<String> = stems[..stems.len() - keep]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    files.retain(|(s, _)| old.contains(s));
+    files
+        .into_iter()
+        .filter(|(_, p)| std::fs::remove_file(p).is_ok())
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// Writes one dump into `dir`: `leakguard-<millis>-<pid>-<seq>.report.json` (the reason and
+/// the report) and, when `profile` is `Ok`, `….heap.pb.gz` (gzipped pprof); then removes the
+/// oldest dumps beyond [`DUMPS_KEPT`].
+///
+/// A missing or unwritable directory is an [`Error::Io`] that names it; nothing panics.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let out = leakguard::profile::write_dump(
+///     dir.path(), "requested by an operator", "{}", Err("profiling is off".into()), 1.7e9)?;
+/// assert_eq!(out.files.len(), 1);
+/// assert_eq!(out.profile_error.as_deref(), Some("profiling is off"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn write_dump(
+    dir: &Path,
+    reason: &str,
+    report_json: &str,
+    profile: std::result::Result<Vec<u8>, String>,
+    unix_seconds: f64,
+) -> Result<DumpOutcome> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(io_error(
+                format!("the dump directory {} is not a directory", dir.display()),
+                std::io::Error::from(std::io::ErrorKind::NotADirectory),
+            ));
+        }
+        Err(source) => {
+            return Err(io_error(
+                format!("the dump directory {} is not usable", dir.display()),
+                source,
+            ));
+        }
+    }
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let stem = format!(
+        "leakguard-{:013}-{}-{}",
+        (unix_seconds.max(0.0) * 1000.0) as u64,
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let report: serde_json::Value = serde_json::from_str(report_json)
+        .unwrap_or_else(|_| serde_json::Value::String(report_json.to_owned()));
+    let body = serde_json::json!({
+        "reason": reason,
+        "written_at": unix_seconds,
+        "heap_profile": profile.as_ref().ok().map(|_| format!("{stem}.heap.pb.gz")),
+        "heap_profile_error": profile.as_ref().err(),
+        "report": report,
+    });
+    let report_path = dir.join(format!("{stem}.report.json"));
+    let text = serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string());
+    write_file(&report_path, text.as_bytes())?;
+    let mut files = vec![report_path];
+    let profile_error = match profile {
+        Ok(bytes) => {
+            let path = dir.join(format!("{stem}.heap.pb.gz"));
+            write_file(&path, &bytes)?;
+            files.push(path);
+            None
+        }
+        Err(e) => Some(e),
+    };
+    let removed = prune(dir, DUMPS_KEPT);
+    Ok(DumpOutcome {
+        files,
+        profile_error,
+        removed,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dumps_are_written_and_the_oldest_removed_beyond_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        // Someone else's file in the same directory is never touched.
+        std::fs::write(dir.path().join("notes.txt"), "keep").unwrap();
+        let mut all = Vec::new();
+        for i in 0..DUMPS_KEPT + 3 {
+            let out = write_dump(
+                dir.path(),
+                "test",
+                "{\"state\":\"normal\"}",
+                Ok(vec![1, 2, 3]),
+                1_700_000_000.0 + i as f64,
+            )
+            .unwrap();
+            assert_eq!(out.files.len(), 2);
+            assert!(out.profile_error.is_none());
+            all.push(out);
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2 * DUMPS_KEPT + 1, "{names:?}");
+        assert!(names.contains(&"notes.txt".to_owned()));
+        for old in &all[..3] {
+            assert!(old.files.iter().all(|f| !f.exists()));
+        }
+        for kept in &all[3..] {
+            assert!(kept.files.iter().all(|f| f.exists()));
+        }
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&all[12].files[0]).unwrap()).unwrap();
+        assert_eq!(report["reason"], "test");
+        assert_eq!(report["report"]["state"], "normal");
+        assert_eq!(std::fs::read(&all[12].files[1]).unwrap(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_missing_or_unwritable_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let e = write_dump(&missing, "t", "{}", Err("off".into()), 0.0).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        assert!(e.to_string().contains("not usable"), "{e}");
+
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").unwrap();
+        let e = write_dump(&file, "t", "{}", Err("off".into()), 0.0).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+
+        // A directory nobody can create files in, root included.
+        let e = write_dump(Path::new("/proc"), "t", "{}", Err("off".into()), 0.0).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot write /proc/leakguard-"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! jemalloc's side: is the profiler on, and a dump into an anonymous in-memory file.
+
+use super::{HeapProfile, MAX_DUMP_BYTES, ProfilingStatus, perr};
+use crate::error::Result;
+use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, FromRawFd};
+
+pub(super) fn status() -> ProfilingStatus {
+    if !crate::allocator::jemalloc_is_global_allocator() {
+        return ProfilingStatus::NotGlobalAllocator;
+    }
+    // SAFETY: `opt.prof` is documented as a readable bool.
+    match unsafe { tikv_jemalloc_ctl::raw::read::<bool>(b"opt.prof\0") } {
+        Ok(true) => {}
+        _ => return ProfilingStatus::Off,
+    }
+    // SAFETY: `prof.active` is documented as a readable bool.
+    if !unsafe { tikv_jemalloc_ctl::raw::read::<bool>(b"prof.active\0") }.unwrap_or(false) {
+        return ProfilingStatus::Inactive;
+    }
+    // SAFETY: `prof.lg_sample` is documented as a readable size_t.
+    let lg = unsafe { tikv_jemalloc_ctl::raw::read::<libc::size_t>(b"prof.lg_sample\0") }
+        .unwrap_or(19)
+        .min(62);
+    ProfilingStatus::Active {
+        sample_period: 1u64 << lg,
+    }
+}
+
+/// Asks jemalloc to write its profile to `path`.
+fn prof_dump(path: &str) -> Result<()> {
+    let c = CString::new(path).map_err(|_| perr(format!("bad dump path {path:?}")))?;
+    let ptr: *const libc::c_char = c.as_ptr();
+    // SAFETY: `prof.dump` is documented as writable with a `const char *` file name; the
+    // string lives until the call returns.
+    unsafe { tikv_jemalloc_ctl::raw::write(b"prof.dump\0", ptr) }.map_err(|e| {
+        perr(format!(
+            "jemalloc could not write the profile to {path}: {e}"
+        ))
+    })
+}
+
+fn read_bounded(file: &mut std::fs::File) -> Result<String> {
+    let len = file
+        .metadata()
+        .map_err(|e| perr(format!("cannot size the heap dump: {e}")))?
+        .len();
+    if len > MAX_DUMP_BYTES {
+        return Err(perr(format!(
+            "the heap dump is {len} bytes, more than the {MAX_DUMP_BYTES} leakguard reads"
+        )));
+    }
+    let mut text = String::with_capacity(len as usize);
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.take(MAX_DUMP_BYTES).read_to_string(&mut text))
+        .map_err(|e| perr(format!("cannot read the heap dump: {e}")))?;
+    Ok(text)
+}
+
+/// jemalloc's dump as text: written to a memfd (no directory needed), else to a file in the
+/// temporary directory that is removed at once.
+fn dump_text() -> Result<String> {
+    // SAFETY: memfd_create with a NUL-terminated name and valid flags.
+    let fd = unsafe { libc::memfd_create(c"leakguard-heap".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        if prof_dump(&path).is_ok() {
+            return read_bounded(&mut file);
+        }
+        // /proc may be missing: fall through to the temporary directory.
+    }
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "leakguard-{}-{}.heap",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let name = path.to_string_lossy().into_owned();
+    prof_dump(&name)?;
+    let result = std::fs::File::open(&path)
+        .map_err(|e| perr(format!("cannot open the heap dump {name}: {e}")))
+        .and_then(|mut f| read_bounded(&mut f));
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+pub(super) fn take(at: f64) -> Result<HeapProfile> {
+    let st = status();
+    if let Some(how) = st.how_to_enable() {
+        return Err(perr(how));
+    }
+    HeapProfile::parse_jeheap(&dump_text()?, at)
+}
