@@ -171,6 +171,11 @@ fn hostile_paths_queries_and_methods_are_never_reflected_as_markup() {
         ("PUT", format!("/metrics?{script}")),
         ("DELETE", "/debug/leakguard/purge?\"".to_owned()),
         ("OPTIONS", "/healthz".to_owned()),
+        (
+            "GET",
+            "/debug/leakguard/history?tier=%3Cscript%3Ealert(1)%3C/script%3E".to_owned(),
+        ),
+        ("GET", "/debug/pprof/heap?base=%3Cimg%20src=x%3E".to_owned()),
     ];
     for (method, target) in &cases {
         let Ok(r) = request(method, endpoint, target) else {
@@ -188,13 +193,37 @@ fn hostile_paths_queries_and_methods_are_never_reflected_as_markup() {
             continue;
         }
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{ctx}");
-        if r.status >= 400 && !r.body.is_empty() {
+        if target.starts_with("/debug/pprof/") {
+            // Plain text, so that `go tool pprof` prints the message as it is.
+            assert!(ct.starts_with("text/plain"), "{ctx}");
+        } else if r.status >= 400 && !r.body.is_empty() {
             assert_eq!(ct, "application/json", "{ctx}");
             let json = r.json();
             assert_eq!(json["status"], r.status, "{ctx}");
             assert!(json["error"].is_string(), "{ctx}");
         }
     }
+    // The one HTML answer, the operator's page, is static: a query changes nothing in it.
+    let plain = request("GET", endpoint, "/debug/leakguard/ui").unwrap();
+    assert_eq!(plain.status, 200);
+    assert!(
+        plain
+            .header("content-type")
+            .unwrap_or_default()
+            .contains("text/html")
+    );
+    let hostile = request(
+        "GET",
+        endpoint,
+        "/debug/leakguard/ui?x=%3Cscript%3Ealert(1)%3C/script%3E&%22%3E%3Cimg%20src=x%3E",
+    )
+    .unwrap();
+    assert_eq!(hostile.status, 200);
+    assert_eq!(
+        hostile.body, plain.body,
+        "the page does not depend on the query"
+    );
+    assert!(!hostile.text().contains("alert(1)"));
     // The endpoint is still there.
     assert_eq!(request("GET", endpoint, "/healthz").unwrap().status, 200);
 }
