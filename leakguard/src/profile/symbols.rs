@@ -92,6 +92,18 @@ fn resolve_uncached(address: usize) -> Arc<[Frame]> {
 
 /// The allocator itself: jemalloc's functions (exported and internal), its profiler, the
 /// `GlobalAlloc` shims. Always left out of a profile's stacks (as `jeprof` does).
+///
+/// Without the `profiling` feature there are no heap profiles, and so no allocator frames to
+/// leave out: the table of jemalloc's names is not even compiled in (a build without jemalloc,
+/// such as the Python extension, carries none of its symbol names).
+#[cfg(not(feature = "profiling"))]
+pub(crate) fn is_allocator(_frame: &Frame) -> bool {
+    false
+}
+
+/// The allocator itself: jemalloc's functions (exported and internal), its profiler, the
+/// `GlobalAlloc` shims. Always left out of a profile's stacks (as `jeprof` does).
+#[cfg(feature = "profiling")]
 pub(crate) fn is_allocator(frame: &Frame) -> bool {
     const PREFIXES: &[&str] = &[
         "_rjem_",
@@ -175,6 +187,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "profiling")]
     fn allocator_and_library_frames_are_told_apart_from_the_service() {
         let named = |n: &str| frame(n);
         for name in [
@@ -209,6 +222,7 @@ mod tests {
         assert!(is_allocator(&inlined));
     }
 
+    #[cfg(feature = "profiling")]
     fn frame(name: &str) -> Frame {
         Frame {
             function: Arc::from(name),
@@ -219,6 +233,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "profiling")]
     fn the_site_is_the_first_frame_of_the_service_even_inside_an_inlined_address() {
         let stack: Vec<Arc<[Frame]>> = vec![
             Arc::from(vec![frame("_rjem_je_prof_backtrace")]),
