@@ -26,7 +26,7 @@
 //! | [`header_read_timeout`](ServerOptions::header_read_timeout) (5 s) | a client that has not sent a complete request head this long after the connection opened, or after its previous response, is disconnected. This stops "slowloris" clients that trickle headers a byte at a time, and it also closes idle keep-alive connections. |
 //! | [`idle_timeout`](ServerOptions::idle_timeout) (15 s) | a connection on which no byte moved in either direction for this long is closed: a client that stalls while sending a body or stops reading its response. |
 //! | [`connection_lifetime`](ServerOptions::connection_lifetime) (60 s) | a connection older than this finishes the request in flight and is closed (dropped at most `shutdown_timeout` later). |
-//! | [`max_connections`](ServerOptions::max_connections) (64) | connections beyond it are accepted, answered `503 Service Unavailable` with `Connection: close` without reading their request, and closed at once (the client sees the 503 or a reset); they hold no memory. |
+//! | [`max_connections`](ServerOptions::max_connections) (64) | connections beyond it are accepted, answered `503 Service Unavailable` with `Connection: close`, and closed (the client sees the 503 or a reset); they hold no memory. Up to [`PROBE_CHECKS`] of them at a time get [`PROBE_READ_TIMEOUT`] to send their request line first: a liveness or readiness probe (`GET`/`HEAD` of [`PROBE_PATHS`], no query) is answered by its route, so a flood of connections does not make the orchestrator think the service is dead. |
 //! | [`max_header_bytes`](ServerOptions::max_header_bytes) (16 KiB) | a larger request line plus headers is answered `431 Request Header Fields Too Large` and the connection is closed. This also bounds each connection's read buffer. |
 //! | [`max_headers`](ServerOptions::max_headers) (64) | more header lines are answered `431` and the connection is closed. |
 //! | [`max_body_bytes`](ServerOptions::max_body_bytes) (64 KiB) | no endpoint takes a request body; bodies up to this size are read and discarded, larger ones are answered `413` and the connection is closed. |
@@ -109,6 +109,15 @@ const MIN_BUF_SIZE: usize = 8192;
 /// How long the accept loop pauses after an accept error (e.g. out of file descriptors),
 /// so that a persistent error does not turn into a busy loop.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Paths of the probes answered even beyond [`ServerOptions::max_connections`].
+pub const PROBE_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+/// Connections beyond the cap looked at at once for a probe; further ones are refused at once.
+pub const PROBE_CHECKS: usize = 16;
+/// How long a connection beyond the cap has to send its request line.
+pub const PROBE_READ_TIMEOUT: Duration = Duration::from_millis(200);
+/// Bytes of a request read beyond the cap: enough for a probe's request line.
+const PROBE_LINE_MAX: usize = 128;
 
 /// What a connection beyond [`ServerOptions::max_connections`] receives before it is closed.
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
@@ -387,6 +396,7 @@ async fn serve(
 ) {
     let http = http_builder(&options);
     let mut connections = JoinSet::new();
+    let mut probe_checks = JoinSet::new();
     while !*shutdown.borrow_and_update() {
         tokio::select! {
             biased;
@@ -397,10 +407,15 @@ async fn serve(
                     tracing::error!(%error, "a debug endpoint connection task failed");
                 }
             }
+            Some(_) = probe_checks.join_next(), if !probe_checks.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if connections.len() >= options.max_connections {
-                        refuse(&stream, peer);
+                        if probe_checks.len() < PROBE_CHECKS {
+                            probe_checks.spawn(probe_or_refuse(stream, peer, Arc::clone(&routes)));
+                        } else {
+                            refuse(&stream, peer);
+                        }
                         continue;
                     }
                     // Latency matters more than packet count here; failure is harmless.
@@ -441,6 +456,7 @@ async fn serve(
         );
     }
     connections.abort_all();
+    probe_checks.abort_all();
 }
 
 /// Whether an accept error means the process or system is out of something.
@@ -449,6 +465,82 @@ fn is_resource_exhaustion(error: &io::Error) -> bool {
         error.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+/// A connection beyond the cap: answers it by its route if its request line, sent within
+/// [`PROBE_READ_TIMEOUT`], is a probe (`GET`/`HEAD` of one of [`PROBE_PATHS`], no query);
+/// otherwise refuses it like [`refuse`]. Never holds more than [`PROBE_LINE_MAX`] bytes.
+async fn probe_or_refuse(stream: TcpStream, peer: SocketAddr, routes: Arc<dyn Routes>) {
+    let mut buf = [0u8; PROBE_LINE_MAX];
+    let mut len = 0;
+    let _ = tokio::time::timeout(PROBE_READ_TIMEOUT, async {
+        while len < buf.len() && !buf[..len].contains(&b'\n') {
+            if stream.readable().await.is_err() {
+                break;
+            }
+            match stream.try_read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+    let Some((method, path)) = probe_request(&buf[..len]) else {
+        refuse(&stream, peer);
+        return;
+    };
+    let request = EndpointRequest::new(method, path);
+    let answer = catch_unwind(AssertUnwindSafe(|| routes.handle(&request)))
+        .unwrap_or_else(|_| EndpointResponse::error(500, "the route panicked"));
+    let reason = StatusCode::from_u16(answer.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let body: &[u8] = if method == "HEAD" { &[] } else { &answer.body };
+    let mut out = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\n\
+         cache-control: no-store\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    let _ = tokio::time::timeout(PROBE_READ_TIMEOUT, async {
+        let mut sent = 0;
+        while sent < out.len() {
+            if stream.writable().await.is_err() {
+                break;
+            }
+            match stream.try_write(&out[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+}
+
+/// `(method, path)` when `head` starts with a probe's request line.
+fn probe_request(head: &[u8]) -> Option<(&'static str, &'static str)> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let mut parts = line.split(' ');
+    let method = match parts.next()? {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        _ => return None,
+    };
+    let target = parts.next()?;
+    let version = parts.next()?;
+    if parts.next().is_some() || !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    let path = PROBE_PATHS.into_iter().find(|p| *p == target)?;
+    Some((method, path))
 }
 
 /// Answers a connection beyond the cap with a 503 (best effort, never waiting) and closes it.
@@ -814,6 +906,30 @@ mod tests {
         assert_eq!(declared, Some(body.len()));
         let json: serde_json::Value = serde_json::from_str(body).expect("JSON body");
         assert_eq!(json["status"], 503);
+    }
+
+    #[test]
+    fn only_a_probe_request_line_is_a_probe() {
+        assert_eq!(
+            probe_request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n"),
+            Some(("GET", "/healthz"))
+        );
+        assert_eq!(
+            probe_request(b"HEAD /readyz HTTP/1.0\r\n"),
+            Some(("HEAD", "/readyz"))
+        );
+        for line in [
+            &b"GET /metrics HTTP/1.1\r\n"[..],
+            b"GET /healthz?x=1 HTTP/1.1\r\n",
+            b"POST /healthz HTTP/1.1\r\n",
+            b"GET /healthz HTTP/2\r\n",
+            b"GET /healthz",
+            b"GET  /healthz HTTP/1.1\r\n",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert_eq!(probe_request(line), None, "{line:?}");
+        }
     }
 
     #[test]

@@ -621,6 +621,48 @@ fn connections_beyond_the_cap_are_refused_and_service_resumes_when_others_close(
 }
 
 #[test]
+fn probes_beyond_the_cap_are_answered_by_their_route_and_other_requests_refused() {
+    let cap = 2;
+    let mut options = ServerOptions::default();
+    options.max_connections = cap;
+    options.header_read_timeout = Duration::from_secs(30);
+    let server = start(options);
+    let addr = server.local_addr();
+    let held: Vec<TcpStream> = (0..cap).map(|_| connect(addr)).collect();
+    // Wait until the held connections are being served (the accept loop took them).
+    thread::sleep(Duration::from_millis(200));
+
+    for (request, head) in [
+        ("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", false),
+        ("HEAD /readyz HTTP/1.1\r\nHost: t\r\n\r\n", true),
+    ] {
+        let mut probe = connect(addr);
+        probe.write_all(request.as_bytes()).expect("send");
+        let reply = read_reply(&mut probe, head).expect("a probe beyond the cap is answered");
+        assert_eq!(reply.status, 200, "{request}");
+        if !head {
+            // The route's own answer (the test routes echo method and path).
+            assert_eq!(reply.body, b"GET /healthz ? auth=-", "{request}");
+        }
+    }
+    // Anything else beyond the cap is refused, whether it sends a request or nothing.
+    let mut other = connect(addr);
+    other
+        .write_all(b"GET /healthz?x=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    assert!(matches!(
+        outcome(&mut other, CLIENT_TIMEOUT),
+        Outcome::Status(503) | Outcome::Closed
+    ));
+    let mut silent = connect(addr);
+    assert!(matches!(
+        outcome(&mut silent, CLIENT_TIMEOUT),
+        Outcome::Status(503) | Outcome::Closed
+    ));
+    drop(held);
+}
+
+#[test]
 fn stop_returns_promptly_with_idle_and_slow_clients_and_releases_the_port() {
     let mut options = ServerOptions::default();
     options.header_read_timeout = Duration::from_secs(30);
