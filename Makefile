@@ -36,8 +36,11 @@ PY_TESTS := $(PY_CRATE)/tests $(wildcard tests/python tests/test_*.py)
 ## test: wheel build + install, cargo tests, Python tests. A cold run takes a few minutes.
 test: wheel cargo-test py-test
 
+# The heap-profile test needs jemalloc built with profiling support: a feature of the tests
+# crate, so that every other test runs against the default jemalloc build.
 cargo-test:
 	$(CARGO) test --workspace
+	$(CARGO) test -p leakguard-tests --features profiling --test profile
 
 # A debug wheel: the tests check behaviour, not speed, and a cold debug build is far quicker
 # than a release one on two cores. maturin (>= 1.9.4) sets PYO3_BUILD_EXTENSION_MODULE, so

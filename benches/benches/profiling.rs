@@ -3,8 +3,8 @@
 //! profile.
 //!
 //! ```sh
-//! cargo bench -p leakguard-benches --bench profiling
-//! cargo bench -p leakguard-benches --bench profiling -- --rounds 12 --secs 1.5
+//! cargo bench -p leakguard-benches --features profiling --bench profiling
+//! cargo bench -p leakguard-benches --features profiling --bench profiling -- --rounds 12 --secs 1.5
 //! ```
 //!
 //! jemalloc reads its configuration once, at start, so each measurement runs in a child process
