@@ -155,17 +155,70 @@ impl Host {
     }
 }
 
-/// GET /healthz on a fresh connection: (status, milliseconds), or None on a transport error.
-fn probe(addr: SocketAddr) -> Option<(u16, f64)> {
+/// What one polling request saw: (status, milliseconds), or None on a transport error.
+type Seen = Option<(u16, f64)>;
+
+/// GET `path` on a fresh connection: (status, milliseconds), or None on a transport error.
+fn get(addr: SocketAddr, path: &str) -> Seen {
     let t0 = Instant::now();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .ok()?;
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let status = std::str::from_utf8(buf.get(9..12)?).ok()?.parse().ok()?;
     Some((status, t0.elapsed().as_secs_f64() * 1e3))
+}
+
+/// What a client GETting `path` every `every` sees until `stop`: one probe thread per request,
+/// so that a slow answer does not delay the next request (as an orchestrator's probes).
+fn poll(
+    addr: SocketAddr,
+    path: &'static str,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Seen>> {
+    std::thread::spawn(move || {
+        let mut pending = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            pending.push(std::thread::spawn(move || get(addr, path)));
+            std::thread::sleep(every);
+        }
+        pending
+            .into_iter()
+            .map(|p| p.join().ok().flatten())
+            .collect()
+    })
+}
+
+/// CPU seconds the endpoint's thread (`leakguard-http`) has used so far.
+fn endpoint_cpu_secs() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != leakguard::http::THREAD_NAME {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3; utime and stime are 14, 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        total += (tick(11) + tick(12)) / ticks;
+    }
+    total
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -211,9 +264,24 @@ fn main() {
         Some((_, v)) => v.push(w),
         None => rows.push((name.to_owned(), vec![w])),
     };
-    let (mut alone, mut flooded, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let mut probes: Vec<(u16, f64)> = Vec::new();
-    let mut probe_failures = 0usize;
+    // Sequences of (status, ms) seen by polling clients, by scenario.
+    let mut polls: Vec<(String, Vec<Seen>)> = Vec::new();
+    let mut record =
+        |name: &str, seen: Vec<Option<(u16, f64)>>| match polls.iter_mut().find(|(n, _)| n == name)
+        {
+            Some((_, v)) => v.extend(seen),
+            None => polls.push((name.to_owned(), seen)),
+        };
+    let scrape_every = Duration::from_millis(100);
+    let scrape = |secs: f64| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = poll(addr, "/metrics", scrape_every, Arc::clone(&stop));
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+        client.join().expect("scrape thread")
+    };
+    let (mut alone, mut flooded, mut ratios, mut endpoint_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         for path in ["/healthz", "/metrics"] {
             push(
@@ -221,6 +289,7 @@ fn main() {
                 wrk(addr, path, 1, 4, secs),
             );
         }
+        record("idle host", scrape(secs));
         let host = Host::start(cores);
         std::thread::sleep(Duration::from_millis(500));
         for path in ["/healthz", "/metrics"] {
@@ -229,41 +298,43 @@ fn main() {
                 wrk(addr, path, 1, 4, secs),
             );
         }
+        record(&format!("host saturating {cores} cores"), scrape(secs));
         let a = host.rate_over(secs);
         let flood = std::thread::spawn(move || wrk(addr, "/metrics", 2, 1000, secs));
         std::thread::sleep(Duration::from_millis(300));
-        let stop_probe = Arc::new(AtomicBool::new(false));
-        let prober = {
-            let stop = Arc::clone(&stop_probe);
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    seen.push(probe(addr));
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                seen
-            })
-        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let prober = poll(addr, "/healthz", scrape_every, Arc::clone(&stop));
+        let scraper = poll(addr, "/metrics", Duration::from_secs(1), Arc::clone(&stop));
+        let (cpu0, t0) = (endpoint_cpu_secs(), Instant::now());
         let b = host.rate_over((secs - 1.0).max(1.0));
-        stop_probe.store(true, Ordering::Relaxed);
+        let cpu = (endpoint_cpu_secs() - cpu0) / t0.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
         let w = flood.join().expect("wrk thread");
-        for p in prober.join().expect("probe thread") {
-            match p {
-                Some(x) => probes.push(x),
-                None => probe_failures += 1,
-            }
-        }
+        record(
+            "probes during the flood",
+            prober.join().expect("probe thread"),
+        );
+        record(
+            "host saturating + 1000 conns (1 scrape/s)",
+            scraper.join().expect("scrape thread"),
+        );
         host.stop();
         push("host saturating, 1000 conns, /metrics", w);
         alone.push(a);
         flooded.push(b);
         ratios.push(b / a);
+        endpoint_cpu.push(cpu);
         println!(
-            "round {}: host alone {a:.1} units/s, with 1000 conns {b:.1} units/s",
-            round + 1
+            "round {}: host alone {a:.1} units/s, with 1000 conns {b:.1} units/s; endpoint thread {:.1}% of a core",
+            round + 1,
+            cpu * 100.0
         );
     }
 
+    println!();
+    println!(
+        "wrk, back-to-back requests (the endpoint answers at most its request rate, 100/s by default, probes excepted):"
+    );
     println!();
     println!("| scenario | p50 ms | p90 ms | p99 ms | max ms | req/s | non-2xx | socket errors |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -280,6 +351,42 @@ fn main() {
             m(|w| w.socket_errors as f64),
         );
     }
+    println!();
+    println!(
+        "Polling clients, a fresh connection per request (/metrics every 100 ms, or as named; /healthz probes every 100 ms):"
+    );
+    println!();
+    println!(
+        "| scenario | requests | 200 | 200 within 1 s | 503 | failed | p50 ms | p99 ms | max ms |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, seen) in &polls {
+        let mut ok: Vec<f64> = seen
+            .iter()
+            .flatten()
+            .filter(|p| p.0 == 200)
+            .map(|p| p.1)
+            .collect();
+        ok.sort_by(f64::total_cmp);
+        let pct = |q: f64| {
+            if ok.is_empty() {
+                f64::NAN
+            } else {
+                ok[((ok.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.2} |",
+            seen.len(),
+            ok.len(),
+            ok.iter().filter(|&&ms| ms < 1000.0).count(),
+            seen.iter().flatten().filter(|p| p.0 == 503).count(),
+            seen.iter().filter(|p| p.is_none()).count(),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0),
+        );
+    }
     let r = Summary::of(&ratios).expect("ratios");
     println!();
     println!(
@@ -290,15 +397,12 @@ fn main() {
         r.min,
         r.max
     );
-    let ok: Vec<f64> = probes.iter().filter(|p| p.0 == 200).map(|p| p.1).collect();
-    let busy = probes.iter().filter(|p| p.0 == 503).count();
-    let ok_summary = Summary::of(&ok);
+    let c = Summary::of(&endpoint_cpu).expect("cpu");
     println!(
-        "/healthz probe during the 1000 connections: {} probes, {} answered 200 (median {:.2} ms, max {:.2} ms), {busy} answered 503 (connection cap), {probe_failures} transport errors",
-        probes.len() + probe_failures,
-        ok.len(),
-        ok_summary.map_or(f64::NAN, |s| s.median),
-        ok_summary.map_or(f64::NAN, |s| s.max),
+        "endpoint thread during the flood: {:.1}% of one core (median; min {:.1}%, max {:.1}%)",
+        c.median * 100.0,
+        c.min * 100.0,
+        c.max * 100.0
     );
     guard.stop();
 }

@@ -26,7 +26,8 @@
 //! | [`header_read_timeout`](ServerOptions::header_read_timeout) (5 s) | a client that has not sent a complete request head this long after the connection opened, or after its previous response, is disconnected. This stops "slowloris" clients that trickle headers a byte at a time, and it also closes idle keep-alive connections. |
 //! | [`idle_timeout`](ServerOptions::idle_timeout) (15 s) | a connection on which no byte moved in either direction for this long is closed: a client that stalls while sending a body or stops reading its response. |
 //! | [`connection_lifetime`](ServerOptions::connection_lifetime) (60 s) | a connection older than this finishes the request in flight and is closed (dropped at most `shutdown_timeout` later). |
-//! | [`max_connections`](ServerOptions::max_connections) (64) | connections beyond it are accepted, answered `503 Service Unavailable` with `Connection: close`, and closed (the client sees the 503 or a reset); they hold no memory. Up to [`PROBE_CHECKS`] of them at a time get [`PROBE_READ_TIMEOUT`] to send their request line first: a liveness or readiness probe (`GET`/`HEAD` of [`PROBE_PATHS`], no query) is answered by its route, so a flood of connections does not make the orchestrator think the service is dead. |
+//! | [`max_connections`](ServerOptions::max_connections) (64) | up to [`PROBE_CHECKS`] connections beyond it are accepted and get [`PROBE_READ_TIMEOUT`] to send their request line: a liveness or readiness probe (`GET`/`HEAD` of [`PROBE_PATHS`], no query) is answered by its route, so a flood of connections does not make the orchestrator think the service is dead. Anything else is answered `503 Service Unavailable` with `Connection: close` and closed, [`REFUSE_DELAY`] after it was accepted: a client that reconnects as soon as it is refused cannot make the endpoint accept and refuse connections in a tight loop. While that many are held, further connections are not accepted: they wait in the kernel's accept queue, costing the process nothing. |
+//! | [`max_request_rate`](ServerOptions::max_request_rate) (100 per second) | requests beyond this rate (probes excepted, with a burst of one second's worth) are not refused but wait for their turn before the route runs. A client that floods the endpoint over keep-alive connections is slowed down to this rate instead of being answered as fast as the thread can, so it cannot take the host's CPU; the waiting costs nothing, and at most `max_connections` requests wait at once. |
 //! | [`max_header_bytes`](ServerOptions::max_header_bytes) (16 KiB) | a larger request line plus headers is answered `431 Request Header Fields Too Large` and the connection is closed. This also bounds each connection's read buffer. |
 //! | [`max_headers`](ServerOptions::max_headers) (64) | more header lines are answered `431` and the connection is closed. |
 //! | [`max_body_bytes`](ServerOptions::max_body_bytes) (64 KiB) | no endpoint takes a request body; bodies up to this size are read and discarded, larger ones are answered `413` and the connection is closed. |
@@ -112,10 +113,15 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Paths of the probes answered even beyond [`ServerOptions::max_connections`].
 pub const PROBE_PATHS: [&str; 2] = ["/healthz", "/readyz"];
-/// Connections beyond the cap looked at at once for a probe; further ones are refused at once.
-pub const PROBE_CHECKS: usize = 16;
+/// Connections beyond the cap held at once to look for a probe; while that many are held, no
+/// further connection is accepted (they wait in the kernel's accept queue).
+pub const PROBE_CHECKS: usize = 32;
 /// How long a connection beyond the cap has to send its request line.
 pub const PROBE_READ_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long after it was accepted a connection beyond the cap that is not a probe is refused.
+/// Holding it costs nothing, while refusing it at once would let a client that reconnects
+/// immediately keep the endpoint busy accepting and refusing.
+pub const REFUSE_DELAY: Duration = Duration::from_millis(250);
 /// Bytes of a request read beyond the cap: enough for a probe's request line.
 const PROBE_LINE_MAX: usize = 128;
 
@@ -153,9 +159,14 @@ pub struct ServerOptions {
     /// A connection older than this is closed after its request in flight. Default 60 s.
     /// Must be non-zero.
     pub connection_lifetime: Duration,
-    /// Connections served at once; further ones get a `503` and are closed. Default 64.
-    /// Must be at least 1.
+    /// Connections served at once; further ones are looked at for a probe, then get a `503`
+    /// and are closed (see the [module documentation](self)). Default 64. Must be at least 1.
     pub max_connections: usize,
+    /// Requests answered per second across all connections, liveness and readiness probes
+    /// excepted, with a burst of one second's worth. Requests beyond it wait for their turn
+    /// (they are not refused), which slows a flooding client down to this rate. Default 100.
+    /// Must be at least 1.
+    pub max_request_rate: u32,
     /// Largest request head (request line plus headers) in bytes; larger ones get a `431`.
     /// Default 16 KiB. Each connection's read buffer is bounded by this value, or by 8 KiB if it
     /// is smaller (hyper's minimum).
@@ -176,6 +187,7 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(15),
             connection_lifetime: Duration::from_secs(60),
             max_connections: 64,
+            max_request_rate: 100,
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             max_body_bytes: 64 * 1024,
@@ -207,6 +219,10 @@ impl ServerOptions {
             ("ServerOptions::max_connections", self.max_connections),
             ("ServerOptions::max_headers", self.max_headers),
             ("ServerOptions::max_header_bytes", self.max_header_bytes),
+            (
+                "ServerOptions::max_request_rate",
+                self.max_request_rate as usize,
+            ),
         ];
         for (name, value) in counts {
             if value == 0 {
@@ -395,6 +411,10 @@ async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let http = http_builder(&options);
+    let pacer = Arc::new(Pacer::new(
+        options.max_request_rate,
+        options.max_connections,
+    ));
     let mut connections = JoinSet::new();
     let mut probe_checks = JoinSet::new();
     while !*shutdown.borrow_and_update() {
@@ -408,14 +428,14 @@ async fn serve(
                 }
             }
             Some(_) = probe_checks.join_next(), if !probe_checks.is_empty() => {}
-            accepted = listener.accept() => match accepted {
+            // Beyond the cap and with every probe check busy, connections wait in the kernel's
+            // accept queue until one of either finishes.
+            accepted = listener.accept(),
+                if connections.len() < options.max_connections || probe_checks.len() < PROBE_CHECKS
+                => match accepted {
                 Ok((stream, peer)) => {
                     if connections.len() >= options.max_connections {
-                        if probe_checks.len() < PROBE_CHECKS {
-                            probe_checks.spawn(probe_or_refuse(stream, peer, Arc::clone(&routes)));
-                        } else {
-                            refuse(&stream, peer);
-                        }
+                        probe_checks.spawn(probe_or_refuse(stream, peer, Arc::clone(&routes)));
                         continue;
                     }
                     // Latency matters more than packet count here; failure is harmless.
@@ -425,6 +445,7 @@ async fn serve(
                         http.clone(),
                         Arc::clone(&routes),
                         Arc::clone(&options),
+                        Arc::clone(&pacer),
                         shutdown.clone(),
                     ));
                 }
@@ -469,8 +490,10 @@ fn is_resource_exhaustion(error: &io::Error) -> bool {
 
 /// A connection beyond the cap: answers it by its route if its request line, sent within
 /// [`PROBE_READ_TIMEOUT`], is a probe (`GET`/`HEAD` of one of [`PROBE_PATHS`], no query);
-/// otherwise refuses it like [`refuse`]. Never holds more than [`PROBE_LINE_MAX`] bytes.
+/// otherwise refuses it like [`refuse`], [`REFUSE_DELAY`] after it was accepted. Never holds
+/// more than [`PROBE_LINE_MAX`] bytes.
 async fn probe_or_refuse(stream: TcpStream, peer: SocketAddr, routes: Arc<dyn Routes>) {
+    let accepted = Instant::now();
     let mut buf = [0u8; PROBE_LINE_MAX];
     let mut len = 0;
     let _ = tokio::time::timeout(PROBE_READ_TIMEOUT, async {
@@ -488,6 +511,7 @@ async fn probe_or_refuse(stream: TcpStream, peer: SocketAddr, routes: Arc<dyn Ro
     })
     .await;
     let Some((method, path)) = probe_request(&buf[..len]) else {
+        tokio::time::sleep_until(accepted + REFUSE_DELAY).await;
         refuse(&stream, peer);
         return;
     };
@@ -522,6 +546,52 @@ async fn probe_or_refuse(stream: TcpStream, peer: SocketAddr, routes: Arc<dyn Ro
         }
     })
     .await;
+}
+
+/// The request budget ([`ServerOptions::max_request_rate`]): a generic cell rate algorithm
+/// that hands each request the moment it may run. Requests within the rate, or within the
+/// burst of one second's worth, run at once; later ones are spaced `1 / rate` apart.
+#[derive(Debug)]
+struct Pacer {
+    /// Time between two requests at the sustained rate.
+    interval: Duration,
+    /// How far ahead of now the schedule may run before requests wait (the burst).
+    burst: Duration,
+    /// How far ahead of now the schedule may run at all: the burst plus a turn for every
+    /// connection. Requests whose connection closed while waiting keep their reservation, so
+    /// without this bound a client opening and dropping connections could push the schedule
+    /// ever further.
+    horizon: Duration,
+    /// The theoretical arrival time of the next request.
+    next: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    fn new(rate: u32, connections: usize) -> Pacer {
+        let rate = rate.max(1);
+        let interval = Duration::from_secs(1) / rate;
+        let burst = interval * (rate - 1);
+        let turns = u32::try_from(connections).unwrap_or(u32::MAX);
+        Pacer {
+            interval,
+            burst,
+            horizon: burst.saturating_add(interval.saturating_mul(turns)),
+            next: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Reserves a turn for a request arriving at `now`; returns when it may run.
+    fn reserve(&self, now: Instant) -> Instant {
+        let mut next = self.next.lock();
+        let scheduled = next
+            .map_or(now, |next| next.max(now))
+            .min(now + self.horizon);
+        *next = Some(scheduled + self.interval);
+        // A schedule no further ahead than the burst runs at once.
+        scheduled
+            .checked_sub(self.burst)
+            .map_or(now, |start| start.max(now))
+    }
 }
 
 /// `(method, path)` when `head` starts with a probe's request line.
@@ -570,6 +640,7 @@ async fn serve_connection(
     http: hyper::server::conn::http1::Builder,
     routes: Arc<dyn Routes>,
     options: Arc<ServerOptions>,
+    pacer: Arc<Pacer>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let activity = Activity::new();
@@ -582,9 +653,10 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |request| {
         let routes = Arc::clone(&routes);
         let options = Arc::clone(&service_options);
+        let pacer = Arc::clone(&pacer);
         let activity = service_activity.clone();
         async move {
-            let response = respond(request, routes.as_ref(), &options).await;
+            let response = respond(request, routes.as_ref(), &options, &pacer).await;
             // A long handler must not count as idleness.
             activity.touch();
             Ok::<_, Infallible>(response)
@@ -632,6 +704,7 @@ async fn respond(
     request: Request<Incoming>,
     routes: &dyn Routes,
     options: &ServerOptions,
+    pacer: &Pacer,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
 
@@ -665,6 +738,12 @@ async fn respond(
     } else {
         parts.method.as_str()
     };
+    // Probes are never held back: an orchestrator must see a live service during a flood.
+    let probe =
+        (method == "GET" && parts.uri.query().is_none()) && PROBE_PATHS.contains(&parts.uri.path());
+    if !probe {
+        tokio::time::sleep_until(pacer.reserve(Instant::now())).await;
+    }
     let mut endpoint_request = EndpointRequest::new(method, "/");
     endpoint_request.path = parts.uri.path().to_owned();
     endpoint_request.query = parts.uri.query().unwrap_or_default().to_owned();
@@ -906,6 +985,33 @@ mod tests {
         assert_eq!(declared, Some(body.len()));
         let json: serde_json::Value = serde_json::from_str(body).expect("JSON body");
         assert_eq!(json["status"], 503);
+    }
+
+    #[test]
+    fn the_pacer_lets_a_burst_through_then_spaces_requests_and_bounds_its_schedule() {
+        let pacer = Pacer::new(10, 4);
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // A second's worth at once.
+        for _ in 0..10 {
+            assert_eq!(pacer.reserve(now), now);
+        }
+        // Then one every 100 ms, for at most a turn per connection ahead.
+        for turn in 1..=4 {
+            assert_eq!(pacer.reserve(now), now + ms(100 * turn));
+        }
+        // Requests that never ran (their connection closed) do not push the schedule further.
+        for _ in 0..1000 {
+            assert_eq!(pacer.reserve(now), now + ms(400));
+        }
+        // Time passing frees turns again: once the schedule is behind now, a request runs
+        // at once.
+        let later = now + ms(1900);
+        assert_eq!(pacer.reserve(later), later);
+        // A rate of one a second has no burst beyond the request itself.
+        let slow = Pacer::new(1, 64);
+        assert_eq!(slow.reserve(now), now);
+        assert_eq!(slow.reserve(now), now + ms(1000));
     }
 
     #[test]

@@ -663,6 +663,105 @@ fn probes_beyond_the_cap_are_answered_by_their_route_and_other_requests_refused(
 }
 
 #[test]
+fn a_non_probe_beyond_the_cap_is_refused_no_sooner_than_the_refuse_delay() {
+    let mut options = ServerOptions::default();
+    options.max_connections = 1;
+    options.header_read_timeout = Duration::from_secs(30);
+    let server = start(options);
+    let addr = server.local_addr();
+    let held = connect(addr);
+    thread::sleep(Duration::from_millis(200));
+
+    // A client that reconnects as soon as it is refused gets at most one refusal per delay
+    // and per probe check: the endpoint does not accept and refuse in a tight loop.
+    let sent = Instant::now();
+    let mut other = connect(addr);
+    other
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let result = outcome(&mut other, CLIENT_TIMEOUT);
+    let waited = sent.elapsed();
+    assert!(
+        matches!(result, Outcome::Status(503) | Outcome::Closed),
+        "{result:?}"
+    );
+    assert!(
+        waited >= leakguard::http::REFUSE_DELAY,
+        "refused after {waited:?}, before the refuse delay"
+    );
+    drop(held);
+}
+
+#[test]
+fn requests_beyond_the_rate_wait_their_turn_and_probes_do_not() {
+    let rate = 5;
+    let mut options = ServerOptions::default();
+    options.max_request_rate = rate;
+    let server = start(options);
+    let addr = server.local_addr();
+
+    // One keep-alive connection sends three seconds' worth of requests one after the other:
+    // the first second's worth (the burst) runs at once, the rest one every 1/rate seconds.
+    let requests = 3 * rate;
+    let began = Instant::now();
+    let mut stream = connect(addr);
+    let mut answered = Vec::new();
+    for _ in 0..requests {
+        stream
+            .write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("send");
+        let reply = read_reply(&mut stream, false).expect("a paced request is answered");
+        assert_eq!(reply.status, 200, "paced requests are not refused");
+        answered.push(began.elapsed());
+    }
+    let spaced = Duration::from_secs(1) / rate * (requests - rate);
+    let took = began.elapsed();
+    assert!(
+        took >= spaced - Duration::from_millis(20),
+        "{requests} requests at {rate}/s took {took:?}, less than {spaced:?}: {answered:?}"
+    );
+
+    // Ten requests at once use up what the burst has regained and leave the schedule
+    // turns ahead: a probe is answered at once while the next request waits its turn.
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            thread::spawn(move || {
+                let reply = exchange(
+                    addr,
+                    b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                );
+                assert_eq!(reply.status, 200);
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(100));
+    let probing = Instant::now();
+    let probe = exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let probe_took = probing.elapsed();
+    let queued = Instant::now();
+    let paced = exchange(
+        addr,
+        b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let paced_took = queued.elapsed();
+    assert_eq!((probe.status, paced.status), (200, 200));
+    assert!(
+        paced_took >= Duration::from_millis(600),
+        "a request behind ten others ran after {paced_took:?}"
+    );
+    assert!(
+        probe_took < paced_took,
+        "the probe ({probe_took:?}) waited like a paced request ({paced_took:?})"
+    );
+    for waiter in waiters {
+        waiter.join().expect("waiting client");
+    }
+}
+
+#[test]
 fn stop_returns_promptly_with_idle_and_slow_clients_and_releases_the_port() {
     let mut options = ServerOptions::default();
     options.header_read_timeout = Duration::from_secs(30);
@@ -743,6 +842,15 @@ fn invalid_options_are_rejected() {
     let error =
         Server::bind("127.0.0.1:0", Arc::new(TestRoutes), options).expect_err("zero connections");
     assert!(matches!(error, Error::Config { .. }), "{error:?}");
+    let mut options = ServerOptions::default();
+    options.max_request_rate = 0;
+    let error = Server::bind("127.0.0.1:0", Arc::new(TestRoutes), options).expect_err("zero rate");
+    assert!(
+        error
+            .to_string()
+            .contains("ServerOptions::max_request_rate"),
+        "{error}"
+    );
 }
 
 #[test]
