@@ -11,15 +11,17 @@
 //! One process plays the host service: a guard with its endpoint on loopback (sampling every
 //! second), and, when the host is busy, one worker thread per core running the overhead
 //! bench's allocation-heavy [`workload`] in a loop. Scenarios, each round:
-//! - `idle`: wrk, 1 thread and 4 connections, on `/healthz` then `/metrics`, host idle;
+//! - `idle`: wrk, 1 thread and 4 connections, on `/healthz` then `/metrics`, host idle; then a
+//!   scraper that GETs `/metrics` on a fresh connection every 100 ms (latency and status);
 //! - `busy`: the same while the workers saturate every core;
 //! - `host alone`: the workers' throughput (workload units per second) for `--secs`;
 //! - `host + 1000 conns`: the same while wrk holds 1,000 connections (2 threads) to
-//!   `/metrics`, and a probe thread GETs `/healthz` on a fresh connection every 100 ms
-//!   (status and latency). The endpoint serves 64 connections at once by default and answers
-//!   the others `503` and closes them (the limit that keeps it small): wrk's counts of
-//!   non-2xx answers and socket errors show that, and the probe shows what a liveness check
-//!   sees meanwhile.
+//!   `/metrics`; meanwhile a probe GETs `/healthz` on a fresh connection every 100 ms and a
+//!   scrape GETs `/metrics` every second, each from its own thread, and the endpoint thread's
+//!   CPU time is read from `/proc/self/task`. The endpoint serves 64 connections at once,
+//!   looks at 32 more for a probe and refuses the other requests among them after 250 ms,
+//!   and answers at most 100 requests a second (probes excepted): wrk's back-to-back figures
+//!   show that budget rather than the cost of a request, which the scrapers show.
 //!
 //! wrk's own threads run on the same cores (as a local attacker's would). Medians over the
 //! rounds are printed, with the per-round ratios of host throughput. Without `--bench`
