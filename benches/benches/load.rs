@@ -19,7 +19,7 @@
 //!   `/metrics`; meanwhile a probe GETs `/healthz` on a fresh connection every 100 ms and a
 //!   scrape GETs `/metrics` every second, each from its own thread, and the endpoint thread's
 //!   CPU time is read from `/proc/self/task`. The endpoint serves 64 connections at once,
-//!   looks at 32 more for a probe and refuses the other requests among them after 250 ms,
+//!   looks at 64 more for a probe and refuses the other requests among them after 50 ms,
 //!   and answers at most 100 requests a second (probes excepted): wrk's back-to-back figures
 //!   show that budget rather than the cost of a request, which the scrapers show.
 //!

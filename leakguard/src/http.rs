@@ -26,7 +26,7 @@
 //! | [`header_read_timeout`](ServerOptions::header_read_timeout) (5 s) | a client that has not sent a complete request head this long after the connection opened, or after its previous response, is disconnected. This stops "slowloris" clients that trickle headers a byte at a time, and it also closes idle keep-alive connections. |
 //! | [`idle_timeout`](ServerOptions::idle_timeout) (15 s) | a connection on which no byte moved in either direction for this long is closed: a client that stalls while sending a body or stops reading its response. |
 //! | [`connection_lifetime`](ServerOptions::connection_lifetime) (60 s) | a connection older than this finishes the request in flight and is closed (dropped at most `shutdown_timeout` later). |
-//! | [`max_connections`](ServerOptions::max_connections) (64) | up to [`PROBE_CHECKS`] connections beyond it are accepted and get [`PROBE_READ_TIMEOUT`] to send their request line: a liveness or readiness probe (`GET`/`HEAD` of [`PROBE_PATHS`], no query) is answered by its route, so a flood of connections does not make the orchestrator think the service is dead. Anything else is answered `503 Service Unavailable` with `Connection: close` and closed, [`REFUSE_DELAY`] after it was accepted: a client that reconnects as soon as it is refused cannot make the endpoint accept and refuse connections in a tight loop. While that many are held, further connections are not accepted: they wait in the kernel's accept queue, costing the process nothing. |
+//! | [`max_connections`](ServerOptions::max_connections) (64) | up to [`PROBE_CHECKS`] connections beyond it are accepted and get [`PROBE_READ_TIMEOUT`] to send their request line: a liveness or readiness probe (`GET`/`HEAD` of [`PROBE_PATHS`], no query) is answered by its route, so that a probe still gets through a flood of connections once it is accepted. Anything else is answered `503 Service Unavailable` with `Connection: close` and closed, [`REFUSE_DELAY`] after it was accepted: a client that reconnects as soon as it is refused cannot make the endpoint accept and refuse connections in a tight loop. While that many are held, further connections are not accepted: they wait in the kernel's accept queue, costing the process nothing (and a probe among them waits too; when the queue is full, the kernel drops new connection attempts and the client retries a second or more later). The churn this allows, at most `PROBE_CHECKS` connections per `REFUSE_DELAY`, cost the endpoint's thread about 5% of a core against a client holding a thousand connections. |
 //! | [`max_request_rate`](ServerOptions::max_request_rate) (100 per second) | requests beyond this rate (probes excepted, with a burst of one second's worth) are not refused but wait for their turn before the route runs. A client that floods the endpoint over keep-alive connections is slowed down to this rate instead of being answered as fast as the thread can, so it cannot take the host's CPU; the waiting costs nothing, and at most `max_connections` requests wait at once. |
 //! | [`max_header_bytes`](ServerOptions::max_header_bytes) (16 KiB) | a larger request line plus headers is answered `431 Request Header Fields Too Large` and the connection is closed. This also bounds each connection's read buffer. |
 //! | [`max_headers`](ServerOptions::max_headers) (64) | more header lines are answered `431` and the connection is closed. |
@@ -115,13 +115,13 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub const PROBE_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 /// Connections beyond the cap held at once to look for a probe; while that many are held, no
 /// further connection is accepted (they wait in the kernel's accept queue).
-pub const PROBE_CHECKS: usize = 32;
+pub const PROBE_CHECKS: usize = 64;
 /// How long a connection beyond the cap has to send its request line.
 pub const PROBE_READ_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long after it was accepted a connection beyond the cap that is not a probe is refused.
 /// Holding it costs nothing, while refusing it at once would let a client that reconnects
 /// immediately keep the endpoint busy accepting and refusing.
-pub const REFUSE_DELAY: Duration = Duration::from_millis(250);
+pub const REFUSE_DELAY: Duration = Duration::from_millis(50);
 /// Bytes of a request read beyond the cap: enough for a probe's request line.
 const PROBE_LINE_MAX: usize = 128;
 
