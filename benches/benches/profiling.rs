@@ -8,15 +8,25 @@
 //! ```
 //!
 //! jemalloc reads its configuration once, at start, so each measurement runs in a child process
-//! (this same binary, `--child ...`) with `_RJEM_MALLOC_CONF` set. Every round runs three
+//! (this same binary, `--child ...`) with `_RJEM_MALLOC_CONF` set. Every round runs five
 //! children, in an order that rotates every round:
 //! - `off`: `prof:false` (the feature built in, profiling not switched on);
 //! - `on`: `prof:true` at the default sample rate (one sample per 512 KiB on average);
 //! - `off_again`: `prof:false` once more, as a control: its ratio to `off` shows how far apart
-//!   two identical runs land on this machine (the noise floor of the ratios).
+//!   two identical runs land on this machine (the noise floor of the ratios);
+//! - `off_jr` and `on_jr`: the same with jemalloc's own `realloc` for every block (`_jr`), as
+//!   `leakguard::Jemalloc` did before it grew small blocks by allocate, copy and free: the
+//!   earlier on/off figures, measured the same way.
 //!
 //! Each child runs the workload for `--secs` after a short warm-up and reports units per second
 //! of wall time and of its own CPU time. Ratios are per round, summarized by median and IQR.
+//! For `perf` or callgrind, one child with a fixed amount of work (330 units, 30 of them
+//! warm-up):
+//!
+//! ```sh
+//! _RJEM_MALLOC_CONF=prof:true valgrind --tool=callgrind target/release/deps/profiling-<hash> \
+//!     --child throughput --units 300 [--realloc jemalloc]
+//! ```
 //!
 //! Then one child with profiling on builds a live heap of many distinct stacks and serves
 //! profiles the way `GET /debug/pprof/heap` does (`heap_profile` + `to_pprof`): the first one
@@ -26,12 +36,56 @@
 
 use leakguard::profile::{heap_profile, status};
 use leakguard_benches::{Summary, machine, workload};
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// The global allocator: leakguard's `Jemalloc`, or, in the children started with
+/// `--realloc jemalloc`, the same with jemalloc's own `realloc` for every block (what
+/// `leakguard::Jemalloc` was before it grew small blocks by copy: tikv-jemallocator's
+/// `Jemalloc`). Both are the same jemalloc underneath, so a block from one is freed or
+/// resized by the other without harm; the switch is set before the workload runs.
+#[derive(Debug)]
+struct Switch;
+
+static JEMALLOC_REALLOC: AtomicBool = AtomicBool::new(false);
+
+// SAFETY: every method forwards to an allocator that implements `GlobalAlloc`, with the same
+// arguments; both allocate from the same jemalloc, so either may resize or free the other's
+// blocks.
+unsafe impl GlobalAlloc for Switch {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's guarantees are passed on.
+        unsafe { leakguard::Jemalloc.alloc(layout) }
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's guarantees are passed on.
+        unsafe { leakguard::Jemalloc.alloc_zeroed(layout) }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's guarantees are passed on.
+        unsafe { leakguard::Jemalloc.dealloc(ptr, layout) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's guarantees are passed on.
+        unsafe {
+            if JEMALLOC_REALLOC.load(Ordering::Relaxed) {
+                tikv_jemallocator::Jemalloc.realloc(ptr, layout, new_size)
+            } else {
+                leakguard::Jemalloc.realloc(ptr, layout, new_size)
+            }
+        }
+    }
+}
+
 #[global_allocator]
-static ALLOC: leakguard::Jemalloc = leakguard::Jemalloc;
+static ALLOC: Switch = Switch;
 
 fn cpu_time() -> Duration {
     let mut ts = libc::timespec {
@@ -43,17 +97,26 @@ fn cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Runs the workload for `secs` and prints `wall=<units/s> cpu=<units/s>`.
-fn child_throughput(secs: f64) {
+/// Runs the workload for `secs` (or for exactly `units` units, when given: a fixed amount of
+/// work for `perf` or `valgrind --tool=callgrind`) and prints `wall=<units/s> cpu=<units/s>`.
+fn child_throughput(secs: f64, fixed_units: Option<u64>) {
     let mut seed = 1u64;
     let warm = Instant::now();
-    while warm.elapsed().as_secs_f64() < 0.2 {
+    // With a fixed amount of work, a fixed warm-up too (a tenth of it), so that two runs
+    // execute the same units.
+    while match fixed_units {
+        Some(n) => seed <= n / 10,
+        None => warm.elapsed().as_secs_f64() < 0.2,
+    } {
         black_box(workload(seed));
         seed += 1;
     }
     let (wall0, cpu0) = (Instant::now(), cpu_time());
     let mut units = 0u64;
-    while wall0.elapsed().as_secs_f64() < secs {
+    while match fixed_units {
+        Some(n) => units < n,
+        None => wall0.elapsed().as_secs_f64() < secs,
+    } {
         black_box(workload(seed));
         seed += 1;
         units += 1;
@@ -199,10 +262,14 @@ fn main() {
             .cloned()
     };
     if let Some(kind) = arg("--child") {
+        if arg("--realloc").as_deref() == Some("jemalloc") {
+            JEMALLOC_REALLOC.store(true, Ordering::Relaxed);
+        }
         match kind.as_str() {
-            "throughput" => {
-                child_throughput(arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(1.0))
-            }
+            "throughput" => child_throughput(
+                arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(1.0),
+                arg("--units").and_then(|s| s.parse().ok()),
+            ),
             _ => child_serve(arg("--warm").and_then(|s| s.parse().ok()).unwrap_or(5)),
         }
         return;
@@ -213,22 +280,40 @@ fn main() {
         .unwrap_or(if bench { 12 } else { 1 });
     let secs = arg("--secs").unwrap_or_else(|| if bench { "1.5" } else { "0.2" }.to_owned());
     println!("profiling bench: {}", machine());
-    println!("{rounds} rounds x 3 children x {secs} s of the allocation-heavy workload");
-
+    // (name, _RJEM_MALLOC_CONF, realloc): `_jr` runs every realloc through jemalloc's own
+    // (leakguard's `Jemalloc` before it grew small blocks by copy).
     let variants = [
-        ("off", "prof:false"),
-        ("on", "prof:true"),
-        ("off_again", "prof:false"),
+        ("off", "prof:false", "leakguard"),
+        ("on", "prof:true", "leakguard"),
+        ("off_again", "prof:false", "leakguard"),
+        ("off_jr", "prof:false", "jemalloc"),
+        ("on_jr", "prof:true", "jemalloc"),
     ];
-    let mut wall: [Vec<f64>; 3] = Default::default();
-    let mut cpu: [Vec<f64>; 3] = Default::default();
+    let n = variants.len();
+    println!(
+        "{rounds} rounds x {n} children x {secs} s of the allocation-heavy workload \
+         (_jr: jemalloc's own realloc for every block)"
+    );
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); n];
     for r in 0..rounds {
-        for k in 0..3 {
-            let v = (r + k) % 3;
-            let out = run_child(&["--child", "throughput", "--secs", &secs], variants[v].1);
+        for k in 0..n {
+            let v = (r + k) % n;
+            let (name, conf, realloc) = variants[v];
+            let out = run_child(
+                &[
+                    "--child",
+                    "throughput",
+                    "--secs",
+                    &secs,
+                    "--realloc",
+                    realloc,
+                ],
+                conf,
+            );
             let line = out.lines().last().unwrap_or("");
             if r == 0 {
-                println!("  {:<9} {line}", variants[v].0);
+                println!("  {name:<9} {line}");
             }
             wall[v].push(field(line, "wall"));
             cpu[v].push(field(line, "cpu"));
@@ -237,15 +322,21 @@ fn main() {
     let ratio =
         |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
     println!("throughput, units per second (median over rounds):");
-    for (i, (name, _)) in variants.iter().enumerate() {
+    for (i, (name, _, _)) in variants.iter().enumerate() {
         show(&format!("{name} wall"), &wall[i]);
         show(&format!("{name} cpu"), &cpu[i]);
     }
     println!("ratios per round (target for on/off: >= 0.97):");
-    show("on/off wall", &ratio(&wall[1], &wall[0]));
-    show("on/off cpu", &ratio(&cpu[1], &cpu[0]));
-    show("off_again/off wall", &ratio(&wall[2], &wall[0]));
-    show("off_again/off cpu", &ratio(&cpu[2], &cpu[0]));
+    for (label, a, b) in [
+        ("on/off", 1, 0),
+        ("off_again/off", 2, 0),
+        ("on_jr/off_jr", 4, 3),
+        ("off/off_jr", 0, 3),
+        ("on/on_jr", 1, 4),
+    ] {
+        show(&format!("{label} wall"), &ratio(&wall[a], &wall[b]));
+        show(&format!("{label} cpu"), &ratio(&cpu[a], &cpu[b]));
+    }
 
     println!("serving one profile (heap_profile + to_pprof), profiling on at the default rate:");
     let warm = if bench { "7" } else { "1" };

@@ -46,6 +46,8 @@ pub mod extend;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "jemalloc")]
+mod global_alloc;
 pub mod handles;
 mod handover;
 mod history;
@@ -82,15 +84,9 @@ pub use self::threshold::{MemoryState, ThresholdTracker, Thresholds, Transition}
 pub use self::units::{format_bytes, parse_duration, parse_fraction, parse_size};
 pub use self::watchdog::{Guard, GuardBuilder};
 
-/// The jemalloc allocator, for the service's `#[global_allocator]`:
-///
-/// ```
-/// #[global_allocator]
-/// static ALLOC: leakguard::Jemalloc = leakguard::Jemalloc;
-/// ```
 #[cfg(feature = "jemalloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
-pub use tikv_jemallocator::Jemalloc;
+pub use self::global_alloc::Jemalloc;
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -198,6 +198,7 @@ mod tests {
             "__rustc::__rust_alloc",
             "__rust_alloc",
             "<tikv_jemallocator::Jemalloc as core::alloc::global::GlobalAlloc>::alloc",
+            "<leakguard::global_alloc::Jemalloc as core::alloc::global::GlobalAlloc>::realloc",
             "alloc::alloc::Global::alloc_impl",
         ] {
             assert!(is_allocator(&named(name)), "{name}");
