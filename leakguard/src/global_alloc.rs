@@ -1,5 +1,6 @@
 //! [`Jemalloc`], the global allocator leakguard offers: tikv-jemallocator's, except that a
-//! small block grows by allocate, copy and free rather than through jemalloc's `realloc`.
+//! small block grows by allocate, copy and free rather than through jemalloc's `realloc`
+//! (or stays where it is when its size class has room, as jemalloc would keep it).
 //!
 //! To grow a small block (jemalloc's small size classes end at 14 KiB with 4 KiB pages)
 //! beyond its size class, jemalloc's `realloc` allocates a new block, copies and frees the old
@@ -61,6 +62,15 @@ unsafe impl GlobalAlloc for Jemalloc {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if new_size > layout.size() && new_size <= small::grow_by_copy_max() {
+            // Growing within its size class: the block already has room, and jemalloc's
+            // `realloc` would keep it where it is too. Its later free with the new size names
+            // the same class, which is all jemalloc's sized free asks.
+            // SAFETY: both sizes are non-zero (`new_size` is larger than a size).
+            if unsafe { small::size_class(new_size, layout.align()) }
+                == unsafe { small::size_class(layout.size().max(1), layout.align()) }
+            {
+                return ptr;
+            }
             // SAFETY: the caller guarantees that `new_size`, rounded up to `layout.align()`,
             // does not overflow `isize`, which is all `Layout` asks; it is not zero (larger
             // than a size).
@@ -90,6 +100,37 @@ mod small {
 
     /// Not read yet.
     const UNKNOWN: usize = usize::MAX;
+
+    /// `_Alignof(max_align_t)`, as tikv-jemallocator defines it per target: jemalloc aligns
+    /// every block of at least this size this far without being asked, so its flags ask for
+    /// an alignment only beyond it.
+    const MAX_ALIGN_T: usize = if cfg!(any(
+        target_arch = "arm",
+        target_arch = "mips",
+        target_arch = "powerpc"
+    )) {
+        8
+    } else {
+        16
+    };
+
+    /// The size jemalloc really gives a request of `size` bytes aligned to `align`, with the
+    /// flags tikv-jemallocator passes for that layout.
+    ///
+    /// # Safety
+    ///
+    /// `size` is not zero.
+    #[inline]
+    pub(super) unsafe fn size_class(size: usize, align: usize) -> usize {
+        let flags = if align <= MAX_ALIGN_T && align <= size {
+            0
+        } else {
+            tikv_jemalloc_sys::MALLOCX_ALIGN(align)
+        };
+        // SAFETY: `size` is not zero (the caller's guarantee); nallocx has no other
+        // precondition and does not allocate.
+        unsafe { tikv_jemalloc_sys::nallocx(size, flags) }
+    }
 
     /// Largest size that grows by copy: jemalloc's largest small size class (0 if it could
     /// not be read: then every `realloc` goes to jemalloc's).
@@ -160,6 +201,28 @@ mod tests {
         // 14 KiB with 4 KiB pages; larger with larger pages.
         assert!((8 << 10..=1 << 20).contains(&max), "{max}");
         assert_eq!(max, small::grow_by_copy_max());
+    }
+
+    #[test]
+    fn growing_within_the_size_class_keeps_the_block_where_it_is() {
+        let a = Jemalloc;
+        // 20 and 24 bytes share jemalloc's 32-byte class; 24 and 40 do not.
+        // SAFETY: non-zero sizes; each block is resized with its own layout and freed with
+        // the layout of its new size.
+        unsafe {
+            assert_eq!(small::size_class(20, 8), small::size_class(32, 8));
+            assert_ne!(small::size_class(24, 8), small::size_class(40, 8));
+            let old = Layout::from_size_align(20, 8).unwrap();
+            let p = a.alloc(old);
+            p.write_bytes(7, 20);
+            let q = a.realloc(p, old, 24);
+            assert_eq!(q, p, "grown within its class");
+            assert!((0..20).all(|i| *q.add(i) == 7));
+            let r = a.realloc(q, Layout::from_size_align(24, 8).unwrap(), 40);
+            assert!(!r.is_null());
+            assert!((0..20).all(|i| *r.add(i) == 7));
+            a.dealloc(r, Layout::from_size_align(40, 8).unwrap());
+        }
     }
 
     #[test]
