@@ -73,13 +73,12 @@ use hashbrown::DefaultHashBuilder;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use std::borrow::Borrow;
-use std::cell::Cell;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Why an entry left a cache; the eviction listener receives it.
@@ -421,14 +420,15 @@ where
             entries_hint: usize::try_from(base + u64::from(extra > 0)).unwrap_or(usize::MAX),
         };
         let shard_vec: Vec<ShardLock<K, V>> = (0..shards as u64)
-            .map(|i| Padded(RwLock::new(Shard::new(base + u64::from(i < extra)))))
+            .map(|i| {
+                Padded(ShardCell {
+                    lookups: [AtomicU64::new(0), AtomicU64::new(0)],
+                    lock: RwLock::new(Shard::new(base + u64::from(i < extra))),
+                })
+            })
             .collect();
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
         let name = self.name;
-        let stripes = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .next_power_of_two()
-            .clamp(2, 64);
         Arc::new_cyclic(|weak: &std::sync::Weak<Inner<K, V>>| {
             let registration = name.as_deref().and_then(|n| {
                 let weak: std::sync::Weak<dyn Registered> = weak.clone();
@@ -436,7 +436,6 @@ where
             });
             Inner {
                 shards: shard_vec.into_boxed_slice(),
-                counters: (0..stripes).map(|_| Padded(Counters::default())).collect(),
                 mask: shards - 1,
                 hasher: DefaultHashBuilder::default(),
                 params,
@@ -492,38 +491,48 @@ where
     }
 }
 
-/// Keeps each shard's lock (and each counter stripe) on its own cache lines.
+/// Keeps each shard's lock on its own cache lines.
 #[repr(align(128))]
 struct Padded<T>(T);
 
-#[derive(Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
+/// A shard behind its lock, and the shard's hit and miss counters.
+///
+/// The counters sit just before the lock word, on the same cache line: a read writes that
+/// line anyway (taking and releasing the read lock are atomic writes to it), so counting there
+/// touches no other line and costs one relaxed add on a line the core already holds. (Striped
+/// per-thread counters cost a thread-local lookup, a masked index and a second line per read.)
+/// The shard's index table is on another line, which reads only read.
+#[repr(C)]
+struct ShardCell<K, V> {
+    /// Hits (`[0]`) and misses (`[1]`) of the reads of this shard.
+    lookups: [AtomicU64; 2],
+    lock: RwLock<Shard<K, V>>,
 }
 
-/// This thread's counter stripe (threads are numbered in the order they first count). The
-/// thread-local is `const`-initialized and needs no destructor, so reading it is one load.
-#[inline]
-fn stripe() -> usize {
-    thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+impl<K, V> ShardCell<K, V> {
+    #[inline]
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, Shard<K, V>> {
+        self.lock.read()
     }
-    STRIPE.with(|s| match s.get() {
-        usize::MAX => assign_stripe(s),
-        n => n,
-    })
+
+    #[inline]
+    fn write(&self) -> parking_lot::RwLockWriteGuard<'_, Shard<K, V>> {
+        self.lock.write()
+    }
+
+    #[inline]
+    fn try_write(&self) -> Option<parking_lot::RwLockWriteGuard<'_, Shard<K, V>>> {
+        self.lock.try_write()
+    }
+
+    /// Counts a read of this shard: a hit or a miss.
+    #[inline]
+    fn count(&self, hit: bool) {
+        self.lookups[usize::from(!hit)].fetch_add(1, Relaxed);
+    }
 }
 
-#[cold]
-fn assign_stripe(s: &Cell<usize>) -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Relaxed) % (1 << 20);
-    s.set(n);
-    n
-}
-
-type ShardLock<K, V> = Padded<RwLock<Shard<K, V>>>;
+type ShardLock<K, V> = Padded<ShardCell<K, V>>;
 
 /// State of a `get_or_insert_with` computation, shared with the threads waiting for it.
 pub(crate) struct Waiter<V> {
@@ -589,10 +598,6 @@ impl<K: Hash + Eq, V: Clone> Drop for ComputeGuard<'_, K, V> {
 /// What a cache shares between its handles (and with the registry, weakly).
 pub(crate) struct Inner<K, V> {
     shards: Box<[ShardLock<K, V>]>,
-    /// Hit and miss counters, striped by thread and kept off the shards' cache lines, so
-    /// that counting a read (outside the lock) neither invalidates a shard's table header in
-    /// the other cores' caches nor bounces one counter between cores.
-    counters: Box<[Padded<Counters>]>,
     mask: usize,
     hasher: DefaultHashBuilder,
     params: Params,
@@ -626,16 +631,6 @@ where
     #[inline]
     fn shard_of(&self, hash: u64) -> usize {
         ((hash >> 32) as usize) & self.mask
-    }
-
-    #[inline]
-    fn count(&self, hit: bool) {
-        let c = &self.counters[stripe() & (self.counters.len() - 1)].0;
-        if hit {
-            c.hits.fetch_add(1, Relaxed);
-        } else {
-            c.misses.fetch_add(1, Relaxed);
-        }
     }
 
     #[inline]
@@ -687,28 +682,46 @@ where
         self.dispatch(out);
     }
 
+    /// A read. Caches without expiry take the short path: no clock, no deadline, one
+    /// hashbrown probe under the read lock and the count beside the lock word.
     #[inline]
     fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        if self.expires {
+            return self.get_timed(key);
+        }
+        let hash = hash_of(&self.hasher, key);
+        let cell = &self.shards[self.shard_of(hash)].0;
+        let shard = cell.read();
+        let found = shard.get(hash, key);
+        cell.count(found.is_some());
+        drop(shard);
+        found
+    }
+
+    /// A read of a cache that expires: an entry found expired counts as a miss and is
+    /// reclaimed at once if the shard's write lock is free.
+    #[inline(never)]
+    fn get_timed<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let hash = hash_of(&self.hasher, key);
         let si = self.shard_of(hash);
-        let shard = &self.shards[si].0;
+        let cell = &self.shards[si].0;
         let now = self.now();
-        let found = shard.read().get(hash, key, now, &self.params);
+        let shard = cell.read();
+        let found = shard.get_timed(hash, key, now, &self.params);
+        cell.count(matches!(found, Lookup::Hit(_)));
+        drop(shard);
         match found {
-            Lookup::Hit(v) => {
-                self.count(true);
-                Some(v)
-            }
-            Lookup::Miss => {
-                self.count(false);
-                None
-            }
+            Lookup::Hit(v) => Some(v),
+            Lookup::Miss => None,
             Lookup::Expired => {
-                self.count(false);
                 if let Some(now) = now {
                     self.reclaim_read_expired(si, hash, key, now);
                 }
@@ -782,8 +795,13 @@ where
         let si = self.shard_of(hash);
         loop {
             let now = self.now();
-            let found = self.shards[si].0.read().get(hash, &key, now, &self.params);
-            self.count(matches!(found, Lookup::Hit(_)));
+            let found = {
+                let cell = &self.shards[si].0;
+                let shard = cell.read();
+                let found = shard.get_timed(hash, &key, now, &self.params);
+                cell.count(matches!(found, Lookup::Hit(_)));
+                found
+            };
             if let Lookup::Hit(v) = found {
                 return v;
             }
@@ -904,12 +922,10 @@ where
 
     fn stats(&self) -> CacheStats {
         let mut stats = CacheStats::default();
-        for c in self.counters.iter() {
-            stats.hits += c.0.hits.load(Relaxed);
-            stats.misses += c.0.misses.load(Relaxed);
-        }
         let mut by_cause = [0u64; EvictionCause::COUNT];
         for shard in self.shards.iter() {
+            stats.hits += shard.0.lookups[0].load(Relaxed);
+            stats.misses += shard.0.lookups[1].load(Relaxed);
             let s = shard.0.read();
             stats.inserts += s.inserts;
             for (total, n) in by_cause.iter_mut().zip(s.evictions) {

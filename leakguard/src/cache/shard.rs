@@ -282,9 +282,11 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         Q: Eq + ?Sized,
     {
         let slots = &self.slots;
+        // `get`, not indexing: an index the table holds is always in bounds, and a probe
+        // without a panic path keeps the read path's registers free.
         self.table
-            .find(hash, |&i| match &slots[i as usize] {
-                Slot::Live { key: k, .. } => k.borrow() == key,
+            .find(hash, |&i| match slots.get(i as usize) {
+                Some(Slot::Live { key: k, .. }) => k.borrow() == key,
                 _ => false,
             })
             .copied()
@@ -300,10 +302,30 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         }
     }
 
-    /// A read under the read lock: marks the entry accessed (the caller counts the hit or
-    /// miss, outside the lock).
+    /// A read under the read lock in a cache without expiry: marks the entry accessed (the
+    /// caller counts the hit or miss).
     #[inline]
-    pub fn get<Q>(&self, hash: u64, key: &Q, now: Option<u64>, p: &Params) -> Lookup<V>
+    pub fn get<Q>(&self, hash: u64, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let idx = self.find(hash, key)?;
+        let Some(Slot::Live { value, freq, .. }) = self.slots.get(idx as usize) else {
+            return None;
+        };
+        // Load first: a saturated counter costs no write to a shared cache line.
+        let f = freq.load(Relaxed);
+        if f < FREQ_MAX {
+            freq.store(f + 1, Relaxed);
+        }
+        Some(value.clone())
+    }
+
+    /// A read under the read lock in a cache that may expire (`now` is the time if it does):
+    /// marks the entry accessed (the caller counts the hit or miss).
+    #[inline]
+    pub fn get_timed<Q>(&self, hash: u64, key: &Q, now: Option<u64>, p: &Params) -> Lookup<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,

@@ -76,6 +76,26 @@ fn shard_invariants_hold_under_random_operations() {
 }
 
 #[test]
+fn hits_and_misses_are_counted_across_shards_and_threads() {
+    let cache: LruCache<u64, u64> = LruCache::builder(10_000).shards(8).build();
+    for k in 0..1_000 {
+        cache.insert(k, k);
+    }
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let cache = &cache;
+            s.spawn(move || {
+                for k in 0..2_000u64 {
+                    assert_eq!(cache.get(&k).is_some(), k < 1_000, "thread {t} key {k}");
+                }
+            });
+        }
+    });
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (4_000, 4_000));
+}
+
+#[test]
 fn storage_shrinks_after_most_entries_leave() {
     let cache = LruCache::builder(100_000).shards(1).build();
     for i in 0..100_000u64 {
