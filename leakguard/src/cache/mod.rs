@@ -57,6 +57,7 @@
 //! are large compared with the capacity.
 
 mod registry;
+mod ring;
 mod shard;
 
 pub(crate) use self::registry::families;
