@@ -441,6 +441,7 @@ where
                 hasher: DefaultHashBuilder::default(),
                 params,
                 expires: params.ttl.is_some() || params.tti.is_some(),
+                plain: !params.weighted && params.ttl.is_none() && params.tti.is_none(),
                 capacity: self.capacity,
                 weigher: self.weigher,
                 listener: self.listener,
@@ -604,6 +605,8 @@ pub(crate) struct Inner<K, V> {
     params: Params,
     /// `params` has a ttl or a tti: reads need the time.
     expires: bool,
+    /// Neither a weigher nor expiry: inserts take the constant-parameter path.
+    plain: bool,
     capacity: u64,
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
@@ -650,36 +653,60 @@ where
         }
     }
 
+    /// Hands what left the cache to the listener, or drops it; called after the lock is
+    /// released. Inline: without a listener it is a drop of what is usually one entry.
+    #[inline]
     fn dispatch(&self, evicted: Evicted<K, V>) {
         if evicted.is_empty() {
             return;
         }
         match &self.listener {
-            Some(listener) => {
-                for (k, v, cause) in evicted.into_iter() {
-                    if catch_unwind(AssertUnwindSafe(|| listener(&k, &v, cause))).is_err() {
-                        self.listener_panics.fetch_add(1, Relaxed);
-                    }
-                }
-            }
+            Some(listener) => self.notify(listener, evicted),
             None => drop(evicted),
         }
     }
 
+    #[inline(never)]
+    fn notify(&self, listener: &Listener<K, V>, evicted: Evicted<K, V>) {
+        for (k, v, cause) in evicted.into_iter() {
+            if catch_unwind(AssertUnwindSafe(|| listener(&k, &v, cause))).is_err() {
+                self.listener_panics.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// An insert. Caches without a weigher and without expiry (the common kind) take a path
+    /// of their own, compiled with their parameters as constants: every entry weighs 1, there
+    /// is no clock, no expiry ring and no weight table to look at.
+    #[inline]
     fn insert(&self, key: K, value: V) {
-        let hash = hash_of(&self.hasher, &key);
+        if !self.plain {
+            return self.insert_general(key, value);
+        }
+        let plain = Params {
+            ttl: None,
+            tti: None,
+            weighted: false,
+            entries_hint: self.params.entries_hint,
+        };
+        self.insert_with(key, value, 1, None, &plain)
+    }
+
+    #[inline(never)]
+    fn insert_general(&self, key: K, value: V) {
         let weight = self.weigh(&key, &value);
         let now = self.now();
+        self.insert_with(key, value, weight, now, &self.params)
+    }
+
+    #[inline(always)]
+    fn insert_with(&self, key: K, value: V, weight: u64, now: Option<u64>, p: &Params) {
+        let hash = hash_of(&self.hasher, &key);
         let mut out = Evicted::new();
-        self.shards[self.shard_of(hash)].0.write().insert(
-            hash,
-            key,
-            value,
-            weight,
-            now,
-            &self.params,
-            &mut out,
-        );
+        self.shards[self.shard_of(hash)]
+            .0
+            .write()
+            .insert(hash, key, value, weight, now, p, &mut out);
         self.dispatch(out);
     }
 

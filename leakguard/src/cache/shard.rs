@@ -392,17 +392,25 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         }
     }
 
+    /// A slot for a new entry: the head of the free list (in a full cache, the slot of the
+    /// entry just evicted), else a new one.
+    #[inline(always)]
     fn alloc_slot(&mut self, slot: Slot<K, V>, p: &Params) -> Option<u32> {
-        if self.free_head != NONE {
-            let idx = self.free_head;
-            let next = match &self.slots[idx as usize] {
+        let idx = self.free_head;
+        // `NONE` is past any slot index, so an empty free list finds nothing here.
+        if let Some(free) = self.slots.get_mut(idx as usize) {
+            self.free_head = match free {
                 Slot::Free { next } => *next,
                 _ => NONE,
             };
-            self.free_head = next;
-            self.slots[idx as usize] = slot;
+            *free = slot;
             return Some(idx);
         }
+        self.push_slot(slot, p)
+    }
+
+    #[inline(never)]
+    fn push_slot(&mut self, slot: Slot<K, V>, p: &Params) -> Option<u32> {
         let idx = self.slots.len();
         if idx >= MAX_SLOTS {
             return None;
@@ -625,12 +633,12 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 break;
             }
         }
-        self.trim_rings();
     }
 
     /// Inserts or replaces. `weight` is at least 1. Expired heads of the expiry ring are
     /// reclaimed on the way (bounded work).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn insert(
         &mut self,
         hash: u64,
@@ -673,7 +681,12 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         }
         let idx = match existing.filter(|_| now.is_none()) {
             Some(idx) => {
-                let old_w = self.weight_at(idx);
+                // `p.weighted`, not `weight_at`: a constant where the caller's `p` is one.
+                let old_w = if p.weighted {
+                    self.weights[idx as usize]
+                } else {
+                    1
+                };
                 let Slot::Live {
                     value: slot_value,
                     freq,
@@ -696,6 +709,10 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 }
                 self.evictions[EvictionCause::Replaced as usize] += 1;
                 out.push(key, old, EvictionCause::Replaced);
+                if weight <= old_w || self.weight <= self.capacity {
+                    // Replaced in place, nothing removed: no eviction, nothing to compact.
+                    return;
+                }
                 idx
             }
             None => {
@@ -761,7 +778,15 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         if self.weight > self.capacity {
             self.evict_to(self.capacity, idx, EvictionCause::Capacity, out);
         }
-        self.after_removals(p);
+        if p.weighted || p.expires() {
+            self.after_removals(p);
+        } else if self.evictions[EvictionCause::Capacity as usize].is_multiple_of(64) {
+            // An insert into a cache without weigher or expiry evicts at most one entry (every
+            // entry weighs 1) and leaves no dead slot, so there is nothing to compact; only
+            // the rings' lengths drift as entries move between them, and they are looked at
+            // every 64 evictions.
+            self.trim_rings();
+        }
     }
 
     /// Removes `key` if it is live. An entry that has expired but was not reclaimed yet is
@@ -893,12 +918,15 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
     }
 
     /// Keeps the structures proportional to the live entries: rebuilds the shard when dead
-    /// ring references outnumber live entries, or when most slots are unused.
+    /// ring references outnumber live entries, or when most slots are unused; otherwise gives
+    /// back ring storage left over from a peak.
     #[inline]
     fn after_removals(&mut self, p: &Params) {
         let slots = self.slots.len();
         if self.dead_refs > self.len + 64 || (slots > 256 && self.len * 4 < slots) {
             self.rebuild(p);
+        } else {
+            self.trim_rings();
         }
     }
 
@@ -1001,6 +1029,12 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             + self.weights.capacity() * 8
             + self.times.capacity() * size_of::<Times>()
             + self.ghost.fps.len() * 2
+    }
+
+    /// Length and capacity of the small, main and expiry rings (tests only).
+    #[cfg(test)]
+    pub fn rings(&self) -> [(usize, usize); 3] {
+        [&self.small, &self.main, &self.timer].map(|r| (r.len(), r.capacity()))
     }
 
     #[cfg(test)]

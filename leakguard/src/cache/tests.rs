@@ -111,6 +111,32 @@ fn storage_shrinks_after_most_entries_leave() {
 }
 
 #[test]
+fn rings_give_back_storage_as_entries_move_between_them() {
+    // A fill puts every entry in the small ring; evictions then drain it to about a tenth
+    // (entries read while there move to the main ring), one eviction per insert, so the
+    // small ring is trimmed by the periodic check, not by a mass removal.
+    let cache = LruCache::builder(8_192).shards(1).build();
+    for i in 0..8_192u64 {
+        cache.insert(i, i);
+        cache.get(&i);
+    }
+    let [(small, small_cap), ..] = cache.inner.shards[0].0.read().rings();
+    assert_eq!((small, small_cap), (8_192, 8_192));
+    for i in 1_000_000..1_020_000u64 {
+        cache.insert(i, i);
+    }
+    validate(&cache.inner);
+    let rings = cache.inner.shards[0].0.read().rings();
+    for (len, cap) in rings {
+        assert!(
+            cap <= 64 || cap <= 4 * len,
+            "rings (len, capacity): {rings:?}"
+        );
+    }
+    assert!(rings[0].1 < 8_192, "the small ring was trimmed: {rings:?}");
+}
+
+#[test]
 fn full_cache_overhead_per_entry_is_small() {
     let cache = LruCache::builder(1 << 16).shards(1).build();
     for i in 0..(1u64 << 17) {
