@@ -493,8 +493,11 @@ where
     }
 }
 
-/// Keeps each shard's lock on its own cache lines.
-#[repr(align(128))]
+/// Keeps each shard on cache lines of its own, 512 bytes apart: a shard with its lock and
+/// counters takes about 380 bytes (the same for every `K` and `V`: entries live on the heap),
+/// and a power-of-two stride makes finding the shard of a hash a single shift, on every
+/// operation (the 384-byte stride it replaces took an instruction more).
+#[repr(align(512))]
 struct Padded<T>(T);
 
 /// A shard behind its lock, and the shard's hit and miss counters.
