@@ -504,9 +504,14 @@ struct Padded<T>(T);
 ///
 /// The counters sit just before the lock word, on the same cache line: a read writes that
 /// line anyway (taking and releasing the read lock are atomic writes to it), so counting there
-/// touches no other line and costs one relaxed add on a line the core already holds. (Striped
-/// per-thread counters cost a thread-local lookup, a masked index and a second line per read.)
-/// The shard's index table is on another line, which reads only read.
+/// touches no other line and costs one relaxed add on a line the core already holds. The
+/// shard's index table is on another line, which reads only read.
+///
+/// The price is paid when threads read the same shard at the same time: the contended line
+/// then takes three atomic writes per read instead of two. Per-thread counter stripes avoid
+/// that, but cost about ten instructions per read (a thread-local look-up with its first-use
+/// check, the stripe's address, and the registers to hold it). BENCHMARKS.md has both
+/// measured: this layout is the cheaper one on one thread and the dearer one on two.
 #[repr(C)]
 struct ShardCell<K, V> {
     /// Hits (`[0]`) and misses (`[1]`) of the reads of this shard.
