@@ -27,6 +27,14 @@
 //!   cache after churn, per entry, minus the 16 bytes of key and value.
 //!
 //! Set `CACHE_BENCH_QUICK=1` for a short smoke run.
+//!
+//! Set `CACHE_BENCH_CALLGRIND=<cache>:<workload>:<ops>` (cache `leakguard` or `quick_cache`,
+//! workload `get_hit` or `mix_90_10`) to run only that workload's loop, on one thread and
+//! without criterion, for counting instructions:
+//! `valgrind --tool=callgrind --toggle-collect='cache::callgrind_*' <bench binary>` collects
+//! the setup's warm-up pass (200 000 operations) and then `ops` operations; the difference
+//! between a run with `ops` = 1 000 000 and one with 0, over 1 000 000, is the per-operation
+//! count (BENCHMARKS.md has the commands).
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
@@ -504,7 +512,72 @@ fn summary(samples: usize) {
     }
 }
 
+/// The `get_hit` loop, for `CACHE_BENCH_CALLGRIND` (one thread: the same keys as thread 0).
+#[inline(never)]
+fn callgrind_get_hit<C: Cache>(cache: &C, traces: &Traces, ops: u64) {
+    for i in 0..ops {
+        black_box(cache.get(traces.uniform_hits[i as usize & MASK]));
+    }
+}
+
+/// The `mix_90_10` loop, for `CACHE_BENCH_CALLGRIND`.
+#[inline(never)]
+fn callgrind_mix<C: Cache>(cache: &C, traces: &Traces, ops: u64) {
+    for i in 0..ops {
+        let x = traces.zipf_mix[i as usize & MASK];
+        if x & 1 == 1 {
+            cache.insert(x >> 1, x);
+        } else {
+            black_box(cache.get(x >> 1));
+        }
+    }
+}
+
+/// One workload on one thread, set up as the criterion benchmark sets it up, then a warm-up
+/// pass of 200 000 operations and `ops` more.
+fn callgrind_run<C: Cache>(workload: &str, traces: &Traces, ops: u64) {
+    match workload {
+        "get_hit" => {
+            let cache = C::with_capacity(GET_CAPACITY);
+            for k in 0..GET_KEYS {
+                cache.insert(k, k);
+            }
+            callgrind_get_hit(&cache, traces, 200_000);
+            callgrind_get_hit(&cache, traces, ops);
+        }
+        "mix_90_10" => {
+            let cache = C::with_capacity(MIX_CAPACITY);
+            for &x in traces.zipf_mix.iter().take(200_000) {
+                if cache.get(x >> 1).is_none() {
+                    cache.insert(x >> 1, x);
+                }
+            }
+            callgrind_mix(&cache, traces, 200_000);
+            callgrind_mix(&cache, traces, ops);
+        }
+        _ => panic!("CACHE_BENCH_CALLGRIND: workload {workload:?} is not get_hit or mix_90_10"),
+    }
+}
+
+fn callgrind(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [cache, workload, ops] = parts[..] else {
+        panic!("CACHE_BENCH_CALLGRIND={spec:?}: expected <cache>:<workload>:<ops>");
+    };
+    let ops: u64 = ops.parse().expect("CACHE_BENCH_CALLGRIND: ops is a number");
+    let traces = traces();
+    match cache {
+        "leakguard" => callgrind_run::<Leakguard>(workload, &traces, ops),
+        "quick_cache" => callgrind_run::<Quick>(workload, &traces, ops),
+        _ => panic!("CACHE_BENCH_CALLGRIND: cache {cache:?} is not leakguard or quick_cache"),
+    }
+}
+
 fn main() {
+    if let Some(spec) = std::env::var_os("CACHE_BENCH_CALLGRIND") {
+        callgrind(&spec.to_string_lossy());
+        return;
+    }
     let quick = std::env::var_os("CACHE_BENCH_QUICK").is_some();
     let mut c = Criterion::default()
         .configure_from_args()

@@ -57,6 +57,7 @@
 //! are large compared with the capacity.
 
 mod registry;
+mod ring;
 mod shard;
 
 pub(crate) use self::registry::families;
@@ -73,13 +74,12 @@ use hashbrown::DefaultHashBuilder;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use std::borrow::Borrow;
-use std::cell::Cell;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Why an entry left a cache; the eviction listener receives it.
@@ -421,14 +421,15 @@ where
             entries_hint: usize::try_from(base + u64::from(extra > 0)).unwrap_or(usize::MAX),
         };
         let shard_vec: Vec<ShardLock<K, V>> = (0..shards as u64)
-            .map(|i| Padded(RwLock::new(Shard::new(base + u64::from(i < extra)))))
+            .map(|i| {
+                Padded(ShardCell {
+                    lookups: [AtomicU64::new(0), AtomicU64::new(0)],
+                    lock: RwLock::new(Shard::new(base + u64::from(i < extra))),
+                })
+            })
             .collect();
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
         let name = self.name;
-        let stripes = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .next_power_of_two()
-            .clamp(2, 64);
         Arc::new_cyclic(|weak: &std::sync::Weak<Inner<K, V>>| {
             let registration = name.as_deref().and_then(|n| {
                 let weak: std::sync::Weak<dyn Registered> = weak.clone();
@@ -436,11 +437,11 @@ where
             });
             Inner {
                 shards: shard_vec.into_boxed_slice(),
-                counters: (0..stripes).map(|_| Padded(Counters::default())).collect(),
                 mask: shards - 1,
                 hasher: DefaultHashBuilder::default(),
                 params,
                 expires: params.ttl.is_some() || params.tti.is_some(),
+                plain: !params.weighted && params.ttl.is_none() && params.tti.is_none(),
                 capacity: self.capacity,
                 weigher: self.weigher,
                 listener: self.listener,
@@ -492,38 +493,56 @@ where
     }
 }
 
-/// Keeps each shard's lock (and each counter stripe) on its own cache lines.
-#[repr(align(128))]
+/// Keeps each shard on cache lines of its own, 512 bytes apart: a shard with its lock and
+/// counters takes about 380 bytes (the same for every `K` and `V`: entries live on the heap),
+/// and a power-of-two stride makes finding the shard of a hash a single shift, on every
+/// operation (the 384-byte stride it replaces took an instruction more).
+#[repr(align(512))]
 struct Padded<T>(T);
 
-#[derive(Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
+/// A shard behind its lock, and the shard's hit and miss counters.
+///
+/// The counters sit just before the lock word, on the same cache line: a read writes that
+/// line anyway (taking and releasing the read lock are atomic writes to it), so counting there
+/// touches no other line and costs one relaxed add on a line the core already holds. The
+/// shard's index table is on another line, which reads only read.
+///
+/// The price is paid when threads read the same shard at the same time: the contended line
+/// then takes three atomic writes per read instead of two. Per-thread counter stripes avoid
+/// that, but cost about ten instructions per read (a thread-local look-up with its first-use
+/// check, the stripe's address, and the registers to hold it). BENCHMARKS.md has both
+/// measured: this layout is the cheaper one on one thread and the dearer one on two.
+#[repr(C)]
+struct ShardCell<K, V> {
+    /// Hits (`[0]`) and misses (`[1]`) of the reads of this shard.
+    lookups: [AtomicU64; 2],
+    lock: RwLock<Shard<K, V>>,
 }
 
-/// This thread's counter stripe (threads are numbered in the order they first count). The
-/// thread-local is `const`-initialized and needs no destructor, so reading it is one load.
-#[inline]
-fn stripe() -> usize {
-    thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+impl<K, V> ShardCell<K, V> {
+    #[inline]
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, Shard<K, V>> {
+        self.lock.read()
     }
-    STRIPE.with(|s| match s.get() {
-        usize::MAX => assign_stripe(s),
-        n => n,
-    })
+
+    #[inline]
+    fn write(&self) -> parking_lot::RwLockWriteGuard<'_, Shard<K, V>> {
+        self.lock.write()
+    }
+
+    #[inline]
+    fn try_write(&self) -> Option<parking_lot::RwLockWriteGuard<'_, Shard<K, V>>> {
+        self.lock.try_write()
+    }
+
+    /// Counts a read of this shard: a hit or a miss.
+    #[inline]
+    fn count(&self, hit: bool) {
+        self.lookups[usize::from(!hit)].fetch_add(1, Relaxed);
+    }
 }
 
-#[cold]
-fn assign_stripe(s: &Cell<usize>) -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Relaxed) % (1 << 20);
-    s.set(n);
-    n
-}
-
-type ShardLock<K, V> = Padded<RwLock<Shard<K, V>>>;
+type ShardLock<K, V> = Padded<ShardCell<K, V>>;
 
 /// State of a `get_or_insert_with` computation, shared with the threads waiting for it.
 pub(crate) struct Waiter<V> {
@@ -589,15 +608,13 @@ impl<K: Hash + Eq, V: Clone> Drop for ComputeGuard<'_, K, V> {
 /// What a cache shares between its handles (and with the registry, weakly).
 pub(crate) struct Inner<K, V> {
     shards: Box<[ShardLock<K, V>]>,
-    /// Hit and miss counters, striped by thread and kept off the shards' cache lines, so
-    /// that counting a read (outside the lock) neither invalidates a shard's table header in
-    /// the other cores' caches nor bounces one counter between cores.
-    counters: Box<[Padded<Counters>]>,
     mask: usize,
     hasher: DefaultHashBuilder,
     params: Params,
     /// `params` has a ttl or a tti: reads need the time.
     expires: bool,
+    /// Neither a weigher nor expiry: inserts take the constant-parameter path.
+    plain: bool,
     capacity: u64,
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
@@ -629,16 +646,6 @@ where
     }
 
     #[inline]
-    fn count(&self, hit: bool) {
-        let c = &self.counters[stripe() & (self.counters.len() - 1)].0;
-        if hit {
-            c.hits.fetch_add(1, Relaxed);
-        } else {
-            c.misses.fetch_add(1, Relaxed);
-        }
-    }
-
-    #[inline]
     fn now(&self) -> Option<u64> {
         if self.expires {
             Some(nanos(self.clock.monotonic()))
@@ -654,61 +661,103 @@ where
         }
     }
 
+    /// Hands what left the cache to the listener, or drops it; called after the lock is
+    /// released. Inline: without a listener it is a drop of what is usually one entry.
+    #[inline]
     fn dispatch(&self, evicted: Evicted<K, V>) {
         if evicted.is_empty() {
             return;
         }
         match &self.listener {
-            Some(listener) => {
-                for (k, v, cause) in evicted.into_iter() {
-                    if catch_unwind(AssertUnwindSafe(|| listener(&k, &v, cause))).is_err() {
-                        self.listener_panics.fetch_add(1, Relaxed);
-                    }
-                }
-            }
+            Some(listener) => self.notify(listener, evicted),
             None => drop(evicted),
         }
     }
 
+    #[inline(never)]
+    fn notify(&self, listener: &Listener<K, V>, evicted: Evicted<K, V>) {
+        for (k, v, cause) in evicted.into_iter() {
+            if catch_unwind(AssertUnwindSafe(|| listener(&k, &v, cause))).is_err() {
+                self.listener_panics.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// An insert. Caches without a weigher and without expiry (the common kind) take a path
+    /// of their own, compiled with their parameters as constants: every entry weighs 1, there
+    /// is no clock, no expiry ring and no weight table to look at.
+    #[inline]
     fn insert(&self, key: K, value: V) {
-        let hash = hash_of(&self.hasher, &key);
+        if !self.plain {
+            return self.insert_general(key, value);
+        }
+        let plain = Params {
+            ttl: None,
+            tti: None,
+            weighted: false,
+            entries_hint: self.params.entries_hint,
+        };
+        self.insert_with(key, value, 1, None, &plain)
+    }
+
+    #[inline(never)]
+    fn insert_general(&self, key: K, value: V) {
         let weight = self.weigh(&key, &value);
         let now = self.now();
+        self.insert_with(key, value, weight, now, &self.params)
+    }
+
+    #[inline(always)]
+    fn insert_with(&self, key: K, value: V, weight: u64, now: Option<u64>, p: &Params) {
+        let hash = hash_of(&self.hasher, &key);
         let mut out = Evicted::new();
-        self.shards[self.shard_of(hash)].0.write().insert(
-            hash,
-            key,
-            value,
-            weight,
-            now,
-            &self.params,
-            &mut out,
-        );
+        self.shards[self.shard_of(hash)]
+            .0
+            .write()
+            .insert(hash, key, value, weight, now, p, &mut out);
         self.dispatch(out);
     }
 
+    /// A read. Caches without expiry take the short path: no clock, no deadline, one
+    /// hashbrown probe under the read lock and the count beside the lock word.
     #[inline]
     fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        if self.expires {
+            return self.get_timed(key);
+        }
+        let hash = hash_of(&self.hasher, key);
+        let cell = &self.shards[self.shard_of(hash)].0;
+        let shard = cell.read();
+        let found = shard.get(hash, key);
+        cell.count(found.is_some());
+        drop(shard);
+        found
+    }
+
+    /// A read of a cache that expires: an entry found expired counts as a miss and is
+    /// reclaimed at once if the shard's write lock is free.
+    #[inline(never)]
+    fn get_timed<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let hash = hash_of(&self.hasher, key);
         let si = self.shard_of(hash);
-        let shard = &self.shards[si].0;
+        let cell = &self.shards[si].0;
         let now = self.now();
-        let found = shard.read().get(hash, key, now, &self.params);
+        let shard = cell.read();
+        let found = shard.get_timed(hash, key, now, &self.params);
+        cell.count(matches!(found, Lookup::Hit(_)));
+        drop(shard);
         match found {
-            Lookup::Hit(v) => {
-                self.count(true);
-                Some(v)
-            }
-            Lookup::Miss => {
-                self.count(false);
-                None
-            }
+            Lookup::Hit(v) => Some(v),
+            Lookup::Miss => None,
             Lookup::Expired => {
-                self.count(false);
                 if let Some(now) = now {
                     self.reclaim_read_expired(si, hash, key, now);
                 }
@@ -782,8 +831,13 @@ where
         let si = self.shard_of(hash);
         loop {
             let now = self.now();
-            let found = self.shards[si].0.read().get(hash, &key, now, &self.params);
-            self.count(matches!(found, Lookup::Hit(_)));
+            let found = {
+                let cell = &self.shards[si].0;
+                let shard = cell.read();
+                let found = shard.get_timed(hash, &key, now, &self.params);
+                cell.count(matches!(found, Lookup::Hit(_)));
+                found
+            };
             if let Lookup::Hit(v) = found {
                 return v;
             }
@@ -904,12 +958,10 @@ where
 
     fn stats(&self) -> CacheStats {
         let mut stats = CacheStats::default();
-        for c in self.counters.iter() {
-            stats.hits += c.0.hits.load(Relaxed);
-            stats.misses += c.0.misses.load(Relaxed);
-        }
         let mut by_cause = [0u64; EvictionCause::COUNT];
         for shard in self.shards.iter() {
+            stats.hits += shard.0.lookups[0].load(Relaxed);
+            stats.misses += shard.0.lookups[1].load(Relaxed);
             let s = shard.0.read();
             stats.inserts += s.inserts;
             for (total, n) in by_cause.iter_mut().zip(s.evictions) {

@@ -21,9 +21,9 @@
 //! references is bounded by rebuilding the shard when they outnumber the live entries.
 
 use super::EvictionCause;
+use super::ring::Ring;
 use hashbrown::HashTable;
 use std::borrow::Borrow;
-use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
@@ -180,9 +180,9 @@ pub(super) struct Shard<K, V> {
     table: HashTable<u32>,
     slots: Vec<Slot<K, V>>,
     free_head: u32,
-    small: VecDeque<u32>,
-    main: VecDeque<u32>,
-    timer: VecDeque<u32>,
+    small: Ring,
+    main: Ring,
+    timer: Ring,
     /// Ring references held by `Dead` slots.
     dead_refs: usize,
     /// Position of `sweep_expired` in the expiry ring.
@@ -231,9 +231,9 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             table: HashTable::new(),
             slots: Vec::new(),
             free_head: NONE,
-            small: VecDeque::new(),
-            main: VecDeque::new(),
-            timer: VecDeque::new(),
+            small: Ring::new(),
+            main: Ring::new(),
+            timer: Ring::new(),
             dead_refs: 0,
             sweep_cursor: 0,
             weights: Vec::new(),
@@ -282,9 +282,11 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         Q: Eq + ?Sized,
     {
         let slots = &self.slots;
+        // `get`, not indexing: an index the table holds is always in bounds, and a probe
+        // without a panic path keeps the read path's registers free.
         self.table
-            .find(hash, |&i| match &slots[i as usize] {
-                Slot::Live { key: k, .. } => k.borrow() == key,
+            .find(hash, |&i| match slots.get(i as usize) {
+                Some(Slot::Live { key: k, .. }) => k.borrow() == key,
                 _ => false,
             })
             .copied()
@@ -300,10 +302,30 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         }
     }
 
-    /// A read under the read lock: marks the entry accessed (the caller counts the hit or
-    /// miss, outside the lock).
+    /// A read under the read lock in a cache without expiry: marks the entry accessed (the
+    /// caller counts the hit or miss).
     #[inline]
-    pub fn get<Q>(&self, hash: u64, key: &Q, now: Option<u64>, p: &Params) -> Lookup<V>
+    pub fn get<Q>(&self, hash: u64, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let idx = self.find(hash, key)?;
+        let Some(Slot::Live { value, freq, .. }) = self.slots.get(idx as usize) else {
+            return None;
+        };
+        // Load first: a saturated counter costs no write to a shared cache line.
+        let f = freq.load(Relaxed);
+        if f < FREQ_MAX {
+            freq.store(f + 1, Relaxed);
+        }
+        Some(value.clone())
+    }
+
+    /// A read under the read lock in a cache that may expire (`now` is the time if it does):
+    /// marks the entry accessed (the caller counts the hit or miss).
+    #[inline]
+    pub fn get_timed<Q>(&self, hash: u64, key: &Q, now: Option<u64>, p: &Params) -> Lookup<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -370,17 +392,25 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         }
     }
 
+    /// A slot for a new entry: the head of the free list (in a full cache, the slot of the
+    /// entry just evicted), else a new one.
+    #[inline(always)]
     fn alloc_slot(&mut self, slot: Slot<K, V>, p: &Params) -> Option<u32> {
-        if self.free_head != NONE {
-            let idx = self.free_head;
-            let next = match &self.slots[idx as usize] {
+        let idx = self.free_head;
+        // `NONE` is past any slot index, so an empty free list finds nothing here.
+        if let Some(free) = self.slots.get_mut(idx as usize) {
+            self.free_head = match free {
                 Slot::Free { next } => *next,
                 _ => NONE,
             };
-            self.free_head = next;
-            self.slots[idx as usize] = slot;
+            *free = slot;
             return Some(idx);
         }
+        self.push_slot(slot, p)
+    }
+
+    #[inline(never)]
+    fn push_slot(&mut self, slot: Slot<K, V>, p: &Params) -> Option<u32> {
         let idx = self.slots.len();
         if idx >= MAX_SLOTS {
             return None;
@@ -424,8 +454,20 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
 
     /// Removes a live entry: out of the table, its key and value into `out`; the slot becomes
     /// `Dead` while rings other than `popped_from` still reference it.
-    #[inline]
+    #[inline(never)]
     fn remove_live(
+        &mut self,
+        idx: u32,
+        popped_from: u8,
+        cause: EvictionCause,
+        out: &mut Evicted<K, V>,
+    ) {
+        self.remove_live_inline(idx, popped_from, cause, out)
+    }
+
+    /// [`remove_live`](Self::remove_live), inlined where it is the common case (an eviction).
+    #[inline(always)]
+    fn remove_live_inline(
         &mut self,
         idx: u32,
         popped_from: u8,
@@ -485,19 +527,22 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
     /// entry being inserted, which is never chosen. Returns whether an entry was evicted.
     #[inline]
     fn evict_small(&mut self, protect: u32, cause: EvictionCause, out: &mut Evicted<K, V>) -> bool {
-        while let Some(idx) = self.small.pop_front() {
-            if self.drop_dead_ref(idx, IN_SMALL) {
-                continue;
-            }
+        while let Some(idx) = self.small.front() {
             if idx == protect {
                 // Everything older has been looked at.
-                self.small.push_back(idx);
+                self.small.rotate(idx);
                 return false;
             }
             let w = self.weight_at(idx);
-            let Slot::Live { freq, flags, .. } = &mut self.slots[idx as usize] else {
+            let Some(Slot::Live {
+                freq, flags, hash, ..
+            }) = self.slots.get_mut(idx as usize)
+            else {
+                self.small.pop_front();
+                self.drop_dead_ref(idx, IN_SMALL);
                 continue;
             };
+            self.small.pop_front();
             if *freq.get_mut() > 0 {
                 *freq.get_mut() = 0;
                 *flags = (*flags & !IN_SMALL) | IN_MAIN;
@@ -505,43 +550,38 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 self.main.push_back(idx);
                 continue;
             }
-            let hash = match &self.slots[idx as usize] {
-                Slot::Live { hash, .. } => fold(*hash),
-                _ => continue,
-            };
+            let hash = fold(*hash);
             self.ghost.insert(hash);
-            self.remove_live(idx, IN_SMALL, cause, out);
+            self.remove_live_inline(idx, IN_SMALL, cause, out);
             return true;
         }
         false
     }
 
-    /// Evicts one entry from the main queue (second chance for accessed ones).
+    /// Evicts one entry from the main queue (a CLOCK: an entry read since it was last looked
+    /// at goes round again, its counter one lower). `protect` is never chosen.
     fn evict_main(&mut self, protect: u32, cause: EvictionCause, out: &mut Evicted<K, V>) -> bool {
         let mut seen_protect = 0;
-        while let Some(idx) = self.main.pop_front() {
-            if self.drop_dead_ref(idx, IN_MAIN) {
+        while let Some(idx) = self.main.front() {
+            let Some(Slot::Live { freq, .. }) = self.slots.get_mut(idx as usize) else {
+                self.main.pop_front();
+                self.drop_dead_ref(idx, IN_MAIN);
                 continue;
-            }
+            };
+            let f = freq.get_mut();
             if idx == protect {
-                self.main.push_back(idx);
                 seen_protect += 1;
                 if seen_protect > usize::from(FREQ_MAX) + 1 {
                     return false;
                 }
-                continue;
-            }
-            let Slot::Live { freq, .. } = &mut self.slots[idx as usize] else {
-                continue;
-            };
-            let f = freq.get_mut();
-            if *f > 0 {
+            } else if *f > 0 {
                 *f -= 1;
-                self.main.push_back(idx);
-                continue;
+            } else {
+                self.main.pop_front();
+                self.remove_live_inline(idx, IN_MAIN, cause, out);
+                return true;
             }
-            self.remove_live(idx, IN_MAIN, cause, out);
-            return true;
+            self.main.rotate(idx);
         }
         false
     }
@@ -550,7 +590,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
     /// after it has lost three quarters of its capacity).
     #[inline]
     fn trim_rings(&mut self) {
-        let sparse = |r: &VecDeque<u32>| r.capacity() > 64 && r.len() * 4 < r.capacity();
+        let sparse = |r: &Ring| r.capacity() > 64 && r.len() * 4 < r.capacity();
         if sparse(&self.small) || sparse(&self.main) || sparse(&self.timer) {
             self.trim_rings_slow();
         }
@@ -577,13 +617,9 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         while self.weight > target {
             let main_weight = self.weight - self.small_weight;
             let from_small = self.small_weight > self.small_target || main_weight == 0;
-            let order = if from_small {
-                [IN_SMALL, IN_MAIN]
-            } else {
-                [IN_MAIN, IN_SMALL]
-            };
-            let done = order.into_iter().any(|queue| {
-                if queue == IN_SMALL {
+            // One call site each, so that both loops are inlined here.
+            let done = [from_small, !from_small].into_iter().any(|small| {
+                if small {
                     self.evict_small(protect, cause, out)
                 } else {
                     self.evict_main(protect, cause, out)
@@ -597,12 +633,12 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 break;
             }
         }
-        self.trim_rings();
     }
 
     /// Inserts or replaces. `weight` is at least 1. Expired heads of the expiry ring are
     /// reclaimed on the way (bounded work).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn insert(
         &mut self,
         hash: u64,
@@ -645,7 +681,12 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         }
         let idx = match existing.filter(|_| now.is_none()) {
             Some(idx) => {
-                let old_w = self.weight_at(idx);
+                // `p.weighted`, not `weight_at`: a constant where the caller's `p` is one.
+                let old_w = if p.weighted {
+                    self.weights[idx as usize]
+                } else {
+                    1
+                };
                 let Slot::Live {
                     value: slot_value,
                     freq,
@@ -668,6 +709,10 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 }
                 self.evictions[EvictionCause::Replaced as usize] += 1;
                 out.push(key, old, EvictionCause::Replaced);
+                if weight <= old_w || self.weight <= self.capacity {
+                    // Replaced in place, nothing removed: no eviction, nothing to compact.
+                    return;
+                }
                 idx
             }
             None => {
@@ -733,7 +778,15 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         if self.weight > self.capacity {
             self.evict_to(self.capacity, idx, EvictionCause::Capacity, out);
         }
-        self.after_removals(p);
+        if p.weighted || p.expires() {
+            self.after_removals(p);
+        } else if self.evictions[EvictionCause::Capacity as usize].is_multiple_of(64) {
+            // An insert into a cache without weigher or expiry evicts at most one entry (every
+            // entry weighs 1) and leaves no dead slot, so there is nothing to compact; only
+            // the rings' lengths drift as entries move between them, and they are looked at
+            // every 64 evictions.
+            self.trim_rings();
+        }
     }
 
     /// Removes `key` if it is live. An entry that has expired but was not reclaimed yet is
@@ -775,7 +828,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
     ) -> usize {
         let mut looked = 0;
         while looked < budget {
-            let Some(&idx) = self.timer.front() else {
+            let Some(idx) = self.timer.front() else {
                 break;
             };
             looked += 1;
@@ -794,8 +847,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             if t.queued <= now {
                 // Read or replaced since it was queued: queue it again with its new deadline.
                 t.queued = deadline;
-                self.timer.pop_front();
-                self.timer.push_back(idx);
+                self.timer.rotate(idx);
                 continue;
             }
             break;
@@ -823,7 +875,9 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             if self.sweep_cursor >= self.timer.len() {
                 self.sweep_cursor = 0;
             }
-            let idx = self.timer[self.sweep_cursor];
+            let Some(idx) = self.timer.get(self.sweep_cursor) else {
+                break;
+            };
             self.sweep_cursor += 1;
             if matches!(self.slots[idx as usize], Slot::Live { .. })
                 && now >= self.deadline_of(idx, p)
@@ -850,9 +904,9 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         let slots = std::mem::take(&mut self.slots);
         self.table = HashTable::new();
         self.free_head = NONE;
-        self.small = VecDeque::new();
-        self.main = VecDeque::new();
-        self.timer = VecDeque::new();
+        self.small = Ring::new();
+        self.main = Ring::new();
+        self.timer = Ring::new();
         self.dead_refs = 0;
         self.weights = Vec::new();
         self.times = Vec::new();
@@ -864,12 +918,15 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
     }
 
     /// Keeps the structures proportional to the live entries: rebuilds the shard when dead
-    /// ring references outnumber live entries, or when most slots are unused.
+    /// ring references outnumber live entries, or when most slots are unused; otherwise gives
+    /// back ring storage left over from a peak.
     #[inline]
     fn after_removals(&mut self, p: &Params) {
         let slots = self.slots.len();
         if self.dead_refs > self.len + 64 || (slots > 256 && self.len * 4 < slots) {
             self.rebuild(p);
+        } else {
+            self.trim_rings();
         }
     }
 
@@ -889,10 +946,10 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         let mut weights = Vec::with_capacity(if p.weighted { live } else { 0 });
         let mut times = Vec::with_capacity(if p.expires() { live } else { 0 });
         let mut table = HashTable::with_capacity(live);
-        let mut small = VecDeque::with_capacity(live / 4 + 1);
-        let mut main = VecDeque::with_capacity(live);
+        let mut small = Ring::with_capacity(live / 4 + 1);
+        let mut main = Ring::with_capacity(live);
         for (ring, queue) in [(IN_SMALL, &old_small), (IN_MAIN, &old_main)] {
-            for &old in queue {
+            for old in queue.iter() {
                 let o = old as usize;
                 if !matches!(old_slots[o], Slot::Live { .. }) || map[o] != NONE {
                     continue;
@@ -928,8 +985,8 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 }
             }
         }
-        let mut timer = VecDeque::with_capacity(if p.expires() { live } else { 0 });
-        for &old in &old_timer {
+        let mut timer = Ring::with_capacity(if p.expires() { live } else { 0 });
+        for old in old_timer.iter() {
             let new = map[old as usize];
             if new != NONE {
                 timer.push_back(new);
@@ -972,6 +1029,12 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             + self.weights.capacity() * 8
             + self.times.capacity() * size_of::<Times>()
             + self.ghost.fps.len() * 2
+    }
+
+    /// Length and capacity of the small, main and expiry rings (tests only).
+    #[cfg(test)]
+    pub fn rings(&self) -> [(usize, usize); 3] {
+        [&self.small, &self.main, &self.timer].map(|r| (r.len(), r.capacity()))
     }
 
     #[cfg(test)]

@@ -76,6 +76,35 @@ fn shard_invariants_hold_under_random_operations() {
 }
 
 #[test]
+fn shards_are_512_bytes_apart_whatever_the_entry_types() {
+    // The shard of a hash is found by a shift; a field that pushed a shard past 512 bytes
+    // would double the stride (and waste half of it).
+    assert_eq!(std::mem::size_of::<ShardLock<u64, u64>>(), 512);
+    assert_eq!(std::mem::size_of::<ShardLock<String, Vec<u8>>>(), 512);
+    assert_eq!(std::mem::size_of::<ShardLock<(), ()>>(), 512);
+}
+
+#[test]
+fn hits_and_misses_are_counted_across_shards_and_threads() {
+    let cache: LruCache<u64, u64> = LruCache::builder(10_000).shards(8).build();
+    for k in 0..1_000 {
+        cache.insert(k, k);
+    }
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let cache = &cache;
+            s.spawn(move || {
+                for k in 0..2_000u64 {
+                    assert_eq!(cache.get(&k).is_some(), k < 1_000, "thread {t} key {k}");
+                }
+            });
+        }
+    });
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (4_000, 4_000));
+}
+
+#[test]
 fn storage_shrinks_after_most_entries_leave() {
     let cache = LruCache::builder(100_000).shards(1).build();
     for i in 0..100_000u64 {
@@ -88,6 +117,32 @@ fn storage_shrinks_after_most_entries_leave() {
     validate(&cache.inner);
     let after = cache.inner.shards[0].0.read().overhead_bytes();
     assert!(after * 10 < full, "overhead {after} after vs {full} full");
+}
+
+#[test]
+fn rings_give_back_storage_as_entries_move_between_them() {
+    // A fill puts every entry in the small ring; evictions then drain it to about a tenth
+    // (entries read while there move to the main ring), one eviction per insert, so the
+    // small ring is trimmed by the periodic check, not by a mass removal.
+    let cache = LruCache::builder(8_192).shards(1).build();
+    for i in 0..8_192u64 {
+        cache.insert(i, i);
+        cache.get(&i);
+    }
+    let [(small, small_cap), ..] = cache.inner.shards[0].0.read().rings();
+    assert_eq!((small, small_cap), (8_192, 8_192));
+    for i in 1_000_000..1_020_000u64 {
+        cache.insert(i, i);
+    }
+    validate(&cache.inner);
+    let rings = cache.inner.shards[0].0.read().rings();
+    for (len, cap) in rings {
+        assert!(
+            cap <= 64 || cap <= 4 * len,
+            "rings (len, capacity): {rings:?}"
+        );
+    }
+    assert!(rings[0].1 < 8_192, "the small ring was trimmed: {rings:?}");
 }
 
 #[test]
