@@ -192,6 +192,7 @@ pub fn parse_addr(name: &str, value: &str) -> Result<Option<SocketAddr>> {
 }
 
 /// The warning for an endpoint bound to `addr` beyond loopback without a token, if it is.
+#[cfg(feature = "http")]
 pub(crate) fn exposure_warning(addr: SocketAddr, token: Option<&str>) -> Option<String> {
     if addr.ip().is_loopback() || token.is_some() {
         return None;
