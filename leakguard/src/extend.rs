@@ -55,8 +55,8 @@ const BUILT_IN_PATHS: &[&str] = &[
 ];
 
 /// Top-level keys of the report (see [`Report`](crate::Report)): an extra section may not
-/// take them.
-const REPORT_KEYS: &[&str] = &[
+/// take them, and the CLI's report view knows them.
+pub(crate) const REPORT_KEYS: &[&str] = &[
     "version",
     "generated_at",
     "started_at",

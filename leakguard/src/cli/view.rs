@@ -775,28 +775,12 @@ pub(crate) fn report_text(r: &Value, url: &str) -> String {
         ));
     }
 
-    // Sections this CLI does not know yet (a newer guard) are shown flattened.
-    const KNOWN: &[&str] = &[
-        "version",
-        "generated_at",
-        "started_at",
-        "uptime_seconds",
-        "state",
-        "ready",
-        "memory",
-        "limit",
-        "leak",
-        "thresholds",
-        "allocator",
-        "process",
-        "cgroup",
-        "sampler",
-        "restart",
-        "endpoint",
-        "events",
-    ];
+    // Sections this CLI does not know yet (a newer guard) are shown flattened, and so are the
+    // handles and caches, which have no section of their own above.
+    let flattened =
+        |k: &str| !crate::extend::REPORT_KEYS.contains(&k) || matches!(k, "handles" | "caches");
     if let Some(obj) = r.as_object() {
-        for (k, v) in obj.iter().filter(|(k, _)| !KNOWN.contains(&k.as_str())) {
+        for (k, v) in obj.iter().filter(|(k, _)| flattened(k)) {
             section(&mut s, &title_case(k));
             let mut lines = Vec::new();
             flatten("", v, &mut lines);
