@@ -121,7 +121,12 @@ pub(crate) fn replay(
     (d.verdict().clone(), detected_at, cleared_at, eta)
 }
 
-fn analyze(series: &Series, timing: Timing, limit: Option<u64>, format: Format) -> Analysis {
+pub(crate) fn analyze(
+    series: &Series,
+    timing: Timing,
+    limit: Option<u64>,
+    format: Format,
+) -> Analysis {
     let config = config_for_step(timing.step);
     let window = config.window.as_secs_f64();
     let (verdict, detected_at, cleared_at, oom_eta_seconds) =
