@@ -84,6 +84,18 @@ impl Prometheus {
                 om.push_str(&format!("mem_bytes{{{labels}}} {v} {t}\n"));
             }
         }
+        // Another metric: a series with a four-hour gap, and one with a single sample.
+        om.push_str("# HELP other_bytes Resident memory.\n# TYPE other_bytes gauge\n");
+        for t in (start..=end).step_by(SCRAPE as usize) {
+            if t <= start + 7200 || t >= end - 7200 {
+                om.push_str(&format!(
+                    "other_bytes{{instance=\"gappy\"}} 100000000 {t}\n"
+                ));
+            }
+            if t == start + 3600 {
+                om.push_str(&format!("other_bytes{{instance=\"lonely\"}} 5000000 {t}\n"));
+            }
+        }
         om.push_str("# EOF\n");
         let om_path = dir.path().join("fleet.om");
         std::fs::write(&om_path, om).unwrap();
@@ -325,6 +337,36 @@ fn fleet_scan_against_a_real_prometheus() {
         ),
         "answered 400 (bad_data)",
     );
+    // At a step of 10 min, a gap of 4 h is counted, not refused; a series with one sample in
+    // the range is skipped with a warning.
+    let out = run_leakguard(
+        &[
+            "analyze",
+            "--prometheus",
+            &url,
+            "--query",
+            "other_bytes",
+            "--start",
+            &s,
+            "--end",
+            &e,
+            "--step",
+            "10m",
+            "--json",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        r#"leakguard: warning: analyze: other_bytes{instance="lonely"}: skipped: only one sample (values[0] of other_bytes{instance="lonely"}): a series over time is needed (a verdict needs about 40 minutes of samples)"#
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json[0]["labels"]["instance"], "gappy");
+    assert_eq!(json[0]["gaps"], 1, "{json}");
+
     // RFC 3339 times give the same range as Unix seconds.
     let out = with(&["--start", &rfc3339(start), "--end", &rfc3339(end), "--json"]);
     let json: Value = serde_json::from_str(&ok(&out, "rfc 3339")).unwrap();

@@ -396,6 +396,58 @@ mod tests {
     }
 
     #[test]
+    fn base_urls_keep_their_prefix_and_answers_are_capped() {
+        let e = Endpoint::parse_base("http://127.0.0.1:9090/").unwrap();
+        assert_eq!(e.url(), "http://127.0.0.1:9090");
+        let e = Endpoint::parse_base("prom:9090/prometheus/").unwrap();
+        assert_eq!(e.url(), "http://prom:9090/prometheus");
+        assert_eq!(
+            Endpoint::parse_base("http://p:9090/?x=1").unwrap_err().code,
+            2
+        );
+        // A server that answers 20 bytes of body: within a cap of 100 bytes, over one of 10.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut paths = Vec::new();
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                paths.push(head.split(' ').nth(1).unwrap().to_owned());
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n01234567890123456789")
+                    .unwrap();
+            }
+            paths
+        });
+        let e = Endpoint::parse_base(&format!("http://{addr}/prefix")).unwrap();
+        let t = Duration::from_secs(10);
+        let (status, body) = e.get_path("/api/v1/query_range?query=up", t, 100).unwrap();
+        assert_eq!((status, body.len()), (200, 20));
+        let err = e
+            .get_path("/api/v1/query_range?query=up", t, 10)
+            .unwrap_err();
+        assert!(
+            err.message
+                .ends_with("/prefix/api/v1/query_range: the answer is larger than 10 B"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            server.join().unwrap(),
+            [
+                "/prefix/api/v1/query_range?query=up",
+                "/prefix/api/v1/query_range?query=up"
+            ]
+        );
+    }
+
+    #[test]
     fn answers_plain_sized_and_chunked() {
         let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}extra";
         assert_eq!(parse_response(plain).unwrap(), (200, b"{}".to_vec()));

@@ -312,17 +312,35 @@ struct Entry<'a> {
 }
 
 /// The series of a query, stitched together from the chunks' answers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Fleet {
     /// The series, by labels.
     series: BTreeMap<BTreeMap<String, String>, Vec<(f64, u64)>>,
     /// Samples kept over all series.
     samples: usize,
+    /// Most samples kept over all series.
+    max_samples: usize,
     /// Prometheus' warnings, each once.
     pub warnings: BTreeSet<String>,
 }
 
+impl Default for Fleet {
+    fn default() -> Self {
+        Self::with_max_samples(input::MAX_SAMPLES)
+    }
+}
+
 impl Fleet {
+    /// No series yet; at most `max_samples` samples over all series.
+    fn with_max_samples(max_samples: usize) -> Self {
+        Self {
+            series: BTreeMap::new(),
+            samples: 0,
+            max_samples,
+            warnings: BTreeSet::new(),
+        }
+    }
+
     /// Adds one chunk's answer (`status` and `body` from `url`) to the series.
     pub(crate) fn add(&mut self, url: &str, status: u16, body: &[u8]) -> Result<(), CliError> {
         let answer = match serde_json::from_slice::<Answer<'_>>(body) {
@@ -373,10 +391,10 @@ impl Fleet {
         }
         for entry in data.result {
             self.samples = self.samples.saturating_add(entry.values.len());
-            if self.samples > input::MAX_SAMPLES {
+            if self.samples > self.max_samples {
                 return Err(CliError::input(format!(
                     "the query's series hold more than {} samples ({} series so far): narrow the query, shorten the range or give a coarser --step",
-                    input::MAX_SAMPLES,
+                    self.max_samples,
                     self.series.len()
                 )));
             }
@@ -865,6 +883,19 @@ mod tests {
             assert_eq!(e.code, 2, "{needle}");
             assert!(e.message.contains(needle), "{needle}: {}", e.message);
         }
+        // The cap on samples counts every series of every chunk.
+        let mut fleet = Fleet::with_max_samples(4);
+        let two = answer(&[("a", &[(0.0, "1"), (15.0, "2")])]);
+        fleet.add("u", 200, &two).unwrap();
+        fleet.add("u", 200, &two).unwrap();
+        let e = fleet.add("u", 200, &two).unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(
+            e.message
+                .contains("more than 4 samples (1 series so far): narrow the query"),
+            "{}",
+            e.message
+        );
         let mut fleet = Fleet::default();
         let warned = br#"{"status":"success","warnings":["slow query"],"data":{"resultType":"matrix","result":[]}}"#;
         fleet.add("u", 200, warned).unwrap();
