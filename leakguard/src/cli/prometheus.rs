@@ -902,4 +902,68 @@ mod tests {
         fleet.add("u", 200, warned).unwrap();
         assert_eq!(fleet.warnings.len(), 1);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 512,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Whatever a server answers, the answer is taken or refused with a code-2 error,
+        /// never a panic.
+        #[test]
+        fn any_answer_is_taken_or_refused(
+            status in proptest::prelude::prop_oneof![
+                proptest::prelude::Just(200u16),
+                proptest::prelude::Just(400u16),
+                100u16..600
+            ],
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            values in proptest::collection::vec((-1e12f64..1e12, "[-+]?[0-9a-zA-Z.]{0,8}"), 0..8),
+        ) {
+            let _ = Fleet::default().add("u", status, &body);
+            let values: Vec<serde_json::Value> =
+                values.iter().map(|(t, v)| serde_json::json!([t, v])).collect();
+            let json = serde_json::json!({
+                "status": "success",
+                "data": {"resultType": "matrix", "result": [{"metric": {"a": "b"}, "values": values}]}
+            });
+            let mut fleet = Fleet::default();
+            if let Err(e) = fleet.add("u", status, json.to_string().as_bytes()) {
+                proptest::prop_assert_eq!(e.code, 2);
+            } else {
+                for s in fleet.into_series() {
+                    let _ = s.check(true);
+                }
+            }
+        }
+
+        /// Any text as --start, --end or --step gives a plan or a usage error, never a panic;
+        /// a plan's chunks are contiguous on the step grid and within Prometheus' limit.
+        #[test]
+        fn any_range_is_planned_or_refused(
+            start in "[0-9T:.Z+-]{0,26}",
+            end in proptest::option::of("[0-9]{1,11}(\\.[0-9]{1,3})?"),
+            step in proptest::option::of("[0-9]{1,5}(ms|s|m|h|d)?"),
+            chunk in 1000u64..20_000,
+        ) {
+            match Plan::new(Some(&start), end.as_deref(), step.as_deref(), NOW, chunk) {
+                Ok(plan) => {
+                    proptest::prop_assert!(plan.start < plan.end);
+                    let mut next = plan.start;
+                    let mut points = 0u64;
+                    for (s, e) in &plan.chunks {
+                        proptest::prop_assert!((s - next).abs() <= 1e-6 * next.abs().max(1.0));
+                        let n = ((e - s) / plan.step).round() as u64 + 1;
+                        proptest::prop_assert!(n <= chunk);
+                        proptest::prop_assert!(*e <= plan.end + 1e-6 * plan.end.abs().max(1.0));
+                        points += n;
+                        next = e + plan.step;
+                    }
+                    proptest::prop_assert_eq!(points, plan.points);
+                }
+                Err(e) => proptest::prop_assert_eq!(e.code, 2),
+            }
+        }
+    }
 }
