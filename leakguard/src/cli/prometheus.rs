@@ -5,8 +5,15 @@
 //! first.
 //!
 //! Every failure (bad arguments, an unreachable server, an error answer, a bad query) is one
-//! line on stderr and exit code 2. Memory is bounded: at most [`MAX_ANSWER`] bytes per answer
-//! and [`input::MAX_SAMPLES`] samples over all series.
+//! line on stderr and exit code 2.
+//!
+//! | bound | value | memory at the bound |
+//! | --- | --- | --- |
+//! | one answer | [`MAX_ANSWER`], 256 MiB | the body, and while it is parsed 24 bytes a sample (time and a borrowed value) |
+//! | samples over all series | [`input::MAX_SAMPLES`], 10,000,000 | 16 bytes a sample: 160 MB, plus each series' labels once |
+//! | steps per request and series | [`MAX_POINTS`], 11,000 | none: it sets the number of requests |
+//! | samples per series | [`input::MAX_SAMPLES`] (refused before any request) | |
+//! | each request | [`TIMEOUT`], 60 s to connect and between reads | |
 
 use super::analyze::{self, Analysis};
 use super::args::{self, Spec};
