@@ -121,12 +121,7 @@ pub(crate) fn replay(
     (d.verdict().clone(), detected_at, cleared_at, eta)
 }
 
-pub(crate) fn analyze(
-    series: &Series,
-    timing: Timing,
-    limit: Option<u64>,
-    format: Format,
-) -> Analysis {
+fn analyze(series: &Series, timing: Timing, limit: Option<u64>, format: Format) -> Analysis {
     let config = config_for_step(timing.step);
     let window = config.window.as_secs_f64();
     let (verdict, detected_at, cleared_at, oom_eta_seconds) =
@@ -399,6 +394,12 @@ fn severity_word(s: Severity) -> &'static str {
         Severity::Warning => "warning (50 MB/h or more)",
         Severity::Critical => "critical (100 MB/h or more)",
     }
+}
+
+/// The analysis of one series of a fleet scan (`analyze --prometheus`): what `analyze` gives a
+/// series of a Prometheus answer, with its labels.
+pub(crate) fn analyze_prometheus(series: &Series, timing: Timing, limit: Option<u64>) -> Analysis {
+    analyze(series, timing, limit, Format::Prometheus)
 }
 
 /// Reads `bytes` as `analyze` reads a file, then checks, replays and renders every series as

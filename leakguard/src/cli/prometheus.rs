@@ -19,7 +19,7 @@ use super::analyze::{self, Analysis};
 use super::args::{self, Spec};
 use super::fmt::{iso, mb_per_hour, span};
 use super::http::{Endpoint, first_line};
-use super::input::{self, Format, Series};
+use super::input::{self, Series};
 use super::{CliError, EXIT_USAGE, print};
 use crate::clock::{Clock, SystemClock};
 use serde::Deserialize;
@@ -544,7 +544,7 @@ pub(crate) fn command_with(
         // Gaps are normal in a fleet (a target down for a while): counted, not refused.
         match series.check(true) {
             Ok(timing) => {
-                results.push(analyze::analyze(series, timing, limit, Format::Prometheus));
+                results.push(analyze::analyze_prometheus(series, timing, limit));
                 names.push(series.name());
             }
             Err(e) => {
