@@ -32,7 +32,7 @@ WHEEL_DIR := target/wheels
 # The Python tests: the package's own, and any at the top level.
 PY_TESTS := $(PY_CRATE)/tests $(wildcard tests/python tests/test_*.py)
 
-.PHONY: test cargo-test wheel demo-bin py-test promtool prometheus venv lint fmt bench py-dev demo clean-venv stubtest fuzz fuzz-build cargo-fuzz chromium
+.PHONY: test cargo-test wheel demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv stubtest fuzz fuzz-build cargo-fuzz chromium
 
 ## test: wheel build + install, cargo tests, Python tests. A cold run takes a few minutes.
 test: wheel cargo-test py-test
@@ -78,6 +78,7 @@ $(VENV)/.installed: requirements-dev.txt
 ## else both extracted from Debian's prometheus package into .venv/bin. The package is
 ## downloaded (about 19 MB), not installed: installing it would start a Prometheus server from
 ## its postinst, create a system user and pull in ~40 packages; both are static binaries.
+.PHONY: prometheus
 promtool: prometheus
 prometheus: venv
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then exit 0; fi; \
