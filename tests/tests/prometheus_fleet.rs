@@ -239,7 +239,10 @@ fn fleet_scan_against_a_real_prometheus() {
     // The flat series and the saw-tooth are not leaks (`no`, or `unknown` while the detector
     // has too little of a series to judge).
     for row in &lines[4..6] {
-        assert!(row.starts_with("no ") || row.starts_with("unknown "), "{text}");
+        assert!(
+            row.starts_with("no ") || row.starts_with("unknown "),
+            "{text}"
+        );
         assert!(row.contains("mem_bytes{instance="), "{text}");
     }
     assert_eq!(lines[6], "2 of 4 series show a leak.", "{text}");
@@ -434,6 +437,14 @@ fn unreachable_server_and_server_errors_exit_2() {
     fails_with(
         &run_leakguard(&["analyze", "--prometheus", &url], &[]),
         "needs --query",
+    );
+    fails_with(
+        &run_leakguard(&["analyze", "--prometheus=", "--query", "up"], &[]),
+        "--prometheus needs Prometheus' URL",
+    );
+    fails_with(
+        &run_leakguard(&["analyze", "--prometheus", &url, "file.csv"], &[]),
+        "not a FILE",
     );
     fails_with(
         &run_leakguard(

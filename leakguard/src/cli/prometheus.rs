@@ -498,7 +498,14 @@ pub(crate) fn command_with(
             "analyze: unexpected argument {extra:?}: with --prometheus, the series come from --query, not a FILE"
         )));
     }
-    let url = parsed.value("--prometheus").unwrap_or_default();
+    let Some(url) = parsed
+        .value("--prometheus")
+        .filter(|u| !u.trim().is_empty())
+    else {
+        return Err(CliError::usage(
+            "analyze: --prometheus needs Prometheus' URL, e.g. --prometheus http://prometheus:9090",
+        ));
+    };
     let server = Endpoint::parse_base(url).map_err(|e| CliError {
         message: format!("analyze: --prometheus {}", e.message),
         ..e
