@@ -199,7 +199,7 @@ impl Extensions {
                 &format!(
                     "the handler of {} panicked: {}",
                     route.path,
-                    crate::watchdog::panic_message(&*payload)
+                    crate::panics::panic_message(&*payload)
                 ),
             ),
         }
@@ -222,7 +222,7 @@ fn call_all(list: &[(String, JsonProvider)]) -> BTreeMap<String, serde_json::Val
         .map(|(name, f)| {
             let value = catch_unwind(AssertUnwindSafe(|| f())).unwrap_or_else(|payload| {
                 serde_json::json!({
-                    "error": format!("panicked: {}", crate::watchdog::panic_message(&*payload))
+                    "error": format!("panicked: {}", crate::panics::panic_message(&*payload))
                 })
             });
             (name.clone(), value)

@@ -48,12 +48,14 @@ pub mod extend;
 pub mod fuzzing;
 #[cfg(feature = "jemalloc")]
 mod global_alloc;
+mod guard;
 pub mod handles;
 mod handover;
 mod history;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+mod panics;
 pub mod process;
 pub mod profile;
 mod report;
@@ -65,12 +67,12 @@ mod threshold;
 pub mod trend;
 mod ui;
 mod units;
-mod watchdog;
 
 pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::config::{Config, DEFAULT_ADDR, LimitSetting, RestartAction, parse_addr};
 pub use self::error::{Error, Result};
 pub use self::event::{EVENT_CAPACITY, Event, EventKind, EventLog, Level};
+pub use self::guard::{Guard, GuardBuilder};
 pub use self::handles::{HandleGuard, HandleKind, KindConfig, Tracked, track};
 pub use self::handover::{RestartRecord, handover_names, keep_for_handover, listener, release};
 pub use self::history::{History, HistoryPoint, Tier};
@@ -82,7 +84,6 @@ pub use self::sample::{MemorySample, Sampler};
 pub use self::snapshot::Limit;
 pub use self::threshold::{MemoryState, ThresholdTracker, Thresholds, Transition};
 pub use self::units::{format_bytes, parse_duration, parse_fraction, parse_size};
-pub use self::watchdog::{Guard, GuardBuilder};
 
 #[cfg(feature = "jemalloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]

@@ -64,7 +64,7 @@ pub fn run_hooks(hooks: &[DrainHook], deadline: Instant) -> Vec<HookOutcome> {
                 .spawn(move || {
                     let outcome = match catch_unwind(AssertUnwindSafe(|| hook(deadline))) {
                         Ok(()) => HookOutcome::Done,
-                        Err(p) => HookOutcome::Panicked(crate::watchdog::panic_message(&*p)),
+                        Err(p) => HookOutcome::Panicked(crate::panics::panic_message(&*p)),
                     };
                     let _ = tx.send(outcome);
                 });
