@@ -54,29 +54,7 @@ const BUILT_IN_PATHS: &[&str] = &[
     "/debug/pprof/heap",
 ];
 
-/// Top-level keys of the report (see [`Report`](crate::Report)): an extra section may not
-/// take them, and the CLI's report view knows them.
-pub(crate) const REPORT_KEYS: &[&str] = &[
-    "version",
-    "generated_at",
-    "started_at",
-    "uptime_seconds",
-    "state",
-    "ready",
-    "memory",
-    "limit",
-    "leak",
-    "thresholds",
-    "allocator",
-    "process",
-    "handles",
-    "caches",
-    "cgroup",
-    "sampler",
-    "restart",
-    "endpoint",
-    "events",
-];
+use crate::report::REPORT_KEYS;
 
 /// One extra route.
 #[derive(Clone)]

@@ -4,6 +4,7 @@
 use super::metrics::families;
 use super::observe::{Rules, State};
 use super::routes::GuardRoutes;
+use super::snapshot::View;
 use super::{EventCallback, Guard, Inner, allocator_name};
 use crate::allocator::{Allocator, AllocatorChoice};
 use crate::clock::{Clock, SystemClock};
@@ -411,7 +412,7 @@ impl GuardBuilder {
         // The first sample, so the report and /metrics have data at once.
         inner.tick();
         if inner.record_metrics {
-            crate::exposition::describe(&families(&inner.snapshot(false)));
+            crate::exposition::describe(&families(&inner.snapshot(View::Metrics)));
         }
 
         #[cfg(feature = "http")]

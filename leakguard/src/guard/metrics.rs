@@ -220,8 +220,7 @@ pub(crate) fn families(s: &Snapshot) -> Vec<Family> {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    f.extend(crate::handles::families());
-    f.extend(crate::cache::families());
+    f.extend(s.families.iter().cloned());
     f.add(
         "leakguard_info",
         "leakguard's version and the allocator it reads (value is always 1).",

@@ -1,12 +1,12 @@
 //! The guard: what a service starts ([`Guard`], built by [`GuardBuilder`]) and its parts.
 //!
 //! - [`builder`]: every setting, and the start (environment, validation, threads);
-//! - [`observe`](self::observe): the pure decision for one sample (states, pressure, baseline,
+//! - [`observe`]: the pure decision for one sample (states, pressure, baseline,
 //!   leak flips, restart reason), where a verdict is made;
 //! - [`tick`]: the sampler thread's loop, which takes a sample and applies the outcome;
-//! - [`restart`](self::restart): the graceful restart sequence, and the post-mortem dump;
+//! - [`restart`]: the graceful restart sequence, and the post-mortem dump;
 //! - [`routes`]: the endpoint's route table and its authorisation, where a route is answered;
-//! - [`snapshot`](self::snapshot) and [`metrics`]: the consistent copy the report and `/metrics`
+//! - [`snapshot`] and [`metrics`]: the consistent copy the report and `/metrics`
 //!   are made from, and its metric families.
 
 mod builder;
@@ -21,6 +21,7 @@ pub use self::builder::GuardBuilder;
 
 use self::observe::State;
 use self::routes::GuardRoutes;
+use self::snapshot::View;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::endpoint::{EndpointRequest, EndpointResponse, Routes};
@@ -84,7 +85,7 @@ impl Guard {
 
     /// The report.
     pub fn report(&self) -> Report {
-        Report::from_snapshot(self.inner.snapshot(true))
+        Report::from_snapshot(self.inner.snapshot(View::Report))
     }
 
     /// The report as JSON (what `GET /debug/leakguard` serves).
@@ -94,7 +95,7 @@ impl Guard {
 
     /// The Prometheus text exposition (what `GET /metrics` serves).
     pub fn render_metrics(&self) -> String {
-        crate::exposition::render(&metrics::families(&self.inner.snapshot(false)))
+        crate::exposition::render(&metrics::families(&self.inner.snapshot(View::Metrics)))
     }
 
     /// Answers an endpoint request, for services that mount the endpoint in their own router.
@@ -119,7 +120,16 @@ impl Guard {
 
     /// Starts a graceful restart now (as `POST /debug/leakguard/restart` does): readiness off,
     /// drain delay, drain hooks, then the restart action, on a thread of its own. Refused
-    /// while one is under way or when the per-hour limit is reached.
+    /// ([`Error::RestartRefused`]) while one is under way or when the per-hour limit is
+    /// reached.
+    pub fn request_restart(&self, reason: &str) -> Result<()> {
+        Arc::clone(&self.inner)
+            .begin_restart(reason.to_owned())
+            .map_err(Error::RestartRefused)
+    }
+
+    /// Starts a graceful restart now; the refusal as a string.
+    #[deprecated(note = "use `Guard::request_restart`, which returns the crate's `Error`")]
     pub fn restart_now(&self, reason: &str) -> std::result::Result<(), String> {
         Arc::clone(&self.inner).begin_restart(reason.to_owned())
     }

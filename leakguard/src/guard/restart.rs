@@ -3,6 +3,7 @@
 //! drain hooks, post-mortem dump, then the restart action).
 
 use super::Inner;
+use super::snapshot::View;
 use crate::config::RestartAction;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind, Level};
@@ -209,7 +210,7 @@ impl Inner {
             ));
         };
         let now = self.clock.unix_seconds();
-        let report = Report::from_snapshot(self.snapshot(true)).to_json();
+        let report = Report::from_snapshot(self.snapshot(View::Report)).to_json();
         #[cfg(feature = "profiling")]
         let profile = crate::profile::heap_profile(now)
             .map(|p| p.to_pprof())

@@ -4,7 +4,9 @@
 
 use super::Inner;
 use super::metrics::families;
+use super::snapshot::View;
 use crate::endpoint::{self, EndpointRequest, EndpointResponse, Routes};
+use crate::error::Error;
 use crate::event::{EventKind, Level};
 use crate::report::Report;
 use crate::units::format_bytes;
@@ -25,7 +27,7 @@ enum Access {
     Read,
     /// Always the token: routes that change something or show what the service holds.
     Token,
-    /// As [`Access::Token`], refused in the form `go tool pprof` prints.
+    /// As [`Access::Token`], refused with the header that makes `go tool pprof` print why.
     Profile,
 }
 
@@ -67,7 +69,7 @@ const ROUTES: &[Route] = &[
         methods: GET,
         access: Access::Read,
         answer: |inner, _| {
-            let text = crate::exposition::render(&families(&inner.snapshot(false)));
+            let text = crate::exposition::render(&families(&inner.snapshot(View::Metrics)));
             EndpointResponse::new(200, endpoint::PROMETHEUS_TEXT, text)
         },
     },
@@ -77,7 +79,7 @@ const ROUTES: &[Route] = &[
         methods: GET,
         access: Access::Read,
         answer: |inner, _| {
-            let report = Report::from_snapshot(inner.snapshot(true));
+            let report = Report::from_snapshot(inner.snapshot(View::Report));
             EndpointResponse::new(200, endpoint::JSON, report.to_json())
         },
     },
@@ -126,7 +128,7 @@ const ROUTES: &[Route] = &[
                 })
                 .to_string(),
             ),
-            Err(why) => EndpointResponse::error(409, &format!("restart refused: {why}")),
+            Err(why) => EndpointResponse::error(409, &Error::RestartRefused(why).to_string()),
         },
     },
     Route {
@@ -201,8 +203,10 @@ impl Inner {
                 }
             }
             Access::Profile => {
-                if let Some(refused) = self.authorize(req, true) {
-                    return crate::profile::pprof_error(refused);
+                if let Some(mut refused) = self.authorize(req, true) {
+                    // JSON like every error; the header makes `go tool pprof` print the body.
+                    refused.headers.push(("X-Go-Pprof", "1".to_owned()));
+                    return refused;
                 }
             }
         }
@@ -266,7 +270,7 @@ impl Inner {
                 st.trend.config().window,
             )
         };
-        crate::ui::history(&self.snapshot(false), tiers, fine, coarse, window)
+        crate::ui::history(&self.snapshot(View::Core), tiers, fine, coarse, window)
     }
 
     /// Answers `GET /debug/pprof/heap[?base=baseline]`.

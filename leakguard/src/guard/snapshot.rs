@@ -6,6 +6,19 @@ use crate::attribution::{Attribution, Baseline, attribute};
 use crate::event::Level;
 use crate::sample::MemorySample;
 use crate::snapshot::Snapshot;
+
+/// What a snapshot is taken for: each view copies only what it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum View {
+    /// The core figures only (state, sample, limit, verdict, counters).
+    Core,
+    /// For `/metrics` and the `metrics` facade: the core plus the handles' and caches' metric
+    /// families.
+    Metrics,
+    /// For the report: the core plus recent events, attribution, handles, caches, report
+    /// sections and heap growth.
+    Report,
+}
 use std::sync::atomic::Ordering;
 
 /// The quantities attribution compares: RSS, live heap, caches' weights, open handles.
@@ -20,7 +33,8 @@ pub(super) fn current_quantities(sample: &MemorySample, at: f64) -> Baseline {
 }
 
 impl Inner {
-    pub(super) fn snapshot(&self, with_events: bool) -> Snapshot {
+    pub(super) fn snapshot(&self, view: View) -> Snapshot {
+        let with_events = view == View::Report;
         let (sample, limit, state, thresholds, verdict, baseline) = {
             let st = self.state.lock();
             (
@@ -94,6 +108,13 @@ impl Inner {
             },
             caches: if with_events {
                 crate::cache::report()
+            } else {
+                Vec::new()
+            },
+            families: if view == View::Metrics {
+                let mut families = crate::handles::families();
+                families.extend(crate::cache::families());
+                families
             } else {
                 Vec::new()
             },

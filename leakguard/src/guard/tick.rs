@@ -5,6 +5,7 @@
 use super::Inner;
 use super::metrics::families;
 use super::observe::observe;
+use super::snapshot::View;
 use super::snapshot::current_quantities;
 use crate::event::{Event, EventKind, Level};
 use crate::sample::MemorySample;
@@ -78,7 +79,7 @@ impl Inner {
             *self.restart_deferred.lock() = None;
         }
         if self.record_metrics {
-            crate::exposition::record(&families(&self.snapshot(false)));
+            crate::exposition::record(&families(&self.snapshot(View::Metrics)));
         }
         self.emit(events);
         sample
