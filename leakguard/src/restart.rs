@@ -2,6 +2,7 @@
 //! drain hooks under a deadline, then the action (re-exec in place, exit, a signal, nothing, or
 //! a callback).
 
+pub use crate::handover::{RestartRecord, handover_names};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc;
