@@ -1,8 +1,8 @@
 //! # leakguard
 //!
 //! An embeddable, in-process memory-leak guard. A service starts one [`Guard`]; a background
-//! thread then samples memory every second ([`sample::Sampler`]: `/proc/self`, the cgroup limit, jemalloc
-//! or glibc allocator statistics), follows usage through the threshold states
+//! thread then samples memory every second ([`sample::Sampler`]: `/proc/self`, the cgroup
+//! limit, jemalloc or glibc allocator statistics), follows usage through the threshold states
 //! ([`MemoryState`]), runs the online leak detector ([`trend`]), reports tracked handles
 //! ([`handles`]) and registered caches ([`cache`]), serves the debug endpoint (feature `http`),
 //! records metrics through the `metrics` facade and events through `tracing`, and restarts the
