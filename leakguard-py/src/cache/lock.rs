@@ -13,13 +13,12 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-thread_local! {
-    static THREAD_TAG: u8 = const { 0 };
-}
-
-/// A cheap identifier of the current thread (the address of a thread-local), never 0.
+/// An identifier of the current thread, never 0: `pthread_self()`, which reads the thread
+/// pointer (cheaper, in a shared library, than a Rust thread-local, which goes through
+/// `__tls_get_addr`).
 fn thread_tag() -> usize {
-    THREAD_TAG.with(|t| std::ptr::from_ref(t) as usize)
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    unsafe { libc::pthread_self() as usize }
 }
 
 /// The lock was taken by the thread asking for it again (from within one of its own

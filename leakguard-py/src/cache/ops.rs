@@ -37,6 +37,16 @@ impl Garbage {
     pub(super) fn len(&self) -> usize {
         self.nodes.len()
     }
+
+    /// Drops what the operation removed, after its lock; the thread is attached.
+    pub(super) fn release(self, py: Python<'_>) {
+        if let Some(old) = self.old {
+            drop(old.into_bound(py));
+        }
+        for node in self.nodes {
+            node.release(py);
+        }
+    }
 }
 
 /// A size as `getsizeof` gives it: its value and whether it is an int.
@@ -144,7 +154,7 @@ impl CacheBase {
             self.shared.publish(&core);
             r
         };
-        drop(garbage);
+        garbage.release(py);
         result
     }
 
@@ -317,7 +327,7 @@ impl CacheBase {
                 }
             }
         };
-        drop(garbage);
+        garbage.release(py);
         result
     }
 

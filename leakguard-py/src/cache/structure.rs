@@ -18,6 +18,24 @@ pub(super) struct Node {
     pub(super) ord: Link,
 }
 
+impl Node {
+    /// Drops the node's objects, the thread being attached: one `Py_DECREF` each, without
+    /// the check of the thread's state that dropping a `Py` makes.
+    pub(super) fn release(self, py: Python<'_>) {
+        let Node {
+            key,
+            value,
+            expires,
+            ..
+        } = self;
+        drop(key.into_bound(py));
+        drop(value.into_bound(py));
+        if let Some(Time::Obj(t)) = expires {
+            drop(t.into_bound(py));
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 pub(super) struct Link {
     pub(super) prev: u32,
