@@ -1,22 +1,38 @@
-"""Cache operations: leakguard's LRUCache/TTLCache against cachetools' and functools.lru_cache.
+"""Python cache operations: leakguard's LRUCache/TTLCache against cachebox's and cachetools'.
 
-Side by side in one run, interleaved (each round measures every contender once, in turn),
-median over the rounds, in nanoseconds per operation. Each measurement is a Python loop over
-keys (``for k in keys: c[k]``), so the loop's own cost, measured as ``loop only``, is part
-of every figure; the ratios are of the raw figures.
+Each workload runs on every contender in one process, interleaved: each round measures every
+contender once, in turn, and each figure is the median over the rounds, in nanoseconds per
+operation. A measurement is a Python loop over keys (``for k in keys: c[k]``); the loop's
+own cost (``for k in keys: pass``, measured the same way) is subtracted, so the figures are
+the operations' net cost, and the ratios are of net figures (contender / leakguard: above 1
+means leakguard is faster).
 
-leakguard's caches take their internal lock on every operation; cachetools' take none
-(they are not thread-safe). Build leakguard in release mode first (``maturin build
---release`` and install the wheel, or ``maturin develop --release``).
+Workloads, on caches of 1,024 entries (keys are ints, scattered):
+- ``get hit``: ``c[k]`` and ``c.get(k)`` of a present key;
+- ``set present``: ``c[k] = v`` of a present key;
+- ``set new``: ``c[k] = v`` of a new key, which evicts the least recently used;
+- ``get miss``: ``c.get(k)`` of absent keys (a miss-heavy read);
+- ``cached hit`` / ``cached miss``: a function memoized by each library's ``cached``
+  decorator over its LRUCache, called with cached arguments, or with new ones (each call
+  computes and stores, evicting).
 
-Usage: python benches/python/cache_ops.py [--rounds 15] [--n 200000] [--json]
+leakguard's caches take their internal lock on every operation; cachebox's lock too;
+cachetools' take none (they are not thread-safe). Build leakguard in release mode first
+(``maturin build --release`` and install the wheel). Peers: ``pip install -r
+benches/python/requirements.txt``.
+
+With ``--check``, exits 1 when leakguard is slower than cachebox on a get or set of LRUCache
+or TTLCache (net median ratio below ``--min-ratio``, 1.0 by default) or not at least 3x
+cachetools there: a benchmark that can fail.
+
+Usage: python benches/python/cache_ops.py [--rounds 21] [--n 200000] [--check] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
+import importlib
 import json
 import statistics
 import sys
@@ -27,10 +43,14 @@ import cachetools
 
 import leakguard
 
-SIZE = 1000
+# A peer, installed from benches/python/requirements.txt (not a dependency of the package).
+cachebox: Any = importlib.import_module("cachebox")
+
+SIZE = 1024
+Run = Callable[[], None]
 
 
-def _loop_only(keys: List[int]) -> Callable[[], None]:
+def _loop_only(keys: List[int]) -> Run:
     def run() -> None:
         for k in keys:
             pass
@@ -38,179 +58,203 @@ def _loop_only(keys: List[int]) -> Callable[[], None]:
     return run
 
 
-def _get_hit(cache: Any, keys: List[int]) -> Callable[[], None]:
+def _filled(cache: Any) -> Any:
     for k in range(SIZE):
         cache[k] = k
+    return cache
+
+
+def _get_item(cache: Any, keys: List[int]) -> Run:
+    c = _filled(cache)
 
     def run() -> None:
-        c = cache
         for k in keys:
             c[k]
 
     return run
 
 
-def _get_method(cache: Any, keys: List[int]) -> Callable[[], None]:
-    for k in range(SIZE):
-        cache[k] = k
+def _get_method(cache: Any, keys: List[int]) -> Run:
+    get = _filled(cache).get
 
     def run() -> None:
-        get = cache.get
         for k in keys:
             get(k)
 
     return run
 
 
-def _set_replace(cache: Any, keys: List[int]) -> Callable[[], None]:
-    for k in range(SIZE):
-        cache[k] = k
+def _get_miss(cache: Any, keys: List[int]) -> Run:
+    get = _filled(cache).get
+    absent = [k + 10 * SIZE for k in keys]
 
     def run() -> None:
-        c = cache
+        for k in absent:
+            get(k)
+
+    return run
+
+
+def _set_present(cache: Any, keys: List[int]) -> Run:
+    c = _filled(cache)
+
+    def run() -> None:
         for k in keys:
             c[k] = k
 
     return run
 
 
-def _set_evict(cache: Any, keys: List[int]) -> Callable[[], None]:
-    # Keys never seen before: every set inserts and evicts the least recently used.
-    counter = [10**9]
+def _set_new(cache: Any, keys: List[int]) -> Run:
+    c = _filled(cache)
+    offset = [10**9]
+    fresh: List[List[int]] = [[]]
 
     def run() -> None:
-        c = cache
-        base = counter[0]
-        for k in keys:
-            c[base + k] = k
-        counter[0] = base + len(keys) + 1
+        # New keys for every round (made before the clock starts: see `prepare`).
+        for k in fresh[0]:
+            c[k] = k
 
-    for k in range(SIZE):
-        cache[-k - 1] = k
+    def prepare() -> None:
+        base = offset[0]
+        fresh[0] = [base + k for k in range(len(keys))]
+        offset[0] = base + len(keys) + 1
+
+    run.prepare = prepare  # type: ignore[attr-defined]
     return run
 
 
-def _lru_cache_hit(keys: List[int]) -> Callable[[], None]:
-    @functools.lru_cache(maxsize=SIZE)
-    def f(k: int) -> int:
+def _cached_call(decorator: Callable[[Any], Any], cache: Any, keys: List[int], hit: bool) -> Run:
+    def identity(k: int) -> int:
         return k
+
+    f: Callable[[int], int] = decorator(cache)(identity)
 
     for k in range(SIZE):
         f(k)
+    offset = [10**9]
+    args: List[List[int]] = [keys]
 
     def run() -> None:
-        for k in keys:
+        for k in args[0]:
             f(k)
 
+    if not hit:
+
+        def prepare() -> None:
+            base = offset[0]
+            args[0] = [base + k for k in keys]
+            offset[0] = base + len(keys) + 1
+
+        run.prepare = prepare  # type: ignore[attr-defined]
     return run
 
 
-def _lru_cache_miss(keys: List[int]) -> Callable[[], None]:
-    @functools.lru_cache(maxsize=SIZE)
-    def f(k: int) -> int:
-        return k
-
-    counter = [10**9]
-
-    def run() -> None:
-        base = counter[0]
-        for k in keys:
-            f(base + k)
-        counter[0] = base + len(keys) + 1
-
-    return run
+def _ttl(module: Any) -> Any:
+    return module.TTLCache(SIZE, 3600)
 
 
-def contenders(keys: List[int]) -> Dict[str, Dict[str, Callable[[], None]]]:
-    lg_lru = leakguard.LRUCache
-    lg_ttl = leakguard.TTLCache
-    ct_lru = cachetools.LRUCache
-    ct_ttl = cachetools.TTLCache
-    return {
-        "loop only": {"-": _loop_only(keys)},
-        "get hit (c[k])": {
-            "leakguard.LRUCache": _get_hit(lg_lru(SIZE), keys),
-            "cachetools.LRUCache": _get_hit(ct_lru(SIZE), keys),
-            "leakguard.TTLCache": _get_hit(lg_ttl(SIZE, ttl=3600), keys),
-            "cachetools.TTLCache": _get_hit(ct_ttl(SIZE, ttl=3600), keys),
-            "functools.lru_cache (hit)": _lru_cache_hit(keys),
-        },
-        "get hit (c.get(k))": {
-            "leakguard.LRUCache": _get_method(lg_lru(SIZE), keys),
-            "cachetools.LRUCache": _get_method(ct_lru(SIZE), keys),
-            "leakguard.TTLCache": _get_method(lg_ttl(SIZE, ttl=3600), keys),
-            "cachetools.TTLCache": _get_method(ct_ttl(SIZE, ttl=3600), keys),
-        },
-        "set, key present (c[k] = v)": {
-            "leakguard.LRUCache": _set_replace(lg_lru(SIZE), keys),
-            "cachetools.LRUCache": _set_replace(ct_lru(SIZE), keys),
-            "leakguard.TTLCache": _set_replace(lg_ttl(SIZE, ttl=3600), keys),
-            "cachetools.TTLCache": _set_replace(ct_ttl(SIZE, ttl=3600), keys),
-        },
-        "set, new key, evicts (c[k] = v)": {
-            "leakguard.LRUCache": _set_evict(lg_lru(SIZE), keys),
-            "cachetools.LRUCache": _set_evict(ct_lru(SIZE), keys),
-            "leakguard.TTLCache": _set_evict(lg_ttl(SIZE, ttl=3600), keys),
-            "cachetools.TTLCache": _set_evict(ct_ttl(SIZE, ttl=3600), keys),
-            "functools.lru_cache (miss)": _lru_cache_miss(keys),
-        },
-    }
+def contenders(keys: List[int]) -> Dict[str, Dict[str, Run]]:
+    libs = {"leakguard": leakguard, "cachebox": cachebox, "cachetools": cachetools}
+    table: Dict[str, Dict[str, Run]] = {}
+    for kind in ["LRUCache", "TTLCache"]:
+
+        def make(lib: Any, kind: str = kind) -> Any:
+            return lib.LRUCache(SIZE) if kind == "LRUCache" else _ttl(lib)
+
+        for op, build in [
+            ("get hit c[k]", _get_item),
+            ("get hit c.get(k)", _get_method),
+            ("set present c[k] = v", _set_present),
+            ("set new (evicts)", _set_new),
+            ("get miss c.get(k)", _get_miss),
+        ]:
+            table[f"{kind} {op}"] = {name: build(make(lib), keys) for name, lib in libs.items()}
+    for label, hit in [("cached() hit", True), ("cached() miss (evicts)", False)]:
+        table[label] = {
+            name: _cached_call(lib.cached, lib.LRUCache(SIZE), keys, hit)
+            for name, lib in libs.items()
+        }
+    return table
 
 
-def measure(rounds: int, n: int) -> Dict[str, Dict[str, Tuple[float, float]]]:
-    # Keys cycle over the cache's 1000 entries in a scattered order.
+def measure(rounds: int, n: int) -> Tuple[Dict[str, Dict[str, float]], float]:
     keys = [(i * 7919) % SIZE for i in range(n)]
     table = contenders(keys)
+    loop = _loop_only(keys)
     samples: Dict[Tuple[str, str], List[float]] = {}
+    loop_samples: List[float] = []
+
+    def timed(run: Run) -> float:
+        prepare = getattr(run, "prepare", None)
+        if prepare is not None:
+            prepare()
+        start = time.perf_counter_ns()
+        run()
+        return (time.perf_counter_ns() - start) / n
+
     gc.disable()
     try:
         for _ in range(rounds):
+            loop_samples.append(timed(loop))
             for op, runs in table.items():
                 for who, run in runs.items():
-                    start = time.perf_counter_ns()
-                    run()
-                    elapsed = time.perf_counter_ns() - start
-                    samples.setdefault((op, who), []).append(elapsed / n)
+                    samples.setdefault((op, who), []).append(timed(run))
+            loop_samples.append(timed(loop))
     finally:
         gc.enable()
-    out: Dict[str, Dict[str, Tuple[float, float]]] = {}
+    harness = statistics.median(loop_samples)
+    out: Dict[str, Dict[str, float]] = {}
     for (op, who), values in samples.items():
-        out.setdefault(op, {})[who] = (statistics.median(values), min(values))
-    return out
+        out.setdefault(op, {})[who] = max(statistics.median(values) - harness, 0.1)
+    return out, harness
+
+
+#: The workloads the targets are about: get and set of a present key.
+TARGETS = [
+    f"{kind} {op}"
+    for kind in ["LRUCache", "TTLCache"]
+    for op in ["get hit c[k]", "get hit c.get(k)", "set present c[k] = v"]
+]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--min-ratio", type=float, default=1.0)
     args = parser.parse_args()
-    results = measure(args.rounds, args.n)
+    results, harness = measure(args.rounds, args.n)
     if args.json:
-        print(json.dumps(results, indent=2))
-        return
-    print(
-        f"Python {sys.version.split()[0]}, leakguard {leakguard.__version__}, "
-        f"cachetools {cachetools.__version__}; {args.rounds} rounds of {args.n} operations "
-        f"on caches of {SIZE} entries; ns/op, median and best; ratios: median (best)"
-    )
-    for op, row in results.items():
-        print(f"\n{op}")
-        for who, (med, best) in row.items():
-            ratio = ""
-            if who.startswith("cachetools."):
-                mine = row.get(who.replace("cachetools.", "leakguard."))
-                if mine:
-                    ratio = (
-                        f"   leakguard is {med / mine[0]:.2f}x ({best / mine[1]:.2f}x) faster"
-                    )
-            if who.startswith("functools.") and "leakguard.LRUCache" in row:
-                mine = row["leakguard.LRUCache"]
-                ratio = (
-                    f"   leakguard.LRUCache time / this: {mine[0] / med:.2f} "
-                    f"({mine[1] / best:.2f})"
-                )
-            print(f"  {who:30} {med:8.1f} {best:8.1f}{ratio}")
+        print(json.dumps({"harness_ns": harness, "net_ns": results}, indent=2))
+    else:
+        print(
+            f"Python {sys.version.split()[0]}, leakguard {leakguard.__version__}, cachebox "
+            f"{cachebox.__version__}, cachetools {cachetools.__version__}; {args.rounds} "
+            f"rounds of {args.n} operations on caches of {SIZE} entries; net ns/op (median, "
+            f"loop of {harness:.1f} ns subtracted); ratio = peer / leakguard"
+        )
+        print(f"\n{'workload':32} {'leakguard':>10} {'cachebox':>10} {'cachetools':>10}"
+              f" {'vs cachebox':>12} {'vs cachetools':>14}")
+        for op, row in results.items():
+            lg, cb, ct = row["leakguard"], row["cachebox"], row["cachetools"]
+            print(
+                f"{op:32} {lg:10.1f} {cb:10.1f} {ct:10.1f} {cb / lg:11.2f}x {ct / lg:13.2f}x"
+            )
+    if args.check:
+        misses = []
+        for op in TARGETS:
+            row = results[op]
+            if row["cachebox"] / row["leakguard"] < args.min_ratio:
+                misses.append(f"{op}: {row['cachebox'] / row['leakguard']:.2f}x cachebox")
+            if row["cachetools"] / row["leakguard"] < 3.0:
+                misses.append(f"{op}: {row['cachetools'] / row['leakguard']:.2f}x cachetools")
+        if misses:
+            print("\nmissed targets:\n  " + "\n  ".join(misses))
+            sys.exit(1)
+        print("\nall targets met")
 
 
 if __name__ == "__main__":

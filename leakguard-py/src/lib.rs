@@ -1,8 +1,20 @@
-//! Python bindings of leakguard: the `leakguard._leakguard` extension module.
+//! Python bindings of leakguard: the `leakguard._leakguard` extension module, the native half
+//! of the `leakguard` Python package (the Python half lives in `python/leakguard/`, with the
+//! `_leakguard.pyi` stubs and `py.typed`).
 //!
-//! This crate is a thin layer over the `leakguard` core: it converts types and errors and
-//! releases the GIL around the work, nothing else. The Python package around it lives in
-//! `python/leakguard/` (`__init__.py`, the `_leakguard.pyi` stubs and `py.typed`).
+//! Four parts, each a module:
+//!
+//! - this file: the process's sampler (`sample`, `allocator_status`), `parse_size`, and the
+//!   mapping of the core's errors to `LeakguardError` and `ConfigError`;
+//! - `guard`: the core's guard run from Python, with Python callbacks (routes, report
+//!   sections, purge hooks, the restart) called from its thread only when asked;
+//! - `cache`: `LRUCache` and `TTLCache` with cachetools' semantics, implemented here rather
+//!   than wrapped (their own structure, lock and timer), registered with the core's cache
+//!   registry so the guard reports and shrinks them;
+//! - `handles`: handle tracking, through the core's handle registry, with creation sites
+//!   taken from the Python stack.
+//!
+//! Whatever may wait or lock runs with the GIL released.
 //!
 //! The core is built without its default features: jemalloc must never be loaded into a
 //! Python process (CPython allocates through glibc malloc and its own pymalloc), so the

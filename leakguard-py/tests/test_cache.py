@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import pytest
 
@@ -424,21 +424,17 @@ def test_cached_memoizes_with_info_lock_and_key() -> None:
     assert first.cache_lock is lock  # type: ignore[attr-defined]
 
 
-def test_cached_takes_info_by_keyword_only() -> None:
-    # cachetools.cached(cache, key, lock, condition, info): a fourth positional argument
-    # meant as cachetools' condition must not be taken for info.
-    untyped: Any = cached  # the calls below are wrong on purpose
-    with pytest.raises(TypeError):
-        untyped(LRUCache(maxsize=2), leakguard.hashkey, None, threading.Condition())
-    with pytest.raises(TypeError):
-        untyped(LRUCache(maxsize=2), leakguard.hashkey, None, True)
+def test_cached_takes_condition_and_info_by_position_as_cachetools() -> None:
+    # cachetools.cached(cache, key, lock, condition, info)
+    cond = threading.Condition()
 
-    @cached(LRUCache(maxsize=2), leakguard.hashkey, None, info=True)
+    @cached(LRUCache(maxsize=2), leakguard.hashkey, None, cond, True)
     def double(n: int) -> int:
         return 2 * n
 
-    assert double(3) == 6
-    assert double.cache_info().misses == 1  # type: ignore[attr-defined]
+    assert double(3) == 6 and double(3) == 6
+    assert tuple(double.cache_info()) == (1, 1, 2, 1)  # type: ignore[attr-defined]
+    assert double.cache_condition is cond  # type: ignore[attr-defined]
 
 
 def test_reference_cycles_through_a_cache_are_collected() -> None:
@@ -469,14 +465,40 @@ def test_uninitialized_subclass_raises_a_clear_error() -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
+    import leakguard._memoize
     import leakguard.cache
+    import leakguard.keys
 
-    result = doctest.testmod(leakguard.cache, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 5
-    assert result.failed == 0
+    for module, examples in [
+        (leakguard.cache, 4),
+        (leakguard._memoize, 4),
+        (leakguard.keys, 2),
+    ]:
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted >= examples, module
+        assert result.failed == 0, module
 
 
 def test_exports() -> None:
-    for name in ("LRUCache", "TTLCache", "cached", "CacheInfo", "hashkey"):
+    for name in ("LRUCache", "TTLCache", "cached", "cachedmethod", "CacheInfo", "hashkey"):
         assert name in leakguard.__all__
         assert getattr(leakguard, name) is not None
+
+
+def test_get_and_getitem_are_typed_by_the_class_parameters() -> None:
+    # Checked by mypy --strict (make lint): were get() or [] typed Any, returning them from
+    # these functions would be an error ("Returning Any from function declared to return").
+    def lru_get(c: LRUCache[str, int]) -> Optional[int]:
+        return c.get("a")
+
+    def lru_get_default(c: LRUCache[str, int]) -> Union[int, str]:
+        return c.get("a", "none")
+
+    def ttl_item(c: TTLCache[str, int, float]) -> int:
+        return c["a"]
+
+    lru: LRUCache[str, int] = LRUCache(2)
+    lru["a"] = 1
+    ttl: TTLCache[str, int, float] = TTLCache(2, ttl=60)
+    ttl["a"] = 3
+    assert (lru_get(lru), lru_get_default(LRUCache(2)), ttl_item(ttl)) == (1, "none", 3)

@@ -31,7 +31,8 @@ def test_public_names_are_exported_and_documented() -> None:
     assert sorted(leakguard.__all__) == sorted(
         ["ConfigError", "LeakguardError", "__version__", "allocator_status", "parse_size", "sample"]
         + ["endpoint_addr", "listener", "metrics", "report", "restart_now", "running", "start", "stop"]
-        + ["CacheInfo", "LRUCache", "TTLCache", "cached", "hashkey"]
+        + ["CacheInfo", "LRUCache", "TTLCache", "cached", "cachedmethod"]
+        + ["hashkey", "methodkey", "typedkey", "typedmethodkey"]
         + ["HandleKind", "configure_handles", "handles", "track", "tracked"]
     )
     for name in leakguard.__all__:

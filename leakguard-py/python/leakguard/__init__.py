@@ -20,7 +20,8 @@ from leakguard import _leakguard
 from leakguard._handles import HandleKind, configure_handles, handles, track, tracked
 from leakguard._leakguard import ConfigError, LeakguardError
 from leakguard._guard import endpoint_addr, listener, metrics, report, restart_now, running, start, stop
-from leakguard.cache import CacheInfo, LRUCache, TTLCache, cached, hashkey
+from leakguard.cache import CacheInfo, LRUCache, TTLCache, cached, cachedmethod
+from leakguard.keys import hashkey, methodkey, typedkey, typedmethodkey
 
 __all__ = [
     "CacheInfo",
@@ -32,11 +33,13 @@ __all__ = [
     "__version__",
     "allocator_status",
     "cached",
+    "cachedmethod",
     "configure_handles",
     "endpoint_addr",
     "handles",
     "hashkey",
     "listener",
+    "methodkey",
     "metrics",
     "parse_size",
     "report",
@@ -47,6 +50,8 @@ __all__ = [
     "stop",
     "track",
     "tracked",
+    "typedkey",
+    "typedmethodkey",
 ]
 
 #: The version of the package, the same as the Rust crates'.

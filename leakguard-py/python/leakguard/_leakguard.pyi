@@ -16,6 +16,7 @@ from typing import (
     Type,
     TypeVar,
     Union,
+    overload,
 )
 
 from typing_extensions import Self, disjoint_base, final
@@ -143,7 +144,11 @@ class _CacheBase:
     @property
     def currsize(self) -> Any:
         """The current size of the cache."""
-    def get(self, key: Any, default: Any = None) -> Any: ...
+    # Two forms, which LRUCache and TTLCache narrow with their key and value types.
+    @overload
+    def get(self, key: Any) -> Any: ...
+    @overload
+    def get(self, key: Any, default: Any) -> Any: ...
     def pop(self, key: Any, *default: Any) -> Any: ...
     def setdefault(self, key: Any, default: Any = None) -> Any: ...
     def popitem(self) -> Tuple[Any, Any]:

@@ -30,31 +30,31 @@ cachetools' own tests for these classes, with three differences:
 
 from __future__ import annotations
 
-import functools
-import threading
 import time
-from typing import (
-    Any,
-    Callable,
-    ContextManager,
-    Generic,
-    Hashable,
-    MutableMapping,
-    NamedTuple,
-    Optional,
-    Tuple,
-    TypeVar,
-    cast,
-)
+from typing import TYPE_CHECKING, Any, Callable, Generic, MutableMapping, Optional, TypeVar, Union, overload
 
 from leakguard._leakguard import _CacheBase, _TTLCacheBase
+from leakguard._memoize import CacheInfo, cached, cachedmethod
+from leakguard.keys import hashkey, methodkey, typedkey, typedmethodkey
 
-__all__ = ["CacheInfo", "LRUCache", "TTLCache", "cached", "hashkey"]
+# The decorators and key functions live in their own modules; they are named here too, where
+# earlier versions defined them.
+__all__ = [
+    "CacheInfo",
+    "LRUCache",
+    "TTLCache",
+    "cached",
+    "cachedmethod",
+    "hashkey",
+    "methodkey",
+    "typedkey",
+    "typedmethodkey",
+]
 
 _KT = TypeVar("_KT")
 _VT = TypeVar("_VT")
 _TT = TypeVar("_TT")
-_F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 
 class LRUCache(_CacheBase, MutableMapping[_KT, _VT]):
@@ -87,6 +87,18 @@ class LRUCache(_CacheBase, MutableMapping[_KT, _VT]):
     def getsizeof(value: Any) -> float:
         """Return the size of a cache element's value (1 unless overridden or given)."""
         return 1
+
+    if TYPE_CHECKING:
+        # The native base's methods take and give Any: typed here by the class's parameters.
+        def __getitem__(self, key: _KT, /) -> _VT: ...
+
+        @overload
+        def get(self, key: _KT) -> Optional[_VT]: ...
+
+        @overload
+        def get(self, key: _KT, default: Union[_VT, _T]) -> Union[_VT, _T]: ...
+
+        def get(self, key: _KT, default: Any = None) -> Any: ...
 
 
 _default_getsizeof = LRUCache.getsizeof
@@ -126,162 +138,18 @@ class TTLCache(_TTLCacheBase, MutableMapping[_KT, _VT], Generic[_KT, _VT, _TT]):
         """Return the size of a cache element's value (1 unless overridden or given)."""
         return 1
 
+    if TYPE_CHECKING:
+        # The native base's methods take and give Any: typed here by the class's parameters.
+        def __getitem__(self, key: _KT, /) -> _VT: ...
+
+        @overload
+        def get(self, key: _KT) -> Optional[_VT]: ...
+
+        @overload
+        def get(self, key: _KT, default: Union[_VT, _T]) -> Union[_VT, _T]: ...
+
+        def get(self, key: _KT, default: Any = None) -> Any: ...
+
 
 # Both classes' default sizer is the same function, recognised (and skipped) by identity.
 TTLCache.getsizeof = staticmethod(_default_getsizeof)  # type: ignore[method-assign]
-
-
-class CacheInfo(NamedTuple):
-    """Statistics of a ``cached`` function, as ``functools.lru_cache`` gives them."""
-
-    hits: int
-    misses: int
-    maxsize: Optional[float]
-    currsize: float
-
-
-def hashkey(*args: Hashable, **kwargs: Hashable) -> Tuple[Hashable, ...]:
-    """Return a cache key for the given hashable arguments (as ``cachetools.keys.hashkey``)."""
-    if kwargs:
-        return args + _KWMARK + tuple(sorted(kwargs.items()))
-    return args
-
-
-class _KwMark:
-    """Separates positional from keyword arguments in keys made by ``hashkey``."""
-
-
-_KWMARK: Tuple[Hashable, ...] = (_KwMark,)
-
-
-def cached(
-    cache: Optional[MutableMapping[Any, Any]],
-    key: Callable[..., Hashable] = hashkey,
-    lock: Optional[ContextManager[Any]] = None,
-    *,
-    info: bool = False,
-) -> Callable[[_F], _F]:
-    """Decorator that memoizes a function's results in ``cache``, as ``cachetools.cached``.
-
-    ``info`` is keyword-only: ``cachetools.cached``'s fourth positional parameter is
-    ``condition`` (recent cachetools), which leakguard does not have, so a positional call
-    written for cachetools raises TypeError instead of meaning something else.
-
-    ``key(*args, **kwargs)`` makes the cache key (``hashkey`` by default). ``lock``, when
-    given, is held around each access to the cache (not while the function runs); a
-    leakguard cache is thread-safe without one. With ``info=True`` the wrapper has
-    ``cache_info()`` (hits, misses, maxsize, currsize). The wrapper also has
-    ``cache_clear()``, ``cache``, ``cache_key`` and ``cache_lock``. ``cache=None`` calls the
-    function every time.
-
-    >>> from leakguard import LRUCache, cached
-    >>> @cached(LRUCache(maxsize=32))
-    ... def square(n):
-    ...     return n * n
-    >>> square(4), square(4)
-    (16, 16)
-    """
-
-    def decorator(func: _F) -> _F:
-        hits = misses = 0
-        counter = threading.Lock()
-
-        if cache is None:
-
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                nonlocal misses
-                with counter:
-                    misses += 1
-                return func(*args, **kwargs)
-
-            def clear() -> None:
-                nonlocal hits, misses
-                with counter:
-                    hits = misses = 0
-
-        elif lock is None:
-
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                nonlocal hits, misses
-                k = key(*args, **kwargs)
-                try:
-                    result = cache[k]
-                except KeyError:
-                    pass
-                else:
-                    if info:
-                        with counter:
-                            hits += 1
-                    return result
-                if info:
-                    with counter:
-                        misses += 1
-                v = func(*args, **kwargs)
-                try:
-                    cache[k] = v
-                except ValueError:
-                    pass  # value too large
-                return v
-
-            def clear() -> None:
-                nonlocal hits, misses
-                cache.clear()
-                with counter:
-                    hits = misses = 0
-
-        else:
-            the_lock = lock
-
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                nonlocal hits, misses
-                k = key(*args, **kwargs)
-                try:
-                    with the_lock:
-                        result = cache[k]
-                except KeyError:
-                    pass
-                else:
-                    if info:
-                        with counter:
-                            hits += 1
-                    return result
-                if info:
-                    with counter:
-                        misses += 1
-                v = func(*args, **kwargs)
-                try:
-                    with the_lock:
-                        # In case of a race, keep the value stored first.
-                        return cache.setdefault(k, v)
-                except ValueError:
-                    return v  # value too large
-
-            def clear() -> None:
-                nonlocal hits, misses
-                with the_lock:
-                    cache.clear()
-                with counter:
-                    hits = misses = 0
-
-        functools.update_wrapper(wrapper, func)
-        attrs: Any = wrapper
-        attrs.cache = cache
-        attrs.cache_key = key
-        attrs.cache_lock = lock
-        attrs.cache_clear = clear
-        if info:
-
-            def cache_info() -> CacheInfo:
-                with counter:
-                    h, m = hits, misses
-                if cache is None:
-                    return CacheInfo(h, m, 0, 0)
-                maxsize = getattr(cache, "maxsize", None)
-                currsize = getattr(cache, "currsize", len(cache))
-                return CacheInfo(h, m, maxsize, currsize)
-
-            attrs.cache_info = cache_info
-        return cast(_F, wrapper)
-
-    return decorator
-

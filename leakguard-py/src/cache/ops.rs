@@ -1,0 +1,466 @@
+//! The operations of a cache under its lock, shared by the Python methods: lookups, the
+//! write with its evictions, removals, expiry, and the calls to a subclass's overrides that
+//! cachetools' classes make (`self.popitem()`, `self.expire()`, ...).
+
+use super::classes::CacheBase;
+use super::stats::{Config, Stats, bump};
+use super::structure::{Core, List, Node, UNLINKED};
+use super::time::{Time, alive};
+use super::{CAPACITY, CONTAINS, DELITEM, EXPIRE, EXPIRED, HOOKS, NIL, POPITEM, REPLACED};
+use leakguard::cache::EvictionCause;
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyTuple, PyType};
+use std::sync::atomic::Ordering::Relaxed;
+
+pub(super) fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
+    PyKeyError::new_err(key.clone().unbind())
+}
+
+/// The objects an operation removed, dropped after its lock is released.
+#[derive(Default)]
+pub(super) struct Garbage {
+    pub(super) nodes: Vec<Node>,
+    /// The value a write replaced.
+    pub(super) old: Option<Py<PyAny>>,
+}
+
+impl Garbage {
+    pub(super) fn new() -> Self {
+        Self::default()
+    }
+
+    pub(super) fn push(&mut self, node: Node) {
+        self.nodes.push(node);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Drops what the operation removed, after its lock; the thread is attached.
+    pub(super) fn release(self, py: Python<'_>) {
+        if let Some(old) = self.old {
+            drop(old.into_bound(py));
+        }
+        for node in self.nodes {
+            node.release(py);
+        }
+    }
+}
+
+/// A size as `getsizeof` gives it: its value and whether it is an int.
+pub(super) fn size_of(py: Python<'_>, cfg: &Config, value: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let Some(getsizeof) = &cfg.getsizeof else {
+        if cfg.maxsize < 1.0 {
+            return Err(PyValueError::new_err("value too large"));
+        }
+        return Ok(1.0);
+    };
+    let size = getsizeof.bind(py).call1((value,))?;
+    let f: f64 = size.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "getsizeof must return a number, not {}",
+            size.get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
+        ))
+    })?;
+    if f > cfg.maxsize {
+        return Err(PyValueError::new_err("value too large"));
+    }
+    if f < 0.0 {
+        return Err(PyValueError::new_err("value size must be non-negative"));
+    }
+    if !size.is_instance_of::<PyInt>() {
+        cfg.int_sizes.store(0, Relaxed);
+    }
+    Ok(f)
+}
+
+impl CacheBase {
+    pub(super) fn cfg(&self) -> PyResult<&Config> {
+        self.shared.config.get().ok_or_else(|| {
+            PyTypeError::new_err("the cache is not initialized: its __init__ was not called")
+        })
+    }
+
+    pub(super) fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The time of an operation of a TTL cache, `None` for an LRU cache.
+    pub(super) fn now(&self, py: Python<'_>, cfg: &Config) -> PyResult<Option<Time>> {
+        match &cfg.ttl {
+            None => Ok(None),
+            Some(t) => t.timer.get().now(py).map(Some),
+        }
+    }
+
+    pub(super) fn expired(py: Python<'_>, node: &Node, now: Option<&Time>) -> PyResult<bool> {
+        match (now, &node.expires) {
+            (Some(now), Some(e)) => Ok(!alive(py, now, e)?),
+            _ => Ok(false),
+        }
+    }
+
+    /// Removes the entries expired at `now` (front of the expiry list) into `out`.
+    pub(super) fn expire_locked(
+        &self,
+        py: Python<'_>,
+        core: &mut Core,
+        now: &Time,
+        out: &mut Garbage,
+    ) -> PyResult<()> {
+        let before = out.len();
+        let mut result = Ok(());
+        loop {
+            let head = core.ord.head;
+            if head == NIL {
+                break;
+            }
+            match Self::expired(py, core.node(head), Some(now)) {
+                Ok(true) => out.push(core.remove(head)),
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.stats().evicted(EXPIRED, (out.len() - before) as u64);
+        result
+    }
+
+    /// `self.expire(now)` as cachetools calls it from other operations: the overriding
+    /// method when the class has one, else the entries go without building the list.
+    pub(super) fn expire_hook(
+        &self,
+        slf: &Bound<'_, CacheBase>,
+        cfg: &Config,
+        now: &Time,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let Some(ttl) = &cfg.ttl else { return Ok(()) };
+        if cfg.hooks & EXPIRE != 0 {
+            let _frozen = ttl.timer.get().freeze(py, now);
+            slf.call_method1("expire", (now.to_obj(py),))?;
+            return Ok(());
+        }
+        let mut garbage = Garbage::new();
+        let result = {
+            let mut core = self.shared.core.lock(py)?;
+            let r = self.expire_locked(py, &mut core, now, &mut garbage);
+            self.shared.publish(&core);
+            r
+        };
+        garbage.release(py);
+        result
+    }
+
+    pub(super) fn get_impl(
+        &self,
+        py: Python<'_>,
+        cfg: &Config,
+        key: &Bound<'_, PyAny>,
+        now: Option<&Time>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let hash = key.hash()?;
+        let mut core = self.shared.core.lock(py)?;
+        match core.find(py, key, hash)? {
+            Some(i) => {
+                if Self::expired(py, core.node(i), now)? {
+                    bump(&self.stats().misses, 1);
+                    return Ok(None);
+                }
+                core.move_back(i, List::Lru);
+                bump(&self.stats().hits, 1);
+                let _ = cfg;
+                Ok(Some(core.node(i).value.clone_ref(py)))
+            }
+            None => {
+                bump(&self.stats().misses, 1);
+                Ok(None)
+            }
+        }
+    }
+
+    /// `Cache.__setitem__` with the eviction loop, for a class that does not override
+    /// `popitem` or `__delitem__`: all under one lock.
+    #[allow(clippy::too_many_arguments)] // the parts of one write, passed on as they are
+    pub(super) fn set_impl(
+        &self,
+        py: Python<'_>,
+        cfg: &Config,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        size: f64,
+        expires: Option<Time>,
+        expire_at: Option<&Time>,
+        garbage: &mut Garbage,
+    ) -> PyResult<()> {
+        let hash = key.hash()?;
+        let mut core = self.shared.core.lock(py)?;
+        if let Some(now) = expire_at {
+            self.expire_locked(py, &mut core, now, garbage)?;
+        }
+        let mut existing = core.find(py, key, hash)?;
+        let mut diff = existing.map_or(size, |i| size - core.node(i).size);
+        let evicted_before = garbage.len();
+        while core.currsize + diff > cfg.maxsize && core.len > 0 {
+            let head = core.lru.head;
+            if Some(head) == existing {
+                existing = None;
+                diff = size;
+            }
+            garbage.push(core.remove(head));
+        }
+        self.stats()
+            .evicted(CAPACITY, (garbage.len() - evicted_before) as u64);
+        match existing {
+            Some(i) => {
+                let is_ttl = cfg.ttl.is_some();
+                let n = core.node_mut(i);
+                let old = std::mem::replace(&mut n.value, value.clone().unbind());
+                let old_size = std::mem::replace(&mut n.size, size);
+                if is_ttl {
+                    n.expires = expires;
+                }
+                core.currsize += size - old_size;
+                core.move_back(i, List::Lru);
+                if is_ttl {
+                    core.move_back(i, List::Ord);
+                }
+                self.stats().evicted(REPLACED, 1);
+                garbage.old = Some(old);
+            }
+            None => {
+                core.insert(Node {
+                    key: key.clone().unbind(),
+                    value: value.clone().unbind(),
+                    hash,
+                    size,
+                    expires,
+                    lru: UNLINKED,
+                    ord: UNLINKED,
+                });
+            }
+        }
+        bump(&self.stats().inserts, 1);
+        self.shared.publish(&core);
+        Ok(())
+    }
+
+    /// `Cache.__setitem__` for a class that overrides `popitem` or `__delitem__`: evicts by
+    /// calling `self.popitem()` as cachetools does, then stores.
+    #[allow(clippy::too_many_arguments)] // the parts of one write, passed on as they are
+    pub(super) fn set_with_hooks(
+        &self,
+        slf: &Bound<'_, CacheBase>,
+        cfg: &Config,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        size: f64,
+        expires: Option<Time>,
+        garbage: &mut Garbage,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let hash = key.hash()?;
+        loop {
+            let need = {
+                let core = self.shared.core.lock(py)?;
+                let diff = match core.find(py, key, hash)? {
+                    Some(i) => size - core.node(i).size,
+                    None => size,
+                };
+                core.currsize + diff > cfg.maxsize && core.len > 0
+            };
+            if !need {
+                break;
+            }
+            slf.call_method0("popitem")?;
+        }
+        // Nothing left to evict: `set_impl` stores without evicting.
+        self.set_impl(py, cfg, key, value, size, expires, None, garbage)
+    }
+
+    pub(super) fn setitem(
+        &self,
+        slf: &Bound<'_, CacheBase>,
+        cfg: &Config,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        now: Option<Time>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let size = size_of(py, cfg, value)?;
+        let mut garbage = Garbage::new();
+        let result = match (&cfg.ttl, now) {
+            (Some(ttl), Some(now)) => {
+                let expires = match (&now, ttl.ttl_f) {
+                    (Time::F(n), Some(t)) => Time::F(n + t),
+                    _ => Time::from_obj(&now.to_obj(py).add(ttl.ttl_obj.bind(py))?),
+                };
+                if cfg.hooks & (POPITEM | DELITEM | EXPIRE) != 0 {
+                    let _frozen = ttl.timer.get().freeze(py, &now);
+                    self.expire_hook(slf, cfg, &now)?;
+                    self.set_with_hooks(slf, cfg, key, value, size, Some(expires), &mut garbage)
+                } else {
+                    // Expired entries go first, under the same lock as the write.
+                    self.set_impl(
+                        py,
+                        cfg,
+                        key,
+                        value,
+                        size,
+                        Some(expires),
+                        Some(&now),
+                        &mut garbage,
+                    )
+                }
+            }
+            _ => {
+                if cfg.hooks & (POPITEM | DELITEM) != 0 {
+                    self.set_with_hooks(slf, cfg, key, value, size, None, &mut garbage)
+                } else {
+                    self.set_impl(py, cfg, key, value, size, None, None, &mut garbage)
+                }
+            }
+        };
+        garbage.release(py);
+        result
+    }
+
+    /// Removes `key`; returns its value, or `None` when absent. For a TTL cache the entry
+    /// is removed even when expired, and `expired` says so.
+    pub(super) fn remove_impl(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        now: Option<&Time>,
+        cause: EvictionCause,
+    ) -> PyResult<Option<(Node, bool)>> {
+        let hash = key.hash()?;
+        let mut core = self.shared.core.lock(py)?;
+        let Some(i) = core.find(py, key, hash)? else {
+            return Ok(None);
+        };
+        let expired = Self::expired(py, core.node(i), now)?;
+        let node = core.remove(i);
+        self.stats().evicted(cause, 1);
+        self.shared.publish(&core);
+        Ok(Some((node, expired)))
+    }
+
+    /// `key in self` as the cache's own methods see it: the override when there is one.
+    pub(super) fn contains_hook(
+        &self,
+        slf: &Bound<'_, CacheBase>,
+        cfg: &Config,
+        key: &Bound<'_, PyAny>,
+        now: Option<&Time>,
+    ) -> PyResult<bool> {
+        if cfg.hooks & CONTAINS != 0 {
+            return slf.as_any().contains(key);
+        }
+        self.contains_impl(slf.py(), key, now)
+    }
+
+    pub(super) fn contains_impl(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        now: Option<&Time>,
+    ) -> PyResult<bool> {
+        let hash = key.hash()?;
+        let core = self.shared.core.lock(py)?;
+        match core.find(py, key, hash)? {
+            Some(i) => Ok(!Self::expired(py, core.node(i), now)?),
+            None => Ok(false),
+        }
+    }
+
+    pub(super) fn len_impl(&self, slf: &Bound<'_, CacheBase>) -> PyResult<usize> {
+        let py = slf.py();
+        let cfg = self.cfg()?;
+        if let Some(now) = self.now(py, cfg)? {
+            let _frozen = cfg.ttl.as_ref().map(|t| t.timer.get().freeze(py, &now));
+            self.expire_hook(slf, cfg, &now)?;
+        }
+        Ok(self.shared.core.lock(py)?.len)
+    }
+
+    /// Pops the least recently used entry (after the expired ones, for a TTL cache).
+    pub(super) fn popitem_impl<'py>(
+        &self,
+        slf: &Bound<'py, CacheBase>,
+        cause: EvictionCause,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let cfg = self.cfg()?;
+        let now = self.now(py, cfg)?;
+        let _frozen = match (&cfg.ttl, &now) {
+            (Some(t), Some(now)) => Some(t.timer.get().freeze(py, now)),
+            _ => None,
+        };
+        if let Some(now) = &now {
+            self.expire_hook(slf, cfg, now)?;
+        }
+        let empty = || {
+            let name = slf
+                .get_type()
+                .name()
+                .map_or_else(|_| "Cache".to_owned(), |n| n.to_string());
+            let err = PyKeyError::new_err(format!("{name} is empty"));
+            let _ = err.value(py).setattr("__suppress_context__", true);
+            err
+        };
+        if cfg.hooks & DELITEM != 0 {
+            // cachetools: `value = Cache.__getitem__(self, key); del self[key]`.
+            let (key, value) = {
+                let core = self.shared.core.lock(py)?;
+                let head = core.lru.head;
+                if head == NIL {
+                    return Err(empty());
+                }
+                let n = core.node(head);
+                (n.key.clone_ref(py), n.value.clone_ref(py))
+            };
+            slf.as_any().del_item(key.bind(py))?;
+            return PyTuple::new(py, [key, value]);
+        }
+        let node = {
+            let mut core = self.shared.core.lock(py)?;
+            let head = core.lru.head;
+            if head == NIL {
+                return Err(empty());
+            }
+            let node = core.remove(head);
+            self.stats().evicted(cause, 1);
+            self.shared.publish(&core);
+            node
+        };
+        PyTuple::new(py, [node.key, node.value])
+    }
+}
+
+pub(super) fn hooks_of(slf: &Bound<'_, CacheBase>, base: &Bound<'_, PyType>) -> PyResult<u32> {
+    let ty = slf.get_type();
+    if ty.is(base) {
+        return Ok(0);
+    }
+    let mut hooks = 0;
+    for (bit, name) in HOOKS {
+        let mine = ty.getattr(name).ok();
+        let theirs = base.getattr(name).ok();
+        let same = match (&mine, &theirs) {
+            (Some(a), Some(b)) => a.is(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            hooks |= bit;
+        }
+    }
+    Ok(hooks)
+}

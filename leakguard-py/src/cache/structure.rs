@@ -1,0 +1,273 @@
+//! The entries of a cache: a slab of nodes (`Vec<Option<Node>>` with a free list) indexed by
+//! a `hashbrown::HashTable<u32>` keyed by the Python hash of the key (computed once per
+//! operation and kept in the node), and two intrusive doubly linked lists through the nodes:
+//! the exact LRU order and the iteration order.
+
+use super::NIL;
+use super::time::Time;
+use hashbrown::HashTable;
+use pyo3::prelude::*;
+
+pub(super) struct Node {
+    pub(super) key: Py<PyAny>,
+    pub(super) value: Py<PyAny>,
+    pub(super) hash: isize,
+    pub(super) size: f64,
+    pub(super) expires: Option<Time>,
+    pub(super) lru: Link,
+    pub(super) ord: Link,
+}
+
+impl Node {
+    /// Drops the node's objects, the thread being attached: one `Py_DECREF` each, without
+    /// the check of the thread's state that dropping a `Py` makes.
+    pub(super) fn release(self, py: Python<'_>) {
+        let Node {
+            key,
+            value,
+            expires,
+            ..
+        } = self;
+        drop(key.into_bound(py));
+        drop(value.into_bound(py));
+        if let Some(Time::Obj(t)) = expires {
+            drop(t.into_bound(py));
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct Link {
+    pub(super) prev: u32,
+    pub(super) next: u32,
+}
+
+pub(super) const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+};
+
+#[derive(Clone, Copy)]
+pub(super) struct Ends {
+    pub(super) head: u32,
+    pub(super) tail: u32,
+}
+
+pub(super) const EMPTY: Ends = Ends {
+    head: NIL,
+    tail: NIL,
+};
+
+/// Spreads a Python hash (small ints hash to themselves) over the 64 bits hashbrown uses.
+pub(super) fn mix(hash: isize) -> u64 {
+    let x = (hash as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^ (x >> 32)
+}
+
+pub(super) struct Core {
+    pub(super) slots: Vec<Option<Node>>,
+    pub(super) free: Vec<u32>,
+    pub(super) table: HashTable<u32>,
+    pub(super) lru: Ends,
+    pub(super) ord: Ends,
+    pub(super) len: usize,
+    pub(super) currsize: f64,
+}
+
+/// Which list of a node.
+#[derive(Clone, Copy)]
+pub(super) enum List {
+    Lru,
+    Ord,
+}
+
+impl Core {
+    pub(super) fn new() -> Self {
+        Core {
+            slots: Vec::new(),
+            free: Vec::new(),
+            table: HashTable::new(),
+            lru: EMPTY,
+            ord: EMPTY,
+            len: 0,
+            currsize: 0.0,
+        }
+    }
+
+    pub(super) fn node(&self, i: u32) -> &Node {
+        match &self.slots[i as usize] {
+            Some(n) => n,
+            None => unreachable!("a linked slot is occupied"),
+        }
+    }
+
+    pub(super) fn node_mut(&mut self, i: u32) -> &mut Node {
+        match &mut self.slots[i as usize] {
+            Some(n) => n,
+            None => unreachable!("a linked slot is occupied"),
+        }
+    }
+
+    pub(super) fn link(&mut self, i: u32, list: List) -> &mut Link {
+        let n = self.node_mut(i);
+        match list {
+            List::Lru => &mut n.lru,
+            List::Ord => &mut n.ord,
+        }
+    }
+
+    pub(super) fn ends(&mut self, list: List) -> &mut Ends {
+        match list {
+            List::Lru => &mut self.lru,
+            List::Ord => &mut self.ord,
+        }
+    }
+
+    pub(super) fn unlink(&mut self, i: u32, list: List) {
+        let Link { prev, next } = *self.link(i, list);
+        if prev == NIL {
+            self.ends(list).head = next;
+        } else {
+            self.link(prev, list).next = next;
+        }
+        if next == NIL {
+            self.ends(list).tail = prev;
+        } else {
+            self.link(next, list).prev = prev;
+        }
+        *self.link(i, list) = UNLINKED;
+    }
+
+    pub(super) fn push_back(&mut self, i: u32, list: List) {
+        let tail = self.ends(list).tail;
+        *self.link(i, list) = Link {
+            prev: tail,
+            next: NIL,
+        };
+        if tail == NIL {
+            self.ends(list).head = i;
+        } else {
+            self.link(tail, list).next = i;
+        }
+        self.ends(list).tail = i;
+    }
+
+    pub(super) fn move_back(&mut self, i: u32, list: List) {
+        if self.ends(list).tail != i {
+            self.unlink(i, list);
+            self.push_back(i, list);
+        }
+    }
+
+    /// The node of `key`, comparing keys as a dict does (identity, then `==`).
+    pub(super) fn find(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        hash: isize,
+    ) -> PyResult<Option<u32>> {
+        let mut err = None;
+        let slots = &self.slots;
+        let found = self.table.find(mix(hash), |&i| {
+            if err.is_some() {
+                return false;
+            }
+            let Some(n) = &slots[i as usize] else {
+                return false;
+            };
+            if n.hash != hash {
+                return false;
+            }
+            if n.key.as_ptr() == key.as_ptr() {
+                return true;
+            }
+            // SAFETY: both pointers are live objects (the node's key is owned by the node, `key`
+            // is borrowed for the call) and this thread is attached to the interpreter.
+            match unsafe {
+                pyo3::ffi::PyObject_RichCompareBool(n.key.as_ptr(), key.as_ptr(), pyo3::ffi::Py_EQ)
+            } {
+                1 => true,
+                0 => false,
+                _ => {
+                    err = Some(PyErr::fetch(py));
+                    false
+                }
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(found.copied()),
+        }
+    }
+
+    pub(super) fn insert(&mut self, node: Node) -> u32 {
+        let hash = node.hash;
+        let size = node.size;
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(node);
+                i
+            }
+            None => {
+                self.slots.push(Some(node));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.table
+            .insert_unique(mix(hash), i, |&j| match &slots[j as usize] {
+                Some(n) => mix(n.hash),
+                None => 0,
+            });
+        self.push_back(i, List::Lru);
+        self.push_back(i, List::Ord);
+        self.len += 1;
+        self.currsize += size;
+        i
+    }
+
+    pub(super) fn remove(&mut self, i: u32) -> Node {
+        self.unlink(i, List::Lru);
+        self.unlink(i, List::Ord);
+        let hash = self.node(i).hash;
+        if let Ok(entry) = self.table.find_entry(mix(hash), |&j| j == i) {
+            entry.remove();
+        }
+        let node = self.slots[i as usize].take();
+        self.free.push(i);
+        self.len -= 1;
+        let Some(node) = node else {
+            unreachable!("a linked slot is occupied")
+        };
+        self.currsize -= node.size;
+        if self.len == 0 {
+            // No rounding left over from float sizes, and the slab given back.
+            self.currsize = 0.0;
+            if self.slots.len() > 64 {
+                self.slots = Vec::new();
+                self.free = Vec::new();
+                self.table = HashTable::new();
+            }
+        }
+        node
+    }
+
+    pub(super) fn take_all(&mut self) -> Vec<Option<Node>> {
+        let slots = std::mem::take(&mut self.slots);
+        *self = Core::new();
+        slots
+    }
+
+    /// Keys in iteration order.
+    pub(super) fn ord_iter(&self) -> impl Iterator<Item = &Node> + '_ {
+        let mut i = self.ord.head;
+        std::iter::from_fn(move || {
+            if i == NIL {
+                return None;
+            }
+            let n = self.node(i);
+            i = n.ord.next;
+            Some(n)
+        })
+    }
+}
