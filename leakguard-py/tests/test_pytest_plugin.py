@@ -49,8 +49,12 @@ def test_a_leaking_test_fails_naming_its_line_and_a_clean_one_passes(
         r"LEAKED.append\(bytearray\(64 \* 1024\)\)",
         out,
     ), out
-    # A short summary: no traceback of the plugin.
+    # A short summary: no traceback of the plugin, and no stray line: the leaking line is the
+    # only one listed (the measurement's own small allocations are left out).
     assert "pytest_plugin.py" not in out
+    listed = out.split("top growing lines (tracemalloc, over the measured iterations):\n")[1]
+    listed_lines = listed.split("\n=")[0].strip().splitlines()
+    assert len(listed_lines) == 1, listed_lines
 
 
 def test_the_body_runs_warmup_plus_iterations_times_with_fixtures_set_up_once(

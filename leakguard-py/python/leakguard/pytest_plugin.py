@@ -360,7 +360,7 @@ def measure(call: Callable[[], object], settings: Settings, name: str = "the tes
                 f"iteration): {format_size(projected)} over {settings.iterations} iterations, "
                 f"over max_total_growth {format_size(settings.max_total_growth)}"
             )
-            parts.append(_top_lines(baseline, settings.iterations))
+            parts.append(_top_lines(baseline, settings.iterations, end.traced - start.traced))
         if settings.handles:
             handles = _handle_growth(start, middle, end, first, second, settings.iterations)
             if handles:
@@ -390,18 +390,25 @@ def _sample_every_open() -> List[str]:
     return marked
 
 
-def _top_lines(baseline: tracemalloc.Snapshot, iterations: int) -> str:
+#: A line is shown when it grew at least this share of the measured growth: smaller ones are
+#: noise (the measurement's own objects, interned strings), not where the leak is.
+MIN_LINE_SHARE = 0.01
+
+
+def _top_lines(baseline: tracemalloc.Snapshot, iterations: int, grown: int) -> str:
     ignore = (
         tracemalloc.Filter(False, tracemalloc.__file__),
         tracemalloc.Filter(False, __file__),
         tracemalloc.Filter(False, "<unknown>"),
     )
     final = tracemalloc.take_snapshot().filter_traces(ignore)
-    # Lines that grew less than a byte per iteration are noise (the measurement's own objects).
+    # Lines that grew less than a byte per iteration, or a small share of the whole growth,
+    # are noise (the measurement's own objects), not the leak.
+    least = max(iterations, int(grown * MIN_LINE_SHARE))
     stats = [
         s
         for s in final.compare_to(baseline.filter_traces(ignore), "lineno")
-        if s.size_diff >= iterations
+        if s.size_diff >= least
     ]
     lines = ["top growing lines (tracemalloc, over the measured iterations):"]
     for stat in stats[:TOP_LINES]:
