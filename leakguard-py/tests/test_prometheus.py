@@ -252,7 +252,7 @@ def test_the_documented_metrics_table_names_every_served_family(repo_root: Path)
     # A guard with a named cache and a tracked handle serves the cache and handle families too.
     leakguard.start(limit="2GiB", addr="off", interval=0.1, read_env=False)
     try:
-        cache = leakguard.LRUCache(maxsize=4, name="docs_table")
+        cache: leakguard.LRUCache[str, str] = leakguard.LRUCache(maxsize=4, name="docs_table")
         cache["k"] = "v"
         with leakguard.track("docs_table"):
             served = {f.name for f in text_string_to_metric_families(leakguard.metrics())}
