@@ -63,19 +63,32 @@ wheel: venv
 
 ## wheels: the wheels users install, release builds, into target/wheels/: manylinux2014
 ## (glibc 2.17) for x86_64 and aarch64, musllinux_1_2 for x86_64 (Alpine), all linked with zig
-## (maturin --zig), each checked with auditwheel show; and the sdist (pip builds it with a
-## Rust toolchain and nothing else). rustup adds the Rust targets that are missing.
-WHEEL_TARGETS := x86_64-unknown-linux-gnu:manylinux2014 aarch64-unknown-linux-gnu:manylinux2014 x86_64-unknown-linux-musl:musllinux_1_2
+## (maturin --zig), each checked with auditwheel show (the build stops unless auditwheel gives
+## the wheel the tag it carries); and the sdist (pip builds it with a Rust toolchain and
+## nothing else). rustup adds the Rust targets that are missing.
+## zig links the musl extension against "libc.so", a name auditwheel does not accept for
+## musllinux (Alpine's is libc.musl-x86_64.so.1; musl's loader takes either as itself):
+## patchelf renames it and `wheel pack` rewrites the wheel's RECORD.
+WHEEL_TARGETS := x86_64-unknown-linux-gnu:manylinux2014:manylinux_2_17_x86_64 aarch64-unknown-linux-gnu:manylinux2014:manylinux_2_17_aarch64 x86_64-unknown-linux-musl:musllinux_1_2:musllinux_1_2_x86_64
 wheels: venv
-	rm -f $(WHEEL_DIR)/leakguard_oom-*
+	rm -rf $(WHEEL_DIR)/leakguard_oom-* $(WHEEL_DIR)/musl-tmp
 	rustup target add $(foreach t,$(WHEEL_TARGETS),$(word 1,$(subst :, ,$(t))))
 	for spec in $(WHEEL_TARGETS); do \
-		target=$${spec%%:*}; policy=$${spec##*:}; \
+		IFS=: read -r target policy tag <<< "$$spec"; \
+		out=$(WHEEL_DIR); case $$target in *musl) out=$(WHEEL_DIR)/musl-tmp;; esac; \
 		$(VENV_BIN)/maturin build --release --manifest-path $(PY_CRATE)/Cargo.toml --interpreter $(PY) \
-			--zig --target $$target --compatibility $$policy --out $(WHEEL_DIR); \
+			--zig --target $$target --compatibility $$policy --out $$out; \
+		case $$target in *musl) \
+			$(VENV_BIN)/wheel unpack -d $$out/unpacked $$out/leakguard_oom-*.whl; \
+			$(VENV_BIN)/patchelf --replace-needed libc.so libc.musl-x86_64.so.1 $$out/unpacked/leakguard_oom-*/leakguard/_leakguard.abi3.so; \
+			$(VENV_BIN)/wheel pack -d $(WHEEL_DIR) $$out/unpacked/leakguard_oom-*; \
+			rm -rf $$out;; \
+		esac; \
+		wheel=$$(ls $(WHEEL_DIR)/leakguard_oom-*$$tag*.whl); \
+		$(VENV_BIN)/auditwheel show "$$wheel" | tee $(WHEEL_DIR)/auditwheel-$$tag.txt; \
+		grep -q "\"$$tag\"" $(WHEEL_DIR)/auditwheel-$$tag.txt || { echo "error: auditwheel does not give $$wheel the tag $$tag" >&2; exit 1; }; \
 	done
 	$(VENV_BIN)/maturin sdist --manifest-path $(PY_CRATE)/Cargo.toml --out $(WHEEL_DIR)
-	for w in $(WHEEL_DIR)/leakguard_oom-*.whl; do $(VENV_BIN)/auditwheel show "$$w"; done
 	ls -l $(WHEEL_DIR)/leakguard_oom-*
 
 # The demo binary that test_exposition.py runs (target/debug/examples/leaky_service).
