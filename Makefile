@@ -7,6 +7,7 @@
 #   make bench   criterion benches against peer crates
 #   make fuzz    every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each; see FUZZING.md
 #   make py-dev  build the extension in place into .venv (maturin develop), for quick iteration
+#   make wheels  the release wheels (manylinux2014 x86_64/aarch64, musllinux_1_2) and the sdist
 #   make demo    run the README's demo service
 #
 # Python tools come from requirements-dev.txt into .venv (made with `python3 -m venv`).
@@ -32,7 +33,7 @@ WHEEL_DIR := target/wheels
 # The Python tests: the package's own, and any at the top level.
 PY_TESTS := $(PY_CRATE)/tests $(wildcard tests/python tests/test_*.py)
 
-.PHONY: test cargo-test wheel demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv stubtest fuzz fuzz-build cargo-fuzz chromium
+.PHONY: test cargo-test wheel wheels demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv stubtest fuzz fuzz-build cargo-fuzz chromium
 
 ## test: wheel build + install, cargo tests, Python tests. A cold run takes a few minutes.
 test: wheel cargo-test py-test
@@ -44,13 +45,51 @@ cargo-test: prometheus
 	$(CARGO) test --workspace
 	$(CARGO) test -p leakguard-tests --features profiling --test profile
 
-# A debug wheel: the tests check behaviour, not speed, and a cold debug build is far quicker
-# than a release one on two cores. maturin (>= 1.9.4) sets PYO3_BUILD_EXTENSION_MODULE, so
-# the module does not link libpython; the wheel is abi3 (CPython >= 3.9).
+# The test wheel is the one users on older distributions get: manylinux2014 (glibc 2.17),
+# linked with zig (maturin --zig; zig from PyPI's ziglang, in .venv), for this machine's
+# architecture, checked with auditwheel. A debug build: the tests check behaviour, not speed,
+# and a cold debug build is far quicker than a release one on two cores. maturin (>= 1.9.4)
+# sets PYO3_BUILD_EXTENSION_MODULE, so the module does not link libpython; the wheel is abi3
+# (CPython >= 3.9). The distribution is leakguard-oom (wheel files leakguard_oom-*).
+TEST_WHEEL_DIR := target/test-wheel
+HOST_TRIPLE = $(shell rustc -vV | sed -n 's/^host: //p')
 wheel: venv
-	rm -f $(WHEEL_DIR)/leakguard-*.whl
-	$(VENV_BIN)/maturin build --manifest-path $(PY_CRATE)/Cargo.toml --interpreter $(PY) --out $(WHEEL_DIR)
-	$(PY) -m pip install --quiet --no-index --no-deps --force-reinstall $(WHEEL_DIR)/leakguard-*.whl
+	rm -rf $(TEST_WHEEL_DIR)
+	$(VENV_BIN)/maturin build --manifest-path $(PY_CRATE)/Cargo.toml --interpreter $(PY) \
+		--zig --target $(HOST_TRIPLE) --compatibility manylinux2014 --out $(TEST_WHEEL_DIR)
+	$(VENV_BIN)/auditwheel show $(TEST_WHEEL_DIR)/leakguard_oom-*.whl | tee $(TEST_WHEEL_DIR)/auditwheel.txt
+	grep -q '"manylinux_2_17_' $(TEST_WHEEL_DIR)/auditwheel.txt || { echo "error: the test wheel is not manylinux2014" >&2; exit 1; }
+	$(PY) -m pip install --quiet --no-index --no-deps --force-reinstall $(TEST_WHEEL_DIR)/leakguard_oom-*.whl
+
+## wheels: the wheels users install, release builds, into target/wheels/: manylinux2014
+## (glibc 2.17) for x86_64 and aarch64, musllinux_1_2 for x86_64 (Alpine), all linked with zig
+## (maturin --zig), each checked with auditwheel show (the build stops unless auditwheel gives
+## the wheel the tag it carries); and the sdist (pip builds it with a Rust toolchain and
+## nothing else). rustup adds the Rust targets that are missing.
+## zig links the musl extension against "libc.so", a name auditwheel does not accept for
+## musllinux (Alpine's is libc.musl-x86_64.so.1; musl's loader takes either as itself):
+## patchelf renames it and `wheel pack` rewrites the wheel's RECORD.
+WHEEL_TARGETS := x86_64-unknown-linux-gnu:manylinux2014:manylinux_2_17_x86_64 aarch64-unknown-linux-gnu:manylinux2014:manylinux_2_17_aarch64 x86_64-unknown-linux-musl:musllinux_1_2:musllinux_1_2_x86_64
+wheels: venv
+	rm -rf $(WHEEL_DIR)/leakguard_oom-* $(WHEEL_DIR)/musl-tmp
+	rustup target add $(foreach t,$(WHEEL_TARGETS),$(word 1,$(subst :, ,$(t))))
+	for spec in $(WHEEL_TARGETS); do \
+		IFS=: read -r target policy tag <<< "$$spec"; \
+		out=$(WHEEL_DIR); case $$target in *musl) out=$(WHEEL_DIR)/musl-tmp;; esac; \
+		$(VENV_BIN)/maturin build --release --manifest-path $(PY_CRATE)/Cargo.toml --interpreter $(PY) \
+			--zig --target $$target --compatibility $$policy --out $$out; \
+		case $$target in *musl) \
+			$(VENV_BIN)/wheel unpack -d $$out/unpacked $$out/leakguard_oom-*.whl; \
+			$(VENV_BIN)/patchelf --replace-needed libc.so libc.musl-x86_64.so.1 $$out/unpacked/leakguard_oom-*/leakguard/_leakguard.abi3.so; \
+			$(VENV_BIN)/wheel pack -d $(WHEEL_DIR) $$out/unpacked/leakguard_oom-*; \
+			rm -rf $$out;; \
+		esac; \
+		wheel=$$(ls $(WHEEL_DIR)/leakguard_oom-*$$tag*.whl); \
+		$(VENV_BIN)/auditwheel show "$$wheel" | tee $(WHEEL_DIR)/auditwheel-$$tag.txt; \
+		grep -q "\"$$tag\"" $(WHEEL_DIR)/auditwheel-$$tag.txt || { echo "error: auditwheel does not give $$wheel the tag $$tag" >&2; exit 1; }; \
+	done
+	$(VENV_BIN)/maturin sdist --manifest-path $(PY_CRATE)/Cargo.toml --out $(WHEEL_DIR)
+	ls -l $(WHEEL_DIR)/leakguard_oom-*
 
 # The demo binary that test_exposition.py runs (target/debug/examples/leaky_service).
 demo-bin:

@@ -4,7 +4,7 @@ Run with the venv's interpreter, against a release build of the extension:
 
     .venv/bin/maturin build --release --manifest-path leakguard-py/Cargo.toml \
         --interpreter .venv/bin/python --out target/wheels-release
-    .venv/bin/pip install --force-reinstall --no-deps target/wheels-release/leakguard-*.whl
+    .venv/bin/pip install --force-reinstall --no-deps target/wheels-release/leakguard_oom-*.whl
     .venv/bin/python benches/python/guard_overhead.py
 
 A "request" is a small WSGI-style handler (parse a JSON body, build a few objects, render a

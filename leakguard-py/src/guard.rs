@@ -239,7 +239,9 @@ fn json_provider(f: Py<PyAny>) -> impl Fn() -> serde_json::Value {
 ///
 /// ``routes``: ``(path, methods, handler)`` with ``handler(method, path, query) ->
 /// (status, "json" | "text", body)``. ``report_sections`` and ``purge_hooks``: ``(name, f)``
-/// with ``f() -> str`` (JSON). ``on_restart(reason)`` replaces the restart action. Every
+/// with ``f() -> str`` (JSON). ``on_restart(reason)`` replaces the restart action.
+/// ``on_event(level, kind, message)`` is called for every event (``level``: ``"info"``,
+/// ``"warn"`` or ``"error"``; ``kind`` as the report spells it). Every
 /// callback is called from a Rust thread, with the GIL taken for the call only.
 #[pyfunction]
 #[pyo3(signature = (
@@ -252,6 +254,7 @@ fn json_provider(f: Py<PyAny>) -> impl Fn() -> serde_json::Value {
     restart = None,
     restart_action = None,
     on_restart = None,
+    on_event = None,
     min_uptime = None,
     token = None,
     drain_delay = None,
@@ -273,6 +276,7 @@ fn start_guard(
     restart: Option<Bound<'_, PyAny>>,
     restart_action: Option<&str>,
     on_restart: Option<Py<PyAny>>,
+    on_event: Option<Py<PyAny>>,
     min_uptime: Option<Bound<'_, PyAny>>,
     token: Option<String>,
     drain_delay: Option<Bound<'_, PyAny>>,
@@ -333,6 +337,21 @@ fn start_guard(
             Python::attach(|py| {
                 let f = cb.bind(py);
                 if let Err(e) = f.call1((reason,)) {
+                    report_unraisable(py, e, f);
+                }
+            });
+        });
+    }
+    if let Some(cb) = on_event {
+        b = b.on_event(move |event| {
+            // The kind as the report spells it (snake_case).
+            let kind = serde_json::to_value(event.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            Python::attach(|py| {
+                let f = cb.bind(py);
+                if let Err(e) = f.call1((event.level.as_str(), kind, event.message.as_str())) {
                     report_unraisable(py, e, f);
                 }
             });

@@ -5,6 +5,7 @@ all along sees no failure."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -227,3 +228,124 @@ print("running", leakguard.running())
     assert "error leakguard is off in worker" in proc.stdout
     assert "LEAKGUARD_LIMIT" in proc.stdout
     assert "running False" in proc.stdout
+
+
+# The README's single-process snippet (leakguard.start in the app) next to the hooks, with the
+# restart action that the shipped Kubernetes and systemd examples set in the environment.
+COMPOSED_APP = """
+import os, time
+import leakguard
+
+leakguard.start(limit="1GiB", interval="1s")
+
+LEAK = []
+
+def app(environ, start_response):
+    LEAK.append(bytes([len(LEAK) % 251]) * (2 << 20))
+    time.sleep(0.01)
+    body = f"{os.getpid()} {len(LEAK)}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def run_until_recycled(
+    tmp_path: Path, app: str, env: Dict[str, str], port: int, workers: int
+) -> "tuple[str, Set[int], List[str]]":
+    """Runs ``app`` under gunicorn with the hooks and sends requests (one at a time) until a
+    worker has exited gracefully and its successor answered; returns the log, the pids that
+    answered and the failed requests."""
+    (tmp_path / "app.py").write_text(textwrap.dedent(app))
+    (tmp_path / "gunicorn.conf.py").write_text(textwrap.dedent(CONF))
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn",
+                "-c", str(tmp_path / "gunicorn.conf.py"),
+                "--workers", str(workers),
+                "--bind", f"127.0.0.1:{port}",
+                "--chdir", str(tmp_path),
+                "--log-level", "info",
+                "app:app",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    pids: Set[int] = set()
+    failures: List[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while "exits gracefully" not in log.read_text() or len(pids) < workers + 1:
+            assert server.poll() is None, "the master died:\n" + log.read_text()
+            assert time.monotonic() < deadline, "no worker was recycled:\n" + log.read_text()[-4000:]
+            try:
+                with urllib.request.urlopen(url, timeout=30) as r:
+                    pids.add(int(r.read().decode().split()[0]))
+            except OSError as e:
+                if not pids:  # not up yet
+                    time.sleep(0.05)
+                else:
+                    failures.append(repr(e))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    return log.read_text(), pids, failures
+
+
+# Small and fast to recycle: 128 MiB, sampled every 100 ms, 2 MiB leaked per request.
+RECYCLE_ENV = dict(
+    LEAKGUARD_LIMIT="128MiB",
+    LEAKGUARD_INTERVAL="100ms",
+    LEAKGUARD_MIN_UPTIME="1s",
+    LEAKGUARD_ADDR="off",
+)
+
+
+def test_reexec_from_the_environment_is_refused_and_the_worker_exits_gracefully(
+    tmp_path: Path, clean_env: Dict[str, str], free_port: Any
+) -> None:
+    # As the shipped Kubernetes and systemd examples set it for single-process services.
+    env = dict(clean_env, **RECYCLE_ENV, LEAKGUARD_RESTART_ACTION="reexec")
+    text, pids, failures = run_until_recycled(tmp_path, APP, env, free_port(), workers=1)
+    assert 'LEAKGUARD_RESTART_ACTION="reexec" is refused in a gunicorn worker' in text, text[-3000:]
+    # The graceful exit happened instead of a re-exec of the master's command line in the
+    # worker's PID (which would start a second master on the same port).
+    assert text.count("Starting gunicorn") == 1, text[-3000:]
+    assert "Connection in use" not in text
+    assert failures == [], failures[:5]
+
+
+def test_the_app_s_own_start_composes_with_the_hooks_and_events_reach_the_log(
+    tmp_path: Path, clean_env: Dict[str, str], free_port: Any
+) -> None:
+    env = dict(clean_env, **RECYCLE_ENV)
+    text, pids, failures = run_until_recycled(tmp_path, COMPOSED_APP, env, free_port(), workers=2)
+    # Every worker booted although the app calls start(): the hooks' guard won, and the app's
+    # start() said so once per worker (the two first and each successor that answered).
+    assert "Exception in worker process" not in text and "HaltServer" not in text, text[-3000:]
+    ignored = [int(pid) for pid in re.findall(r"leakguard\.start\(\) ignored in process (\d+)", text)]
+    assert len(ignored) == len(set(ignored)), text[-3000:]  # once per worker
+    assert pids <= set(ignored), (pids, ignored, text[-3000:])
+    # The worker's limit is LEAKGUARD_LIMIT's (128 MiB), not the app's 1 GiB: it was recycled.
+    assert failures == [], failures[:5]
+    # The guard's events reach gunicorn's log through the `leakguard` logger.
+    assert "started: sampling every" in text, text[-3000:]
+    assert "memory state normal -> warn" in text, text[-3000:]
+
+
+def test_restart_actions_a_worker_may_take() -> None:
+    from leakguard.gunicorn import worker_action
+
+    assert worker_action(None) is None
+    assert worker_action("  ") is None
+    assert worker_action("None") == "none"
+    for refused in ("reexec", "exit", "exit:3", "signal:HUP", "bogus"):
+        with pytest.raises(ValueError, match="refused in a gunicorn worker"):
+            worker_action(refused)

@@ -17,7 +17,26 @@ import leakguard._leakguard as native
 def test_version_is_the_cargo_version(crate_version: str) -> None:
     assert leakguard.__version__ == crate_version
     assert native.__version__ == crate_version
-    assert importlib.metadata.version("leakguard") == crate_version
+    assert importlib.metadata.version("leakguard-oom") == crate_version
+
+
+def test_the_distribution_is_leakguard_oom_with_a_readme_and_the_import_name_leakguard() -> None:
+    # PyPI's `leakguard` is another project: ours is leakguard-oom, imported as leakguard.
+    dist = importlib.metadata.distribution("leakguard-oom")
+    assert dist.metadata["Name"] == "leakguard-oom"
+    files = [str(f) for f in dist.files or []]
+    assert "leakguard/__init__.py" in files
+    # The package page's readme.
+    assert dist.metadata["Description-Content-Type"].startswith("text/markdown")
+    assert "pip install leakguard-oom" in (dist.metadata.get_payload() or "")  # type: ignore[attr-defined]
+
+
+def test_the_installed_wheel_is_manylinux2014() -> None:
+    # The test wheel is the one users of glibc >= 2.17 distributions get (make wheel builds it
+    # with zig and checks it with auditwheel show).
+    wheel = importlib.metadata.distribution("leakguard-oom").read_text("WHEEL") or ""
+    tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
+    assert tags and all("manylinux_2_17_" in tag or "manylinux2014_" in tag for tag in tags), tags
 
 
 def test_native_module_is_an_abi3_extension_inside_the_package() -> None:
@@ -35,6 +54,8 @@ def test_public_names_are_exported_and_documented() -> None:
         + ["hashkey", "methodkey", "typedkey", "typedmethodkey"]
         + ["HandleKind", "configure_handles", "handles", "track", "tracked"]
     )
+    # Submodules with optional dependencies come on first access, not in __all__.
+    assert leakguard.gunicorn.post_fork.__doc__
     for name in leakguard.__all__:
         assert hasattr(leakguard, name), name
         if name != "__version__":

@@ -22,7 +22,7 @@ pub fn leakguard_binary() -> PathBuf {
             "build",
             "--quiet",
             "-p",
-            "leakguard",
+            "leakguard-oom",
             "--features",
             "cli",
             "--bin",

@@ -14,7 +14,7 @@ the allocator numbers are glibc's.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 from leakguard import _leakguard
 from leakguard._handles import HandleKind, configure_handles, handles, track, tracked
@@ -108,3 +108,22 @@ def parse_size(value: str, name: str = "size") -> int:
     leakguard.ConfigError: invalid value "lots" for LEAKGUARD_LIMIT: expected a size such as 512MiB, 2G, 3584m or a number of bytes
     """
     return _leakguard.parse_size(value, name)
+
+
+# The submodules whose dependencies are optional (prometheus_client for ``prometheus``) are
+# imported on first access, so that ``leakguard.prometheus.LeakguardCollector`` works after
+# ``import leakguard`` without making every import of leakguard pay for prometheus_client.
+_LAZY_SUBMODULES = ("prometheus", "gunicorn", "pytest_plugin")
+
+if TYPE_CHECKING:
+    from leakguard import gunicorn as gunicorn
+    from leakguard import prometheus as prometheus
+    from leakguard import pytest_plugin as pytest_plugin
+else:
+
+    def __getattr__(name: str) -> Any:
+        if name in _LAZY_SUBMODULES:
+            import importlib
+
+            return importlib.import_module(f"leakguard.{name}")
+        raise AttributeError(f"module 'leakguard' has no attribute {name!r}")

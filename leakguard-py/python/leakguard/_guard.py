@@ -21,6 +21,7 @@ import atexit
 import collections
 import gc
 import json
+import logging
 import os
 import socket
 import threading
@@ -326,6 +327,20 @@ def _answer(make: Callable[[], Dict[str, Any]]) -> Tuple[int, str, str]:
 _lock = threading.Lock()
 _guard: Optional[_leakguard.Guard] = None
 _layer: Optional[_PythonLayer] = None
+#: Who started the running guard when it was not the application: "the gunicorn hooks".
+_owner: Optional[str] = None
+#: Whether the application's ignored start() was logged already (once per process).
+_said_ignored = False
+
+#: The guard's events (threshold changes, leak verdicts, restarts, ...) and the hooks' notes.
+log = logging.getLogger("leakguard")
+_LEVELS = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+
+def _log_event(level: str, kind: str, message: str) -> None:
+    """The guard's event callback (on the guard's thread): one record on logger ``leakguard``,
+    with the event's kind as ``record.leakguard_kind``."""
+    log.log(_LEVELS.get(level, logging.WARNING), "%s", message, extra={"leakguard_kind": kind})
 
 
 def start(
@@ -366,17 +381,34 @@ def start(
     * ``tracemalloc``: trace Python allocations with this many frames, take the baseline
       snapshot after ``warmup`` seconds, and serve ``/debug/python/tracemalloc``.
 
+    Events (threshold changes, leak verdicts, restarts) are logged on the ``logging`` logger
+    ``leakguard`` (info, warning, error as the event's level says).
+
+    In a gunicorn worker whose guard the hooks of ``leakguard.gunicorn`` started, the hooks'
+    guard wins: this call does nothing and says so once in the log (its arguments are not
+    applied; the worker's guard takes its settings from the ``LEAKGUARD_*`` variables).
+
     Raises:
         ConfigError: a setting (argument or variable) cannot be understood; nothing starts.
         LeakguardError: the guard runs already (call ``stop()`` first).
     """
-    global _guard, _layer
+    global _guard, _layer, _said_ignored
     if tracemalloc is not None and (isinstance(tracemalloc, bool) or tracemalloc < 1):
         raise ValueError(f"tracemalloc must be a number of frames >= 1, not {tracemalloc!r}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0 seconds, not {warmup!r}")
     with _lock:
         if _guard is not None and _guard.running():
+            if _owner is not None:
+                if not _said_ignored:
+                    _said_ignored = True
+                    log.warning(
+                        "leakguard.start() ignored in process %s: %s run its guard already; "
+                        "it takes its settings from the LEAKGUARD_* variables",
+                        os.getpid(),
+                        _owner,
+                    )
+                return
             raise LeakguardError("leakguard runs already in this process: call stop() first")
         layer = _PythonLayer(tracemalloc, warmup)
         action: Optional[str] = None
@@ -403,6 +435,7 @@ def start(
             routes=layer.routes(),
             report_sections=[("python", layer.section)],
             purge_hooks=[("python", layer.purge)],
+            on_event=_log_event,
         )
         layer.gc.install()
         layer.tracemalloc.start()
@@ -412,10 +445,10 @@ def start(
 def stop() -> None:
     """Stop the guard: its thread and endpoint end, tracemalloc (if leakguard started it)
     stops, the gc callback is removed. Does nothing when the guard does not run."""
-    global _guard, _layer
+    global _guard, _layer, _owner
     with _lock:
         guard, layer = _guard, _layer
-        _guard, _layer = None, None
+        _guard, _layer, _owner = None, None, None
     if guard is not None:
         guard.stop()
     if layer is not None:
@@ -480,10 +513,10 @@ def tracemalloc_status() -> Optional[Dict[str, Any]]:
 # let go (the extension forgets it, in a process other than the one that started it, without
 # stopping or joining anything) and the child may start its own.
 def _forget_after_fork() -> None:
-    global _guard, _layer
+    global _guard, _layer, _owner, _said_ignored
     if _layer is not None:
         _layer.gc.remove()
-    _guard, _layer = None, None
+    _guard, _layer, _owner, _said_ignored = None, None, None, False
 
 
 if hasattr(os, "register_at_fork"):

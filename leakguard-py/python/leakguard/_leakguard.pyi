@@ -95,6 +95,7 @@ def start_guard(
     restart: Union[float, str, None] = None,
     restart_action: Optional[str] = None,
     on_restart: Optional[Callable[[str], Any]] = None,
+    on_event: Optional[Callable[[str, str, str], Any]] = None,
     min_uptime: Union[int, float, str, None] = None,
     token: Optional[str] = None,
     drain_delay: Union[int, float, str, None] = None,

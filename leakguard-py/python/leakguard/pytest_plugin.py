@@ -4,7 +4,7 @@ Installed with the package (entry point ``pytest11``), so it needs no flag::
 
     import pytest
 
-    @pytest.mark.leakguard(max_growth="1MB", iterations=50)
+    @pytest.mark.leakguard(max_total_growth="1MB", iterations=50)
     def test_cache_stays_bounded() -> None:
         handle_request()  # the body runs 1 + 50 times
 
@@ -16,8 +16,10 @@ those marked ``@pytest.mark.leakguard(enabled=False)``.
 
 Marker arguments (all keywords, all optional):
 
-- ``max_growth``: the most traced Python memory may grow over the measured iterations, a
-  size (``"1MB"``, ``"64KiB"``) or bytes; default 64 KiB (``--memcheck-max-growth``);
+- ``max_total_growth``: the most traced Python memory may grow in total over all the
+  measured iterations (not per iteration), a size (``"1MB"``, ``"64KiB"``) or bytes; default
+  64 KiB (``--memcheck-max-total-growth``). ``max_growth`` and ``--memcheck-max-growth`` are
+  its deprecated former names: they still work, with a deprecation warning;
 - ``iterations``: measured iterations, at least 2; default 20 (``--memcheck-iterations``);
 - ``warmup``: iterations run first and not measured (caches filling, lazy imports); default 1;
 - ``handles``: also fail when handles tracked with leakguard (``track``, ``tracked``, Rust
@@ -30,7 +32,7 @@ again after each half of the measured iterations, ``gc.collect()`` runs and the 
 and open handles are read. Growth counts only when **both halves** grow: a one-off allocation
 (a lazily built table, a cache filling up to its bound, a dict resizing) grows one half only.
 The growth per iteration is the smaller of the two halves' rates, and the test fails when that
-rate times ``iterations`` exceeds ``max_growth``, or when some kind's open handles grew in both
+rate times ``iterations`` exceeds ``max_total_growth``, or when some kind's open handles grew in both
 halves.
 
 Fixtures are set up once: the body runs repeatedly with the same fixture values, so it must be
@@ -46,6 +48,7 @@ import gc
 import inspect
 import linecache
 import tracemalloc
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Generator, List, Mapping, NamedTuple, Optional, Tuple
 
@@ -65,14 +68,16 @@ TOP_LINES = 5
 #: Creation sites shown per handle kind in a failure.
 TOP_SITES = 3
 
-_ARGUMENTS = ("max_growth", "iterations", "warmup", "handles", "enabled")
+_ARGUMENTS = ("max_total_growth", "iterations", "warmup", "handles", "enabled")
+#: Former names, still accepted with a deprecation warning: new name -> old name.
+_DEPRECATED = {"max_total_growth": "max_growth"}
 
 
 @dataclass(frozen=True)
 class Settings:
     """How one test is checked."""
 
-    max_growth: int
+    max_total_growth: int
     iterations: int
     warmup: int
     handles: bool
@@ -95,11 +100,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "marked @pytest.mark.leakguard (opt out with @pytest.mark.leakguard(enabled=False))",
     )
     group.addoption(
+        "--memcheck-max-total-growth",
+        default=None,
+        metavar="SIZE",
+        help="traced memory growth allowed in total over the measured iterations, such as "
+        "64KiB or 1MB, when the marker does not say (default: 64KiB)",
+    )
+    group.addoption(
         "--memcheck-max-growth",
         default=None,
         metavar="SIZE",
-        help="traced memory growth allowed over the measured iterations, such as 64KiB or 1MB, "
-        "when the marker does not say (default: 64KiB)",
+        help="deprecated: the former name of --memcheck-max-total-growth",
     )
     group.addoption(
         "--memcheck-iterations",
@@ -112,7 +123,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "leakguard(max_growth='64KiB', iterations=20, warmup=1, handles=True, enabled=True): "
+        "leakguard(max_total_growth='64KiB', iterations=20, warmup=1, handles=True, enabled=True): "
         "run the test body repeatedly and fail if traced Python memory or open handles grow "
         "per iteration",
     )
@@ -120,16 +131,33 @@ def pytest_configure(config: pytest.Config) -> None:
         _defaults(config)
     except MarkerError as e:
         raise pytest.UsageError(str(e)) from None
+    if config.getoption("memcheck_max_growth") is not None:
+        config.issue_config_time_warning(
+            pytest.PytestDeprecationWarning(
+                "--memcheck-max-growth is deprecated: it is a total over the measured "
+                "iterations, now named --memcheck-max-total-growth"
+            ),
+            stacklevel=2,
+        )
 
 
 def _defaults(config: pytest.Config) -> Settings:
     """The settings of a test whose marker says nothing, from the command line."""
-    growth = config.getoption("memcheck_max_growth")
+    growth = config.getoption("memcheck_max_total_growth")
+    growth_name = "--memcheck-max-total-growth"
+    old = config.getoption("memcheck_max_growth")
+    if old is not None:
+        if growth is not None:
+            raise MarkerError(
+                "--memcheck-max-growth is the deprecated name of --memcheck-max-total-growth: "
+                "give only the latter"
+            )
+        growth, growth_name = old, "--memcheck-max-growth"
     iterations = config.getoption("memcheck_iterations")
     return Settings(
-        max_growth=DEFAULT_MAX_GROWTH
+        max_total_growth=DEFAULT_MAX_GROWTH
         if growth is None
-        else _size("--memcheck-max-growth", growth),
+        else _size(growth_name, growth),
         iterations=DEFAULT_ITERATIONS
         if iterations is None
         else _count("--memcheck-iterations", _int_option("--memcheck-iterations", iterations), 2),
@@ -185,21 +213,34 @@ def settings_for(
             "@pytest.mark.leakguard takes keyword arguments only "
             f"({', '.join(a + '=' for a in _ARGUMENTS)}); got {', '.join(map(repr, args))}"
         )
-    unknown = sorted(set(kwargs) - set(_ARGUMENTS))
+    given = dict(kwargs)
+    for new, old in _DEPRECATED.items():
+        if old in given:
+            if new in given:
+                raise MarkerError(f"{old} is the deprecated name of {new}: give only {new}")
+            warnings.warn(
+                pytest.PytestDeprecationWarning(
+                    f"@pytest.mark.leakguard({old}=...) is deprecated: it is a total over the "
+                    f"measured iterations, now named {new}"
+                ),
+                stacklevel=2,
+            )
+            given[new] = given.pop(old)
+    unknown = sorted(set(given) - set(_ARGUMENTS))
     if unknown:
         raise MarkerError(
             f"@pytest.mark.leakguard has no argument {', '.join(unknown)}; "
             f"it takes {', '.join(_ARGUMENTS)}"
         )
-    if not _flag("enabled", kwargs.get("enabled", True)):
+    if not _flag("enabled", given.get("enabled", True)):
         return None
     return Settings(
-        max_growth=_size("max_growth", kwargs["max_growth"])
-        if "max_growth" in kwargs
-        else defaults.max_growth,
-        iterations=_count("iterations", kwargs.get("iterations", defaults.iterations), 2),
-        warmup=_count("warmup", kwargs.get("warmup", defaults.warmup), 0),
-        handles=_flag("handles", kwargs.get("handles", defaults.handles)),
+        max_total_growth=_size("max_total_growth", given["max_total_growth"])
+        if "max_total_growth" in given
+        else defaults.max_total_growth,
+        iterations=_count("iterations", given.get("iterations", defaults.iterations), 2),
+        warmup=_count("warmup", given.get("warmup", defaults.warmup), 0),
+        handles=_flag("handles", given.get("handles", defaults.handles)),
     )
 
 
@@ -312,14 +353,14 @@ def measure(call: Callable[[], object], settings: Settings, name: str = "the tes
         rate2 = (end.traced - middle.traced) / second
         per_iteration = min(rate1, rate2)
         projected = per_iteration * settings.iterations
-        if projected > settings.max_growth:
+        if projected > settings.max_total_growth:
             parts.append(
                 f"traced Python memory grew {format_size(per_iteration)} per iteration "
                 f"(first half {format_size(rate1)}, second half {format_size(rate2)} per "
                 f"iteration): {format_size(projected)} over {settings.iterations} iterations, "
-                f"over max_growth {format_size(settings.max_growth)}"
+                f"over max_total_growth {format_size(settings.max_total_growth)}"
             )
-            parts.append(_top_lines(baseline, settings.iterations))
+            parts.append(_top_lines(baseline, settings.iterations, end.traced - start.traced))
         if settings.handles:
             handles = _handle_growth(start, middle, end, first, second, settings.iterations)
             if handles:
@@ -349,18 +390,25 @@ def _sample_every_open() -> List[str]:
     return marked
 
 
-def _top_lines(baseline: tracemalloc.Snapshot, iterations: int) -> str:
+#: A line is shown when it grew at least this share of the measured growth: smaller ones are
+#: noise (the measurement's own objects, interned strings), not where the leak is.
+MIN_LINE_SHARE = 0.01
+
+
+def _top_lines(baseline: tracemalloc.Snapshot, iterations: int, grown: int) -> str:
     ignore = (
         tracemalloc.Filter(False, tracemalloc.__file__),
         tracemalloc.Filter(False, __file__),
         tracemalloc.Filter(False, "<unknown>"),
     )
     final = tracemalloc.take_snapshot().filter_traces(ignore)
-    # Lines that grew less than a byte per iteration are noise (the measurement's own objects).
+    # Lines that grew less than a byte per iteration, or a small share of the whole growth,
+    # are noise (the measurement's own objects), not the leak.
+    least = max(iterations, int(grown * MIN_LINE_SHARE))
     stats = [
         s
         for s in final.compare_to(baseline.filter_traces(ignore), "lineno")
-        if s.size_diff >= iterations
+        if s.size_diff >= least
     ]
     lines = ["top growing lines (tracemalloc, over the measured iterations):"]
     for stat in stats[:TOP_LINES]:
