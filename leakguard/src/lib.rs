@@ -121,3 +121,16 @@ pub use self::global_alloc::Jemalloc;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+/// The guides' Rust examples (`docs/*.md`), compiled as doctests like the README's.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/restart.md")]
+#[doc = include_str!("../../docs/heap-profiles.md")]
+#[doc = include_str!("../../docs/endpoints.md")]
+#[doc = include_str!("../../docs/operators-guide.md")]
+#[doc = include_str!("../../docs/python.md")]
+struct GuideDoctests;
+
+/// Links between the README, the guides and the other top-level documents must resolve.
+#[cfg(test)]
+mod doc_links;
