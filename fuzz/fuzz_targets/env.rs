@@ -1,5 +1,7 @@
 //! The `LEAKGUARD_*` environment as a whole: lines `NAME=value`. A bad set is refused with an
 //! error naming a variable and leaves the configuration as it was; a good one validates.
+//! Every variable the guard reads goes through `Config::apply_env`, `LEAKGUARD_DUMP_DIR`
+//! included.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

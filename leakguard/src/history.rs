@@ -112,7 +112,7 @@ impl Tier {
     }
 }
 
-/// The history of DESIGN.md: two tiers fed by every sample.
+/// The guard's history (see docs/architecture.md): two tiers fed by every sample.
 #[derive(Debug, Clone)]
 pub struct History {
     /// 1 s buckets, 10 minutes.

@@ -42,7 +42,7 @@ pub mod endpoint;
 mod error;
 pub mod event;
 mod exposition;
-pub mod extend;
+pub mod extensions;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -88,6 +88,9 @@ pub use self::config::{DEFAULT_ADDR, parse_addr};
 #[deprecated(note = "use `leakguard::event::{EVENT_CAPACITY, EventLog}`")]
 #[doc(hidden)]
 pub use self::event::{EVENT_CAPACITY, EventLog};
+#[deprecated(note = "renamed `leakguard::extensions`")]
+#[doc(hidden)]
+pub use self::extensions as extend;
 #[deprecated(note = "use `leakguard::history::{History, HistoryPoint, Tier}`")]
 #[doc(hidden)]
 pub use self::history::{History, HistoryPoint, Tier};

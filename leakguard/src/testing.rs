@@ -122,7 +122,7 @@ impl Default for LeakCheck {
 
 /// Live heap growth on the measuring thread.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HeapGrowth {
+pub struct ThreadHeapGrowth {
     /// Bytes, all measured iterations.
     pub total_bytes: i64,
     /// Bytes, first half of the iterations.
@@ -133,6 +133,12 @@ pub struct HeapGrowth {
     /// shrank).
     pub bytes_per_iteration: f64,
 }
+
+/// Former name of [`ThreadHeapGrowth`] (not to be confused with
+/// [`profile::HeapGrowth`](crate::profile::HeapGrowth), growth by allocation site).
+#[deprecated(note = "renamed `ThreadHeapGrowth`")]
+#[doc(hidden)]
+pub type HeapGrowth = ThreadHeapGrowth;
 
 /// Handles of one kind opened during the measured iterations and still open.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,7 +165,7 @@ pub struct LeakMeasurement {
     /// Measured iterations run.
     pub iterations: u32,
     /// Heap growth; `None` when it could not be measured (see `heap_note`).
-    pub heap: Option<HeapGrowth>,
+    pub heap: Option<ThreadHeapGrowth>,
     /// Why the heap was not measured.
     pub heap_note: Option<String>,
     /// Kinds with handles left open, most first.
@@ -291,7 +297,7 @@ impl LeakCheck {
         let heap = match (h0, h1, h2) {
             (Some(h0), Some(h1), Some(h2)) => {
                 let (a, b) = (h1.since(h0), h2.since(h1));
-                Some(HeapGrowth {
+                Some(ThreadHeapGrowth {
                     total_bytes: a.saturating_add(b),
                     first_half_bytes: a,
                     second_half_bytes: b,

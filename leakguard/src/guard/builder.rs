@@ -38,7 +38,7 @@ pub struct GuardBuilder {
     policy: RestartPolicy,
     restart_callback: Option<RestartCallback>,
     pressure_fraction: f64,
-    extensions: crate::extend::Extensions,
+    extensions: crate::extensions::Extensions,
 }
 
 impl std::fmt::Debug for GuardBuilder {
@@ -67,7 +67,7 @@ impl GuardBuilder {
             policy: RestartPolicy::default(),
             restart_callback: None,
             pressure_fraction: 0.5,
-            extensions: crate::extend::Extensions::default(),
+            extensions: crate::extensions::Extensions::default(),
         }
     }
 
@@ -242,14 +242,14 @@ impl GuardBuilder {
     /// `methods` (others get 405). Routes other than GET/HEAD need the token, like the built-in
     /// mutating ones; with `LEAKGUARD_AUTH=all` every route does. `start` refuses a path the
     /// guard answers itself, a path added twice, or more than
-    /// [`MAX_EXTENSIONS`](crate::extend::MAX_EXTENSIONS) routes. See [`crate::extend`].
+    /// [`MAX_EXTENSIONS`](crate::extensions::MAX_EXTENSIONS) routes. See [`crate::extensions`].
     pub fn route(
         mut self,
         path: &str,
         methods: &[&'static str],
         handler: impl Fn(&EndpointRequest) -> EndpointResponse + Send + Sync + 'static,
     ) -> Self {
-        self.extensions.routes.push(crate::extend::Route {
+        self.extensions.routes.push(crate::extensions::Route {
             path: path.to_owned(),
             methods: methods.to_vec(),
             handler: Arc::new(handler),
@@ -259,7 +259,7 @@ impl GuardBuilder {
 
     /// Adds a top-level section `name` to the report (`GET /debug/leakguard`,
     /// [`Guard::report`]), made by `f` each time a report is made. `start` refuses a name the
-    /// report has already. See [`crate::extend`].
+    /// report has already. See [`crate::extensions`].
     pub fn report_section(
         mut self,
         name: &str,
@@ -273,7 +273,7 @@ impl GuardBuilder {
 
     /// Adds a hook that runs at a purge (`POST /debug/leakguard/purge`) before the allocator
     /// gives its free memory back, e.g. a garbage collection; what it returns appears in the
-    /// purge's answer under `hooks.<name>`. See [`crate::extend`].
+    /// purge's answer under `hooks.<name>`. See [`crate::extensions`].
     pub fn on_purge(
         mut self,
         name: &str,

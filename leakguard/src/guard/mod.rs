@@ -252,7 +252,7 @@ struct Inner {
     /// Registered caches shrink to this fraction when the critical threshold is reached.
     pressure_fraction: f64,
     /// Extra routes, report sections and purge hooks.
-    extensions: crate::extend::Extensions,
+    extensions: crate::extensions::Extensions,
     /// The baseline heap profile and the growth since (feature `profiling`).
     profiles: crate::profile::Profiles,
 }

@@ -216,7 +216,7 @@ impl Inner {
     /// Answers a request to an extra route: method, then authorization, then the handler.
     fn answer_extra(
         &self,
-        route: &crate::extend::Route,
+        route: &crate::extensions::Route,
         req: &EndpointRequest,
     ) -> EndpointResponse {
         if !route.methods.contains(&req.method.as_str()) {
@@ -226,7 +226,7 @@ impl Inner {
         if let Some(refused) = self.authorize(req, mutating) {
             return refused;
         }
-        crate::extend::Extensions::answer(route, req)
+        crate::extensions::Extensions::answer(route, req)
     }
 
     /// `None` when the request may go on; else the refusal. Mutating endpoints need the

@@ -156,7 +156,7 @@ fn bad_extensions_are_refused_at_start_naming_them() {
             .contains("bad name")
     );
     let mut many = builder();
-    for i in 0..=leakguard::extend::MAX_EXTENSIONS {
+    for i in 0..=leakguard::extensions::MAX_EXTENSIONS {
         many = many.report_section(&format!("s{i}"), || serde_json::Value::Null);
     }
     assert!(config_error(many).contains("at most"));
