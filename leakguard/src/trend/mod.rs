@@ -241,7 +241,7 @@ const MAX_POINTS: usize = 48;
 /// Points a horizon needs before it is judged.
 const MIN_POINTS: usize = 8;
 /// Points the urgent judgement needs.
-const MIN_URGENT_POINTS: usize = 6;
+const MIN_URGENT_POINTS: usize = 5;
 /// A rise whose second half grows at less than this share of the first half's rate
 /// decelerates; its projected plateau decides.
 const DECELERATING: f64 = 0.8;
@@ -1062,6 +1062,105 @@ mod tests {
         }
         assert!(d.floor.len() <= d.capacity);
         assert_eq!(d.capacity, (12 + 24) * 30 + 2);
+    }
+
+    /// Four hours of a floor growing 60 MB/h, every 15 s; `context` says what the process knew.
+    fn grow(context: impl Fn(f64) -> Context) -> TrendDetector {
+        let mut d = TrendDetector::new(TrendConfig::default());
+        for i in 0..(4 * 240) {
+            let t = f64::from(i) * 15.0;
+            let bytes = 200e6 + 60e6 * t / 3600.0 + f64::from(i % 7) * 1e5;
+            d.observe_with(t, bytes as u64, context(t));
+        }
+        d
+    }
+
+    #[test]
+    fn growth_inside_bounded_caches_is_load() {
+        // The same growth, without and with the caches that hold it.
+        assert!(grow(|_| Context::default()).verdict().leak);
+        let d = grow(|t| Context {
+            bounded_cache_bytes: (60e6 * t / 3600.0) as u64,
+            open_handles: 0,
+        });
+        let v = d.verdict();
+        assert!(!v.leak, "{v:?}");
+        assert!(
+            v.reasons
+                .iter()
+                .any(|r| r.starts_with("growth is inside bounded caches")),
+            "{:?}",
+            v.reasons
+        );
+        // Half of it in caches: the other half is still a leak.
+        let d = grow(|t| Context {
+            bounded_cache_bytes: (30e6 * t / 3600.0) as u64,
+            open_handles: 0,
+        });
+        assert!(d.verdict().leak, "{:?}", d.verdict().reasons);
+    }
+
+    #[test]
+    fn growth_that_tracks_open_handles_is_load() {
+        // 1 MB per connection, 60 connections more an hour.
+        let d = grow(|t| Context {
+            bounded_cache_bytes: 0,
+            open_handles: (10.0 + 60.0 * t / 3600.0) as u64,
+        });
+        let v = d.verdict();
+        assert!(!v.leak, "{v:?}");
+        assert!(
+            v.reasons
+                .iter()
+                .any(|r| r.starts_with("growth tracks the open tracked handles")),
+            "{:?}",
+            v.reasons
+        );
+        // Handles that do not follow the memory explain nothing.
+        let d = grow(|t| Context {
+            bounded_cache_bytes: 0,
+            open_handles: 10 + u64::from((t / 600.0) as u32 % 2),
+        });
+        assert!(d.verdict().leak);
+    }
+
+    #[test]
+    fn urgent_growth_is_flagged_within_minutes_and_says_so() {
+        // 1.5 GB/h with the limit 1 GB away: under an hour.
+        let mut d = TrendDetector::new(TrendConfig {
+            limit: Some(1_500_000_000),
+            ..TrendConfig::default()
+        });
+        let start = 3600.0;
+        let mut flagged = None;
+        for i in 0..(2 * 240) {
+            let t = f64::from(i) * 15.0;
+            let bytes = 500e6 + 1500e6 * ((t - start).max(0.0) / 3600.0);
+            if d.observe(t, bytes as u64) && d.verdict().leak {
+                flagged = Some(t);
+                break;
+            }
+        }
+        let at = flagged.expect("flagged");
+        assert!(at - start <= 900.0, "after {} s", at - start);
+        let v = d.verdict();
+        assert!(v.urgent);
+        assert!(v.reasons[0].starts_with("urgent: limit in"), "{:?}", v.reasons);
+    }
+
+    #[test]
+    fn a_restart_starts_a_new_lifetime() {
+        let mut d = TrendDetector::new(TrendConfig::default());
+        for i in 0..(3 * 240) {
+            let t = f64::from(i) * 15.0;
+            // A 2-hour lifetime with a warm-up, then a restart back to the start level.
+            let age = t % 7200.0;
+            let bytes = 100e6 + 300e6 * (1.0 - (-age / 600.0).exp());
+            d.observe(t, bytes as u64);
+        }
+        let v = d.verdict();
+        assert_eq!(v.lifetimes, 2);
+        assert!(!v.leak);
     }
 
     #[test]

@@ -135,8 +135,9 @@ pub struct Series {
     pub leak_start: Option<f64>,
     /// For leaks: the leak's average rate, bytes per second.
     pub leak_rate: Option<f64>,
-    /// The memory limit of the process, bytes: above every sample, 1.3–3 times the largest
-    /// (for [`Shape::FastLeak`], 20–60 minutes of its growth above the level where it starts).
+    /// The memory limit of the process, bytes: 1.3–3 times the largest sample of a leak, 2–4
+    /// times that of a healthy process (for [`Shape::FastLeak`], 20–60 minutes of its growth
+    /// above the level where it starts).
     pub limit: u64,
     /// `(seconds since start, bytes)`, one per `step`.
     pub samples: Vec<(f64, u64)>,
@@ -353,7 +354,10 @@ pub fn generate(shape: Shape, seed: u64, step: f64, duration: f64) -> Series {
         samples.push((t, v.max(0.0) as u64));
     }
     let top = samples.iter().map(|s| s.1).max().unwrap_or(0) as f64;
-    let limit = limit.unwrap_or((top * limit_rng.range(1.3, 3.0)) as u64);
+    // A leak's limit is 1.3–3 times its largest sample; a healthy process's 2–4 times (a ramp
+    // towards a limit within the hour at its initial pace is urgent until it levels off).
+    let (lo, hi) = if shape.is_leak() { (1.3, 3.0) } else { (2.0, 4.0) };
+    let limit = limit.unwrap_or((top * limit_rng.range(lo, hi)) as u64);
     Series {
         shape,
         seed,
@@ -397,7 +401,7 @@ impl Sawtooth {
 }
 
 /// A warm-up's fill, 0 to 1, that levels off over `settle` seconds: an exponential approach
-/// (95% at `settle`) or a cubic one (full at `settle`); 0 before time 0.
+/// (rate falling to 5%, then the fill is complete) or a cubic one; 0 before time 0.
 struct Fill {
     settle: f64,
     exponential: bool,
@@ -416,7 +420,8 @@ impl Fill {
             return 0.0;
         }
         if self.exponential {
-            1.0 - (-3.0 * t / self.settle).exp()
+            let x = (t / self.settle).min(1.0);
+            (1.0 - (-3.0 * x).exp()) / (1.0 - (-3.0f64).exp())
         } else {
             1.0 - (1.0 - (t / self.settle).min(1.0)).powi(3)
         }
