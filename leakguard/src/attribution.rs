@@ -170,11 +170,9 @@ pub fn explain(a: &mut Attribution, verdict: &crate::trend::Verdict) {
             a.summary.push_str("; ");
             a.summary.push_str(r);
         }
-    } else if verdict.leak {
-        if let Some(first) = verdict.reasons.first() {
-            a.summary.push_str("; leak: ");
-            a.summary.push_str(first);
-        }
+    } else if let Some(first) = verdict.reasons.first().filter(|_| verdict.leak) {
+        a.summary.push_str("; leak: ");
+        a.summary.push_str(first);
     }
 }
 

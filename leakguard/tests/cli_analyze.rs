@@ -104,7 +104,10 @@ fn csv_leak_is_flagged_with_its_rate_and_detection_time() {
     // The reasons, one phrase each; not urgent (the limit is days away); one lifetime.
     let reasons = v["reasons"].as_array().unwrap();
     assert!(
-        reasons[0].as_str().unwrap().starts_with("the memory floor rose"),
+        reasons[0]
+            .as_str()
+            .unwrap()
+            .starts_with("the memory floor rose"),
         "{reasons:?}"
     );
     assert_eq!(v["urgent"], false);
@@ -134,7 +137,10 @@ fn a_leak_near_the_limit_is_urgent_and_says_when() {
     assert_eq!(v["leak"], true, "{v}");
     assert_eq!(v["urgent"], true, "{v}");
     let after = v["detected_at"].as_f64().unwrap() - (ORIGIN + 3600.0);
-    assert!((0.0..=900.0).contains(&after), "flagged {after} s after the start");
+    assert!(
+        (0.0..=900.0).contains(&after),
+        "flagged {after} s after the start"
+    );
     let first = v["reasons"][0].as_str().unwrap();
     assert!(first.starts_with("urgent: limit in"), "{first}");
 }

@@ -201,6 +201,85 @@ fn one_second_sampling_gives_the_same_verdicts() {
     }
 }
 
+/// Reads a recording: `unix_seconds,bytes` lines after the header.
+fn recording(name: &str) -> Vec<(f64, u64)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/corpus")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("unix_seconds"))
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The recordings of real processes, labelled by hand in `labels.csv`: replayed as `leakguard
+/// analyze` replays them (windows of at least four steps, the recording's limit).
+#[test]
+fn recordings_of_real_processes_get_their_labels() {
+    let labels = recording_labels();
+    assert!(labels.len() >= 6, "{labels:?}");
+    let mut failures = Vec::new();
+    for (name, leak_start, limit) in &labels {
+        let samples = recording(name);
+        assert!(samples.len() > 100, "{name}: {} samples", samples.len());
+        let step = samples[1].0 - samples[0].0;
+        let config = TrendConfig {
+            limit: *limit,
+            window: std::time::Duration::from_secs_f64((4.0 * step).max(120.0)),
+            ..TrendConfig::default()
+        };
+        let flagged = first_flag(&samples, config);
+        let t0 = samples[0].0;
+        match (leak_start, flagged) {
+            (None, Some(t)) => {
+                failures.push(format!("{name}: false alarm {:.1} h in", (t - t0) / 3600.0))
+            }
+            (Some(_), None) => failures.push(format!("{name}: leak missed")),
+            (Some(start), Some(t)) if t < *start => failures.push(format!(
+                "{name}: flagged {:.1} h in, before the leak began",
+                (t - t0) / 3600.0
+            )),
+            (Some(start), Some(t)) => {
+                eprintln!(
+                    "{name}: leak flagged {:.0} min after it began",
+                    (t - start) / 60.0
+                );
+            }
+            (None, None) => eprintln!("{name}: no leak, none flagged"),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `labels.csv`: file, leak start (Unix seconds, empty for no leak), limit (bytes, empty when
+/// unknown), description.
+fn recording_labels() -> Vec<(String, Option<f64>, Option<u64>)> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus/labels.csv");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut f = l.splitn(4, ',');
+            let name = f.next().unwrap().to_owned();
+            let start = f.next().unwrap();
+            let limit = f.next().unwrap();
+            (
+                name,
+                (!start.is_empty()).then(|| start.parse().unwrap()),
+                (!limit.is_empty()).then(|| limit.parse().unwrap()),
+            )
+        })
+        .collect()
+}
+
 #[test]
 #[ignore]
 fn debug_one() {
@@ -224,10 +303,15 @@ fn debug_one() {
     let mut last = String::new();
     for &(t, v) in &s.samples {
         d.observe(t, v);
-        if t >= from * 3600.0 && t <= to * 3600.0 && (t as u64) % 120 == 0 {
+        if t >= from * 3600.0 && t <= to * 3600.0 && (t as u64).is_multiple_of(120) {
             let r = d.verdict().reason.clone();
             if r != last {
-                eprintln!("{:.2} h {} MB leak={}: {r}", t / 3600.0, v / 1_000_000, d.verdict().leak);
+                eprintln!(
+                    "{:.2} h {} MB leak={}: {r}",
+                    t / 3600.0,
+                    v / 1_000_000,
+                    d.verdict().leak
+                );
                 last = r;
             }
         }
@@ -251,12 +335,20 @@ fn debug_file() {
     let t0 = samples[0].0;
     let mut d = TrendDetector::new(TrendConfig {
         limit,
-        window: std::time::Duration::from_secs_f64((4.0 * (samples[1].0 - samples[0].0)).max(120.0)),
+        window: std::time::Duration::from_secs_f64(
+            (4.0 * (samples[1].0 - samples[0].0)).max(120.0),
+        ),
         ..TrendConfig::default()
     });
     for &(t, v) in &samples {
         if d.observe(t, v) {
-            eprintln!("{:.2} h {} MB leak={}: {}", (t - t0) / 3600.0, v / 1_000_000, d.verdict().leak, d.verdict().reason);
+            eprintln!(
+                "{:.2} h {} MB leak={}: {}",
+                (t - t0) / 3600.0,
+                v / 1_000_000,
+                d.verdict().leak,
+                d.verdict().reason
+            );
         }
     }
 }

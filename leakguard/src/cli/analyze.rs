@@ -119,17 +119,46 @@ pub(crate) fn median_step(samples: &[(f64, u64)]) -> f64 {
     *steps.select_nth_unstable_by(mid, f64::total_cmp).1
 }
 
-/// Replays one series (`(unix seconds, bytes)` in time order) through the detector, judging
-/// urgency against `limit`, and returns what `analyze --json` prints for it (`format` "csv",
-/// no labels, no gaps counted: set `labels`, `format` and `gaps` after, as the caller knows
-/// them). This is the per-series analysis every input of `analyze` goes through.
+/// Replays one series (`(unix seconds, bytes)` in time order, times distinct) through the
+/// detector, judging urgency against `limit`, and returns what `analyze --json` prints for it
+/// (`format` "csv", no labels, no gaps counted: set `labels`, `format` and `gaps` after, as the
+/// caller knows them). This is the per-series analysis every input of `analyze` goes through.
 pub(crate) fn analyze_series(samples: &[(f64, u64)], limit: Option<u64>) -> Analysis {
-    let timing = Timing {
-        step: median_step(samples),
+    let step = median_step(samples);
+    let config = config_for_step(step, limit);
+    let window = config.window.as_secs_f64();
+    let (verdict, detected_at, cleared_at, oom_eta_seconds) = replay(samples, config, limit);
+    let first_time = samples.first().map_or(0.0, |s| s.0);
+    let (last_time, last_bytes) = samples.last().copied().unwrap_or((0.0, 0));
+    let slope = verdict.slope_bytes_per_second;
+    Analysis {
+        format: Format::Csv.as_str(),
+        labels: None,
+        leak: verdict.leak,
+        severity: verdict.severity,
+        detected_at,
+        detected_at_utc: detected_at.map(iso),
+        detected_after_seconds: detected_at.map(|t| t - first_time),
+        cleared_at: if verdict.leak { None } else { cleared_at },
+        slope_bytes_per_hour: slope.map(|s| s * 3600.0),
+        slope_mb_per_hour: slope.map(|s| s / crate::trend::MB_PER_HOUR),
+        confidence: verdict.confidence,
+        horizon_seconds: verdict.horizon_seconds,
+        oom_eta_seconds,
+        limit_bytes: limit,
+        last_bytes,
+        samples: samples.len(),
+        first_time,
+        last_time,
+        step_seconds: step,
+        window_seconds: window,
         gaps: 0,
-        longest_gap: 0.0,
-    };
-    analyze_timed(samples, timing, limit)
+        warming_up: verdict.warming_up,
+        urgent: verdict.urgent,
+        lifetimes: verdict.lifetimes,
+        reasons: verdict.reasons,
+        reason: verdict.reason,
+    }
 }
 
 /// Replays `samples` (in time order) through a detector with `config`.
@@ -156,48 +185,13 @@ pub(crate) fn replay(
     (d.verdict().clone(), detected_at, cleared_at, eta)
 }
 
+/// One series of an input: [`analyze_series`] with its format, labels and gaps.
 fn analyze(series: &Series, timing: Timing, limit: Option<u64>, format: Format) -> Analysis {
-    let mut a = analyze_timed(&series.samples, timing, limit);
+    let mut a = analyze_series(&series.samples, limit);
     a.format = format.as_str();
     a.labels = (format == Format::Prometheus).then(|| series.labels.clone());
+    a.gaps = timing.gaps;
     a
-}
-
-fn analyze_timed(samples: &[(f64, u64)], timing: Timing, limit: Option<u64>) -> Analysis {
-    let config = config_for_step(timing.step, limit);
-    let window = config.window.as_secs_f64();
-    let (verdict, detected_at, cleared_at, oom_eta_seconds) = replay(samples, config, limit);
-    let first_time = samples.first().map_or(0.0, |s| s.0);
-    let (last_time, last_bytes) = samples.last().copied().unwrap_or((0.0, 0));
-    let slope = verdict.slope_bytes_per_second;
-    Analysis {
-        format: Format::Csv.as_str(),
-        labels: None,
-        leak: verdict.leak,
-        severity: verdict.severity,
-        detected_at,
-        detected_at_utc: detected_at.map(iso),
-        detected_after_seconds: detected_at.map(|t| t - first_time),
-        cleared_at: if verdict.leak { None } else { cleared_at },
-        slope_bytes_per_hour: slope.map(|s| s * 3600.0),
-        slope_mb_per_hour: slope.map(|s| s / crate::trend::MB_PER_HOUR),
-        confidence: verdict.confidence,
-        horizon_seconds: verdict.horizon_seconds,
-        oom_eta_seconds,
-        limit_bytes: limit,
-        last_bytes,
-        samples: samples.len(),
-        first_time,
-        last_time,
-        step_seconds: timing.step,
-        window_seconds: window,
-        gaps: timing.gaps,
-        warming_up: verdict.warming_up,
-        urgent: verdict.urgent,
-        lifetimes: verdict.lifetimes,
-        reasons: verdict.reasons,
-        reason: verdict.reason,
-    }
 }
 
 /// `leakguard analyze`.

@@ -438,7 +438,11 @@ impl TrendDetector {
             .collect();
         // The urgent judgement over the most recent stretch, then the horizons.
         let urgent_span = self.config.urgent_span.as_secs_f64();
-        let reach = if self.config.limit.is_some() { 1.5 } else { 3.5 };
+        let reach = if self.config.limit.is_some() {
+            1.5
+        } else {
+            3.5
+        };
         let recent: Vec<Point> = self
             .floor
             .iter()
@@ -550,7 +554,7 @@ impl TrendDetector {
                         .flat_map(|u| u.why.iter())
                         .chain(evaluations.iter().flat_map(|e| e.why.iter()))
                     {
-                        if !seen.iter().any(|s| *s == w) {
+                        if !seen.contains(&w) {
                             seen.push(w);
                         }
                     }
@@ -630,8 +634,7 @@ impl TrendDetector {
     fn judge_urgent(&self, points: &[Point], now: f64) -> Option<Evaluation> {
         let (a, b) = (points.first()?, points.last()?);
         let span = b.t - a.t;
-        if points.len() < MIN_URGENT_POINTS || span < 0.75 * self.config.urgent_span.as_secs_f64()
-        {
+        if points.len() < MIN_URGENT_POINTS || span < 0.75 * self.config.urgent_span.as_secs_f64() {
             return None;
         }
         // Without a known limit, fast growth is urgent too, but a fill at start-up is as fast:
@@ -660,7 +663,8 @@ impl TrendDetector {
         let first: Vec<(f64, f64)> = xy.iter().copied().filter(|p| p.0 <= mid).collect();
         let second: Vec<(f64, f64)> = xy.iter().copied().filter(|p| p.0 >= mid).collect();
         let total = b.v - a.v;
-        let rise_of = |h: &[(f64, f64)]| h.last().map_or(0.0, |l| l.1) - h.first().map_or(0.0, |f| f.1);
+        let rise_of =
+            |h: &[(f64, f64)]| h.last().map_or(0.0, |l| l.1) - h.first().map_or(0.0, |f| f.1);
         if total <= 0.0 || rise_of(&first) < 0.2 * total || rise_of(&second) < 0.2 * total {
             return Some(e.fail("fast rise in one step"));
         }
@@ -849,7 +853,11 @@ impl TrendDetector {
         let base = self.config.min_span.as_secs_f64();
         let soon = e.eta.is_some_and(|eta| eta < 4.0 * 3600.0);
         let urgent_span = self.config.urgent_span.as_secs_f64()
-            * if self.config.limit.is_some() { 1.0 } else { 3.0 };
+            * if self.config.limit.is_some() {
+                1.0
+            } else {
+                3.0
+            };
         let needed = if e.urgent {
             urgent_span.max(base / 4.0)
         } else if soon || slope >= self.config.critical_rate {
@@ -914,31 +922,32 @@ impl TrendDetector {
         }
         // Each quarter carries a fair share of the rise: a step (deploy) or a plateau (the end
         // of a warm-up) leaves one quarter with almost all of it, or one with none.
-        if steps
-            .iter()
-            .any(|s| *s > 0.7 * total || *s < 0.2 * total / 3.0)
-        {
+        if steps.iter().any(|s| *s > 0.6 * total || *s < 0.1 * total) {
             return e.fail("rise not spread over the horizon (a step or a plateau)");
         }
-        // Still going on: the most recent third grows at a good part of the overall rate.
-        let recent: Vec<(f64, f64)> = points
-            .iter()
-            .copied()
-            .filter(|(t, _)| *t >= t1 - span / 3.0)
-            .collect();
-        if recent.len() >= 3
-            && theil_sen(&recent).0 < (self.config.normal_rate / 2.0).max(0.4 * slope)
-        {
-            return e.fail("levelling off in the most recent third");
+        // Still going on: the most recent third, and quarter, grow at a good part of the
+        // overall rate.
+        for (part, name) in [(3.0, "third"), (4.0, "quarter")] {
+            let recent: Vec<(f64, f64)> = points
+                .iter()
+                .copied()
+                .filter(|(t, _)| *t >= t1 - span / part)
+                .collect();
+            if recent.len() >= 3
+                && theil_sen(&recent).0 < (self.config.normal_rate / 2.0).max(0.4 * slope)
+            {
+                return e.fail(format!("levelling off in the most recent {name}"));
+            }
         }
         // A warm-up or a ramp: a rise that decelerates towards a level (under the limit).
-        if let Some(plateau) = self.plateau(points, DECELERATING, 3) {
-            if self.config.limit.is_none_or(|l| plateau < l as f64) {
-                return e.fail(format!(
-                    "decelerating towards a plateau near {}",
-                    crate::format_bytes(plateau.max(0.0) as u64)
-                ));
-            }
+        if let Some(plateau) = self
+            .plateau(points, DECELERATING, 3)
+            .filter(|p| self.config.limit.is_none_or(|l| *p < l as f64))
+        {
+            return e.fail(format!(
+                "decelerating towards a plateau near {}",
+                crate::format_bytes(plateau.max(0.0) as u64)
+            ));
         }
         e.passes = true;
         if e.urgent {
@@ -1145,7 +1154,11 @@ mod tests {
         assert!(at - start <= 900.0, "after {} s", at - start);
         let v = d.verdict();
         assert!(v.urgent);
-        assert!(v.reasons[0].starts_with("urgent: limit in"), "{:?}", v.reasons);
+        assert!(
+            v.reasons[0].starts_with("urgent: limit in"),
+            "{:?}",
+            v.reasons
+        );
     }
 
     #[test]

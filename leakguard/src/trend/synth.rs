@@ -356,7 +356,11 @@ pub fn generate(shape: Shape, seed: u64, step: f64, duration: f64) -> Series {
     let top = samples.iter().map(|s| s.1).max().unwrap_or(0) as f64;
     // A leak's limit is 1.3–3 times its largest sample; a healthy process's 2–4 times (a ramp
     // towards a limit within the hour at its initial pace is urgent until it levels off).
-    let (lo, hi) = if shape.is_leak() { (1.3, 3.0) } else { (2.0, 4.0) };
+    let (lo, hi) = if shape.is_leak() {
+        (1.3, 3.0)
+    } else {
+        (2.0, 4.0)
+    };
     let limit = limit.unwrap_or((top * limit_rng.range(lo, hi)) as u64);
     Series {
         shape,
