@@ -71,7 +71,8 @@ pub struct TrendConfig {
     /// Least share of positive pairwise slopes (default 0.75).
     pub min_confidence: f64,
     /// Consecutive evaluations (one per window) a horizon must pass before a leak is flagged
-    /// (default 3; urgent growth needs 2): noise passes once, a leak keeps passing.
+    /// (default 3; urgent growth needs 2, growth under the warning rate 2 more): noise passes
+    /// once, a leak keeps passing.
     pub confirmations: u32,
     /// The memory limit, bytes, when known: urgency is the time left until it.
     pub limit: Option<u64>,
@@ -484,10 +485,12 @@ impl TrendDetector {
             0
         };
         let was_leak = self.verdict.leak;
-        let needed = if passing.as_ref().is_some_and(|p| p.urgent) {
-            2
-        } else {
-            self.config.confirmations.max(1)
+        // Urgent growth is confirmed twice; slow growth (under the warning rate), whose
+        // evidence is thinnest, two more times than the rest.
+        let needed = match &passing {
+            Some(p) if p.urgent => 2,
+            Some(p) if p.slope < self.config.warn_rate => self.config.confirmations.max(1) + 2,
+            _ => self.config.confirmations.max(1),
         };
         let deciding = passing.filter(|_| was_leak || self.streak >= needed);
         match deciding {
@@ -668,7 +671,7 @@ impl TrendDetector {
         if total <= 0.0 || rise_of(&first) < 0.2 * total || rise_of(&second) < 0.2 * total {
             return Some(e.fail("fast rise in one step"));
         }
-        if let Some(plateau) = self.plateau(&xy, 0.9, 2) {
+        if let Some(plateau) = self.plateau(&xy, 0.9, 2, Some(sigma)) {
             let under = self.config.limit.is_none_or(|l| plateau < l as f64);
             if under {
                 return Some(e.fail(format!(
@@ -691,7 +694,15 @@ impl TrendDetector {
     /// `points` grows at less than `ratio` of the steepest earlier stretch's rate, by more than
     /// their noise (an exponential approach fitted to the two). Looking at the steepest stretch
     /// finds a ramp that began inside the horizon too.
-    fn plateau(&self, points: &[(f64, f64)], ratio: f64, parts: usize) -> Option<f64> {
+    /// `sigma`, when given, is the floor's noise the slopes' standard errors come from (few
+    /// points make a poor estimate of their own).
+    fn plateau(
+        &self,
+        points: &[(f64, f64)],
+        ratio: f64,
+        parts: usize,
+        sigma: Option<f64>,
+    ) -> Option<f64> {
         let (t0, t1) = (points.first()?.0, points.last()?.0);
         let width = (t1 - t0) / parts as f64;
         let stretches: Vec<Vec<(f64, f64)>> = (0..parts)
@@ -724,8 +735,16 @@ impl TrendDetector {
             return None;
         }
         // The difference must stand out of the slopes' standard errors.
-        let e1 = standard_error(&stretches[peak_at], peak);
-        let e2 = standard_error(&stretches[last], s2);
+        let error = |stretch: &[(f64, f64)], slope: f64| match sigma {
+            Some(sigma) => {
+                let mean = stretch.iter().map(|p| p.0).sum::<f64>() / stretch.len() as f64;
+                let spread: f64 = stretch.iter().map(|p| (p.0 - mean).powi(2)).sum();
+                sigma / spread.sqrt().max(1.0)
+            }
+            None => standard_error(stretch, slope),
+        };
+        let e1 = error(&stretches[peak_at], peak);
+        let e2 = error(&stretches[last], s2);
         if peak - s2 < 2.5 * (e1 * e1 + e2 * e2).sqrt() {
             return None;
         }
@@ -941,7 +960,7 @@ impl TrendDetector {
         }
         // A warm-up or a ramp: a rise that decelerates towards a level (under the limit).
         if let Some(plateau) = self
-            .plateau(points, DECELERATING, 3)
+            .plateau(points, DECELERATING, 3, None)
             .filter(|p| self.config.limit.is_none_or(|l| *p < l as f64))
         {
             return e.fail(format!(
