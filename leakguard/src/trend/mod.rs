@@ -221,7 +221,7 @@ pub struct TrendDetector {
     last_v: f64,
     /// The first value of the current lifetime: a restart drops back near it.
     start_v: f64,
-    /// The highest floor of the current lifetime.
+    /// The highest floor of the current lifetime (the lowest of three windows at a time).
     top_v: f64,
     /// The window being filled: (index, its minimum point).
     current: Option<(i64, Point)>,
@@ -325,10 +325,16 @@ impl TrendDetector {
             self.start_v = v;
             self.top_v = v;
         }
-        // A restart: usage falls back to the lifetime's start level at once (between two
-        // samples), after the floor had risen well above it.
+        // A restart: usage falls back to the lifetime's start level at once (from one sample
+        // to the next), under the floor of the last windows, after the floor had risen well
+        // above it (a saw-tooth's drop only falls back to the floor).
         let rise = self.top_v - self.start_v;
-        if rise > 16e6 && v <= self.start_v + 0.3 * rise && previous - v >= 0.5 * rise {
+        let level = self.level();
+        if rise > 16e6
+            && v <= self.start_v + 0.3 * rise
+            && previous - v >= 0.5 * rise
+            && level - v >= 0.5 * rise
+        {
             return self.restart(t, v);
         }
         let first = self.first_t.unwrap_or(t);
@@ -355,8 +361,8 @@ impl TrendDetector {
                     if self.floor.len() == self.capacity {
                         self.floor.pop_front();
                     }
-                    self.top_v = self.top_v.max(min.v);
                     self.floor.push_back(min);
+                    self.top_v = self.top_v.max(self.level());
                     let was = self.verdict.leak;
                     self.evaluate(t);
                     was != self.verdict.leak
@@ -364,6 +370,20 @@ impl TrendDetector {
                 None => false,
             },
         }
+    }
+
+    /// The floor now: the lowest of the last three windows (a window can sit on a saw-tooth's
+    /// slope; three span its cycle); the lifetime's start level before there are windows.
+    fn level(&self) -> f64 {
+        if self.floor.is_empty() {
+            return self.start_v;
+        }
+        self.floor
+            .iter()
+            .rev()
+            .take(3)
+            .map(|p| p.v)
+            .fold(f64::INFINITY, f64::min)
     }
 
     /// A new lifetime begins at `t`: the floor, the warm-up and the confirmation start over.
