@@ -692,7 +692,12 @@ impl TrendDetector {
             return Some(e.fail("fast rise in one step"));
         }
         if let Some(plateau) = self.plateau(&xy, 0.9, 2, Some(sigma)) {
-            let under = self.config.limit.is_none_or(|l| plateau < l as f64);
+            // Levelling off with a quarter of the headroom to spare, not just under the limit:
+            // a short fit is rough.
+            let under = self
+                .config
+                .limit
+                .is_none_or(|l| plateau < level + 0.75 * (l as f64 - level));
             if under {
                 return Some(e.fail(format!(
                     "decelerating towards a plateau near {}",
