@@ -1,27 +1,32 @@
 //! The online leak detector.
 //!
 //! A healthy service's memory rises at start, then levels off; garbage collectors and caches
-//! make it saw-tooth. A leak is a *floor* that keeps rising. So the detector:
+//! make it saw-tooth; traffic makes it follow a daily cycle; deploys ramp it up to a new level.
+//! A leak is a *floor* that keeps rising. So the detector:
 //!
-//! 1. ignores a warm-up (default 10 minutes);
+//! 1. ignores the first 10 minutes of each process lifetime (a restart, usage falling back to
+//!    its start level at once, starts a new one);
 //! 2. follows the lower envelope: the minimum of each window (default 2 minutes), so
 //!    saw-tooth and short spikes do not look like growth;
 //! 3. over several horizons (1 h, 3 h, 12 h) estimates the floor's slope with Theil–Sen (the
 //!    median of all pairwise slopes: robust to outliers and steps) and a confidence (the share
 //!    of pairwise slopes that are positive);
-//! 4. flags a leak only when, over at least `min_span` (default 30 minutes) of data, the slope
-//!    clears the normal growth rate (default 10 MB/h) by two standard errors, the confidence is
-//!    high, the rise is well
-//!    above the floor's noise, it is spread over the horizon (no single step carries most of
-//!    it: a deploy or a traffic change is a step, not a leak) and it is still going on in the
-//!    most recent third;
-//! 5. and only once this has held for three evaluations in a row (one per window): noise passes
-//!    a test once in a while, a leak keeps passing it.
+//! 4. flags a leak when the slope clears the normal growth rate (default 10 MB/h) by two
+//!    standard errors, the confidence is high, the rise stands out of the floor's noise, is
+//!    spread over the horizon (a deploy's step is not a leak), still goes on in the most recent
+//!    third and quarter, has lasted long enough for its urgency (6 minutes when the limit is
+//!    under an hour away, 30–50 minutes when it is far), does not decelerate towards a plateau
+//!    under the limit (a warm-up or a ramp), is more than the previous day's cycle (once a day
+//!    of history exists), and, in the process, is not growth inside bounded caches or memory
+//!    that follows the open tracked handles ([`TrendDetector::observe_with`]);
+//! 5. and only once this has held for several evaluations in a row (one per window: 2 for
+//!    urgent growth, 3, or 5 for growth under the warning rate): noise passes a test once in a
+//!    while, a leak keeps passing it.
 //!
-//! Rates follow the runbooks: under 10 MB/h is normal, 50 MB/h warns, 100 MB/h is critical
-//! (MB = 10⁶ bytes). The detector is fed one sample at a time, keeps a bounded number of
-//! windows (12 hours' worth) whatever the uptime, and is the same code the guard's sampler runs
-//! and `leakguard analyze` replays.
+//! The verdict says why ([`Verdict::reasons`]). Rates follow the runbooks: under 10 MB/h is
+//! normal, 50 MB/h warns, 100 MB/h is critical (MB = 10⁶ bytes). The detector is fed one sample
+//! at a time, keeps a bounded number of windows (12 hours plus a day) whatever the uptime, and
+//! is the same code the guard's sampler runs and `leakguard analyze` replays.
 //!
 //! ```
 //! use leakguard::trend::{TrendConfig, TrendDetector};
