@@ -140,6 +140,42 @@ pub fn attribute(base: &Baseline, now: &Current) -> Attribution {
     }
 }
 
+/// Adds what the leak detector knows from inside the process to the sentence: growth inside
+/// registered bounded caches (which cannot outgrow their capacity) or growth that tracks the
+/// open tracked handles is load, not a leak; and when a leak is flagged, why.
+///
+/// ```
+/// use leakguard::attribution::{attribute, explain, Baseline};
+/// use leakguard::trend::{Context, TrendConfig, TrendDetector};
+/// let mut d = TrendDetector::new(TrendConfig::default());
+/// for i in 0..(4 * 240) {
+///     let t = f64::from(i) * 15.0;
+///     let cache = 60e6 * t / 3600.0; // a cache filling at 60 MB/h ...
+///     let rss = 200e6 + cache + f64::from(i % 7) * 1e5; // ... is all the growth
+///     d.observe_with(t, rss as u64, Context { bounded_cache_bytes: cache as u64, open_handles: 0 });
+/// }
+/// let mut a = attribute(&Baseline::default(), &Baseline { resident_bytes: 440 << 20, ..Baseline::default() });
+/// explain(&mut a, d.verdict());
+/// assert!(!d.verdict().leak);
+/// assert!(a.summary.contains("growth is inside bounded caches"), "{}", a.summary);
+/// ```
+pub fn explain(a: &mut Attribution, verdict: &crate::trend::Verdict) {
+    let load: Vec<&String> = verdict
+        .reasons
+        .iter()
+        .filter(|r| r.starts_with("growth is inside") || r.starts_with("growth tracks"))
+        .collect();
+    if !load.is_empty() {
+        for r in load {
+            a.summary.push_str("; ");
+            a.summary.push_str(r);
+        }
+    } else if let Some(first) = verdict.reasons.first().filter(|_| verdict.leak) {
+        a.summary.push_str("; leak: ");
+        a.summary.push_str(first);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,11 +76,12 @@ fn csv_leak_is_flagged_with_its_rate_and_detection_time() {
     assert_eq!(v["window_seconds"], 120.0);
     assert_eq!(v["first_time"], ORIGIN);
     assert_eq!(v["last_time"], ORIGIN + 8.0 * 3600.0);
-    // The leak starts 377.5 s in; the detector needs its 10 min warm-up, 30 min of floor and
-    // three confirmations: it must flag within the first hour, never before the start.
+    // The leak starts 377.5 s in; the detector needs its 10 min warm-up, 50 min of rising
+    // floor (under 50 MB/h, the limit many hours away) and five confirmations (one per 2-minute
+    // window): it must flag within 75 minutes, never before the start.
     let detected = v["detected_at"].as_f64().unwrap();
     assert!(
-        (ORIGIN + 377.5..ORIGIN + 3600.0).contains(&detected),
+        (ORIGIN + 377.5..ORIGIN + 4500.0).contains(&detected),
         "detected at +{} s",
         detected - ORIGIN
     );
@@ -100,6 +101,48 @@ fn csv_leak_is_flagged_with_its_rate_and_detection_time() {
     assert!((eta - want).abs() < 1.0, "eta {eta} want {want}");
     assert!(v["reason"].as_str().unwrap().contains("MB/h"));
     assert!(v["confidence"].as_f64().unwrap() > 0.75);
+    // The reasons, one phrase each; not urgent (the limit is days away); one lifetime.
+    let reasons = v["reasons"].as_array().unwrap();
+    assert!(
+        reasons[0]
+            .as_str()
+            .unwrap()
+            .starts_with("the memory floor rose"),
+        "{reasons:?}"
+    );
+    assert_eq!(v["urgent"], false);
+    assert_eq!(v["lifetimes"], 1);
+}
+
+/// A leak that reaches the limit within the hour is urgent: flagged within 15 minutes of its
+/// start, and the reasons say when the limit comes.
+#[test]
+fn a_leak_near_the_limit_is_urgent_and_says_when() {
+    let mut text = String::from("unix_seconds,bytes\n");
+    // Flat at 500 MB for an hour, then 2 GB/h; the limit is 1.5 GB (30 minutes of growth).
+    for i in 0..=(90 * 4) {
+        let t = f64::from(i) * 15.0;
+        let v = 500e6 + f64::from(i % 5) * 1e5 + 2000e6 * ((t - 3600.0).max(0.0) / 3600.0);
+        if v >= 1.5e9 {
+            break;
+        }
+        text.push_str(&format!("{},{}\n", ORIGIN + t, v as u64));
+    }
+    let dir = std::env::temp_dir().join(format!("leakguard-urgent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("urgent.csv");
+    std::fs::write(&path, text).unwrap();
+    let v = analyze_json(&[path.to_str().unwrap(), "--limit", "1.5GB"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(v["leak"], true, "{v}");
+    assert_eq!(v["urgent"], true, "{v}");
+    let after = v["detected_at"].as_f64().unwrap() - (ORIGIN + 3600.0);
+    assert!(
+        (0.0..=900.0).contains(&after),
+        "flagged {after} s after the start"
+    );
+    let first = v["reasons"][0].as_str().unwrap();
+    assert!(first.starts_with("urgent: limit in"), "{first}");
 }
 
 #[test]

@@ -76,7 +76,14 @@ pub(crate) struct Analysis {
     pub gaps: usize,
     /// Whether the series was too short for a verdict.
     pub warming_up: bool,
-    /// The detector's reason, one sentence.
+    /// Whether the growth is urgent: the limit within the hour (or, without `--limit`,
+    /// growth of 1 GB/h or more).
+    pub urgent: bool,
+    /// Process lifetimes in the series (a restart starts a new one).
+    pub lifetimes: u32,
+    /// Why, in short phrases, most important first.
+    pub reasons: Vec<String>,
+    /// The detector's reason, one sentence (the reasons joined).
     pub reason: String,
 }
 
@@ -89,12 +96,69 @@ struct Several<'a> {
 }
 
 /// The detector's settings for a series sampled every `step` seconds: the defaults, with the
-/// window at least four steps wide.
-pub(crate) fn config_for_step(step: f64) -> TrendConfig {
+/// window at least four steps wide, and the limit (urgency is judged against it).
+pub(crate) fn config_for_step(step: f64, limit: Option<u64>) -> TrendConfig {
     let mut config = TrendConfig::default();
     let window = config.window.as_secs_f64().max(4.0 * step);
     config.window = Duration::from_secs_f64(window);
+    config.limit = limit;
     config
+}
+
+/// Median step between `samples` (in time order), seconds; 0 with fewer than two.
+pub(crate) fn median_step(samples: &[(f64, u64)]) -> f64 {
+    let mut steps: Vec<f64> = samples
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .filter(|d| *d > 0.0)
+        .collect();
+    if steps.is_empty() {
+        return 0.0;
+    }
+    let mid = steps.len() / 2;
+    *steps.select_nth_unstable_by(mid, f64::total_cmp).1
+}
+
+/// Replays one series (`(unix seconds, bytes)` in time order, times distinct) through the
+/// detector, judging urgency against `limit`, and returns what `analyze --json` prints for it
+/// (`format` "csv", no labels, no gaps counted: set `labels`, `format` and `gaps` after, as the
+/// caller knows them). This is the per-series analysis every input of `analyze` goes through.
+pub(crate) fn analyze_series(samples: &[(f64, u64)], limit: Option<u64>) -> Analysis {
+    let step = median_step(samples);
+    let config = config_for_step(step, limit);
+    let window = config.window.as_secs_f64();
+    let (verdict, detected_at, cleared_at, oom_eta_seconds) = replay(samples, config, limit);
+    let first_time = samples.first().map_or(0.0, |s| s.0);
+    let (last_time, last_bytes) = samples.last().copied().unwrap_or((0.0, 0));
+    let slope = verdict.slope_bytes_per_second;
+    Analysis {
+        format: Format::Csv.as_str(),
+        labels: None,
+        leak: verdict.leak,
+        severity: verdict.severity,
+        detected_at,
+        detected_at_utc: detected_at.map(iso),
+        detected_after_seconds: detected_at.map(|t| t - first_time),
+        cleared_at: if verdict.leak { None } else { cleared_at },
+        slope_bytes_per_hour: slope.map(|s| s * 3600.0),
+        slope_mb_per_hour: slope.map(|s| s / crate::trend::MB_PER_HOUR),
+        confidence: verdict.confidence,
+        horizon_seconds: verdict.horizon_seconds,
+        oom_eta_seconds,
+        limit_bytes: limit,
+        last_bytes,
+        samples: samples.len(),
+        first_time,
+        last_time,
+        step_seconds: step,
+        window_seconds: window,
+        gaps: 0,
+        warming_up: verdict.warming_up,
+        urgent: verdict.urgent,
+        lifetimes: verdict.lifetimes,
+        reasons: verdict.reasons,
+        reason: verdict.reason,
+    }
 }
 
 /// Replays `samples` (in time order) through a detector with `config`.
@@ -121,39 +185,13 @@ pub(crate) fn replay(
     (d.verdict().clone(), detected_at, cleared_at, eta)
 }
 
+/// One series of an input: [`analyze_series`] with its format, labels and gaps.
 fn analyze(series: &Series, timing: Timing, limit: Option<u64>, format: Format) -> Analysis {
-    let config = config_for_step(timing.step);
-    let window = config.window.as_secs_f64();
-    let (verdict, detected_at, cleared_at, oom_eta_seconds) =
-        replay(&series.samples, config, limit);
-    let first_time = series.samples.first().map_or(0.0, |s| s.0);
-    let (last_time, last_bytes) = series.samples.last().copied().unwrap_or((0.0, 0));
-    let slope = verdict.slope_bytes_per_second;
-    Analysis {
-        format: format.as_str(),
-        labels: (format == Format::Prometheus).then(|| series.labels.clone()),
-        leak: verdict.leak,
-        severity: verdict.severity,
-        detected_at,
-        detected_at_utc: detected_at.map(iso),
-        detected_after_seconds: detected_at.map(|t| t - first_time),
-        cleared_at: if verdict.leak { None } else { cleared_at },
-        slope_bytes_per_hour: slope.map(|s| s * 3600.0),
-        slope_mb_per_hour: slope.map(|s| s / crate::trend::MB_PER_HOUR),
-        confidence: verdict.confidence,
-        horizon_seconds: verdict.horizon_seconds,
-        oom_eta_seconds,
-        limit_bytes: limit,
-        last_bytes,
-        samples: series.samples.len(),
-        first_time,
-        last_time,
-        step_seconds: timing.step,
-        window_seconds: window,
-        gaps: timing.gaps,
-        warming_up: verdict.warming_up,
-        reason: verdict.reason,
-    }
+    let mut a = analyze_series(&series.samples, limit);
+    a.format = format.as_str();
+    a.labels = (format == Format::Prometheus).then(|| series.labels.clone());
+    a.gaps = timing.gaps;
+    a
 }
 
 /// `leakguard analyze`.
@@ -294,7 +332,7 @@ pub(crate) fn render(title: &str, a: &Analysis) -> String {
     );
     let row = |s: &mut String, k: &str, v: String| s.push_str(&format!("  {k:<12} {v}\n"));
     if a.warming_up {
-        let config = config_for_step(a.step_seconds);
+        let config = config_for_step(a.step_seconds, a.limit_bytes);
         let needed = config.warmup + config.min_span;
         let longest = config.horizons.iter().max().copied().unwrap_or_default();
         // The detector judges a horizon from 8 windows; coarser steps never give it that.
@@ -383,7 +421,28 @@ pub(crate) fn render(title: &str, a: &Analysis) -> String {
         ),
     };
     row(&mut s, "OOM ETA:", eta);
-    row(&mut s, "reason:", a.reason.clone());
+    if a.lifetimes > 1 {
+        row(
+            &mut s,
+            "lifetimes:",
+            format!(
+                "{} (the process restarted {} time{} in the series)",
+                a.lifetimes,
+                a.lifetimes - 1,
+                if a.lifetimes == 2 { "" } else { "s" }
+            ),
+        );
+    }
+    match a.reasons.as_slice() {
+        [] => row(&mut s, "reason:", a.reason.clone()),
+        [one] => row(&mut s, "reason:", one.clone()),
+        many => {
+            row(&mut s, "reasons:", many[0].clone());
+            for r in &many[1..] {
+                row(&mut s, "", r.clone());
+            }
+        }
+    }
     s
 }
 

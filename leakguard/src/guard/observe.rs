@@ -157,7 +157,16 @@ pub(crate) fn observe(st: &mut State, sample: &MemorySample, now: f64) -> Outcom
             .monotonic
             .saturating_sub(st.rules.started_mono)
             .as_secs_f64();
-    let flipped = st.trend.observe(t, sample.process.resident_bytes);
+    // Urgency is judged against the limit; growth inside the registered (bounded) caches, or
+    // memory that follows the open tracked handles, is load.
+    st.trend.set_limit(st.limit.as_ref().map(|l| l.bytes));
+    let context = crate::trend::Context {
+        bounded_cache_bytes: crate::cache::weight_by_cache().iter().map(|(_, b)| b).sum(),
+        open_handles: crate::handles::open_by_kind().iter().map(|(_, n)| n).sum(),
+    };
+    let flipped = st
+        .trend
+        .observe_with(t, sample.process.resident_bytes, context);
     if st.baseline.is_none() && t - started >= st.trend.config().warmup.as_secs_f64() {
         out.baseline_due = Some(t);
     }

@@ -55,7 +55,9 @@ impl Inner {
         };
         let attribution: Option<Attribution> = match (&baseline, &sample) {
             (Some(b), Some(x)) if with_events => {
-                Some(attribute(b, &current_quantities(x, x.unix_seconds)))
+                let mut a = attribute(b, &current_quantities(x, x.unix_seconds));
+                crate::attribution::explain(&mut a, &verdict);
+                Some(a)
             }
             _ => None,
         };

@@ -33,11 +33,29 @@ pub enum Shape {
     Staircase,
     /// A leak: linear growth that starts hours after start-up.
     LateStart,
+    /// Not a leak: a warm-up that takes 30–90 minutes to level off (caches filling, a JIT, a
+    /// heap growing to its working size), decelerating towards its plateau.
+    LongWarmup,
+    /// Not a leak: a deploy or traffic shift hours after start-up that ramps memory up over
+    /// 30–60 minutes, decelerating, then stays flat.
+    DeployRamp,
+    /// Not a leak: three days of a daily cycle: memory follows office traffic up in the
+    /// morning, levels off, and falls back in the evening.
+    DailyCycle,
+    /// Not a leak: a process restarted every 2–6 hours, each lifetime with its own warm-up.
+    Restarts,
+    /// A leak: a process restarted every 3–6 hours that leaks in every lifetime.
+    RecurringLeak,
+    /// A leak that would reach the limit within the hour: starts 30 minutes to 3 hours after
+    /// start-up, and the limit is 20–60 minutes of growth away.
+    FastLeak,
+    /// A leak on top of the daily cycle, starting on the second day.
+    LeakOnCycle,
 }
 
 impl Shape {
-    /// Every shape.
-    pub const ALL: [Shape; 9] = [
+    /// The shapes of the first corpus (tidy series, no limit needed).
+    pub const TIDY: [Shape; 9] = [
         Shape::WarmupPlateau,
         Shape::StepThenFlat,
         Shape::Spikes,
@@ -49,12 +67,58 @@ impl Shape {
         Shape::LateStart,
     ];
 
+    /// The production shapes added to them.
+    pub const PRODUCTION: [Shape; 7] = [
+        Shape::LongWarmup,
+        Shape::DeployRamp,
+        Shape::DailyCycle,
+        Shape::Restarts,
+        Shape::RecurringLeak,
+        Shape::FastLeak,
+        Shape::LeakOnCycle,
+    ];
+
+    /// Every shape.
+    pub const ALL: [Shape; 16] = [
+        Shape::WarmupPlateau,
+        Shape::StepThenFlat,
+        Shape::Spikes,
+        Shape::SlowWaves,
+        Shape::SawtoothFlat,
+        Shape::LongWarmup,
+        Shape::DeployRamp,
+        Shape::DailyCycle,
+        Shape::Restarts,
+        Shape::Linear,
+        Shape::SawtoothGrowth,
+        Shape::Staircase,
+        Shape::LateStart,
+        Shape::RecurringLeak,
+        Shape::FastLeak,
+        Shape::LeakOnCycle,
+    ];
+
     /// Whether series of this shape are leaks.
     pub fn is_leak(self) -> bool {
         matches!(
             self,
-            Shape::Linear | Shape::SawtoothGrowth | Shape::Staircase | Shape::LateStart
+            Shape::Linear
+                | Shape::SawtoothGrowth
+                | Shape::Staircase
+                | Shape::LateStart
+                | Shape::RecurringLeak
+                | Shape::FastLeak
+                | Shape::LeakOnCycle
         )
+    }
+
+    /// The length of a corpus series of this shape for `seed`, seconds: 8 to 16 hours, three
+    /// days for the daily cycles.
+    pub fn corpus_duration(self, seed: u64) -> f64 {
+        match self {
+            Shape::DailyCycle | Shape::LeakOnCycle => 3.0 * 24.0 * HOUR,
+            _ => (8.0 + (seed % 9) as f64) * HOUR,
+        }
     }
 }
 
@@ -71,6 +135,10 @@ pub struct Series {
     pub leak_start: Option<f64>,
     /// For leaks: the leak's average rate, bytes per second.
     pub leak_rate: Option<f64>,
+    /// The memory limit of the process, bytes: 1.3–3 times the largest sample of a leak, 2–4
+    /// times that of a healthy process (for [`Shape::FastLeak`], 20–60 minutes of its growth
+    /// above the level where it starts).
+    pub limit: u64,
     /// `(seconds since start, bytes)`, one per `step`.
     pub samples: Vec<(f64, u64)>,
 }
@@ -203,21 +271,104 @@ pub fn generate(shape: Shape, seed: u64, step: f64, duration: f64) -> Series {
             leak_rate = Some(rate);
             Box::new(move |t, _| rate * (t - start).max(0.0))
         }
+        Shape::LongWarmup => {
+            let settle = rng.range(30.0, 90.0) * MIN;
+            let rise = rng.range(100.0, 1500.0) * MB;
+            let fill = Fill::new(&mut rng, settle);
+            Box::new(move |t, _| rise * fill.at(t))
+        }
+        Shape::DeployRamp => {
+            let at = rng.range(1.5 * HOUR, duration - 2.0 * HOUR);
+            let settle = rng.range(30.0, 60.0) * MIN;
+            let rise = rng.range(100.0, 1000.0) * MB;
+            let fill = Fill::new(&mut rng, settle);
+            Box::new(move |t, _| rise * fill.at(t - at))
+        }
+        Shape::DailyCycle => {
+            let mut day = Daily::new(&mut rng);
+            Box::new(move |t, rng| day.at(t, rng))
+        }
+        Shape::LeakOnCycle => {
+            let mut day = Daily::new(&mut rng);
+            let rate = log_uniform(&mut rng, 15.0, 300.0) * MB / HOUR;
+            let start = rng.range(26.0 * HOUR, 44.0 * HOUR);
+            leak_start = Some(start);
+            leak_rate = Some(rate);
+            Box::new(move |t, rng| day.at(t, rng) + rate * (t - start).max(0.0))
+        }
+        Shape::Restarts | Shape::RecurringLeak => {
+            let leaks = shape == Shape::RecurringLeak;
+            let (lo, hi) = if leaks { (3.0, 6.0) } else { (2.0, 6.0) };
+            let every: Vec<f64> = (0..16).map(|_| rng.range(lo, hi) * HOUR).collect();
+            let settle = rng.range(10.0, 60.0) * MIN;
+            let rise = rng.range(50.0, 600.0) * MB;
+            let fill = Fill::new(&mut rng, settle);
+            let rate = log_uniform(&mut rng, 20.0, 300.0) * MB / HOUR;
+            if leaks {
+                leak_start = Some(boot_time);
+                leak_rate = Some(rate);
+            }
+            Box::new(move |t, _| {
+                // Time since the latest restart.
+                let mut since = t;
+                for e in &every {
+                    if since < *e {
+                        break;
+                    }
+                    since -= e;
+                }
+                // The lifetime's own boot and warm-up, in place of the series' boot.
+                let own = boot(since) - boot(t) + rise * fill.at(since);
+                own + if leaks {
+                    rate * (since - boot_time).max(0.0)
+                } else {
+                    0.0
+                }
+            })
+        }
+        Shape::FastLeak => {
+            let start = rng.range(0.5 * HOUR, 3.0 * HOUR);
+            let rate = log_uniform(&mut rng, 300.0, 3000.0) * MB / HOUR;
+            leak_start = Some(start);
+            leak_rate = Some(rate);
+            Box::new(move |t, _| rate * (t - start).max(0.0))
+        }
     };
 
+    // The limit comes from its own generator: the samples are the same as without it.
+    let mut limit_rng = Rng::new(seed.wrapping_mul(131).wrapping_add(shape as u64));
     let n = (duration / step).round() as usize;
     let mut samples = Vec::with_capacity(n + 1);
+    let mut limit = None;
     for i in 0..=n {
         let t = i as f64 * step;
         let v = base + boot(t) + shape_fn(t, &mut rng) + rng.normal(noise);
+        if shape == Shape::FastLeak && limit.is_none() && leak_start.is_some_and(|s| t >= s) {
+            // 20–60 minutes of growth above where the leak starts; the process dies there.
+            let headroom = leak_rate.unwrap_or(0.0) * limit_rng.range(20.0, 60.0) * MIN;
+            limit = Some((v + headroom) as u64);
+        }
+        if limit.is_some_and(|l| v >= l as f64) {
+            break;
+        }
         samples.push((t, v.max(0.0) as u64));
     }
+    let top = samples.iter().map(|s| s.1).max().unwrap_or(0) as f64;
+    // A leak's limit is 1.3–3 times its largest sample; a healthy process's 2–4 times (a ramp
+    // towards a limit within the hour at its initial pace is urgent until it levels off).
+    let (lo, hi) = if shape.is_leak() {
+        (1.3, 3.0)
+    } else {
+        (2.0, 4.0)
+    };
+    let limit = limit.unwrap_or((top * limit_rng.range(lo, hi)) as u64);
     Series {
         shape,
         seed,
         leak: shape.is_leak(),
         leak_start,
         leak_rate,
+        limit,
         samples,
     }
 }
@@ -250,6 +401,77 @@ impl Sawtooth {
             self.cycle_len = self.mean_period * rng.range(0.7, 1.3);
         }
         self.height * (t - self.cycle_start) / self.cycle_len
+    }
+}
+
+/// A warm-up's fill, 0 to 1, that levels off over `settle` seconds: an exponential approach
+/// (rate falling to 5%, then the fill is complete) or a cubic one; 0 before time 0.
+struct Fill {
+    settle: f64,
+    exponential: bool,
+}
+
+impl Fill {
+    fn new(rng: &mut Rng, settle: f64) -> Self {
+        Self {
+            settle,
+            exponential: rng.unit() < 0.5,
+        }
+    }
+
+    fn at(&self, t: f64) -> f64 {
+        if t <= 0.0 {
+            return 0.0;
+        }
+        if self.exponential {
+            let x = (t / self.settle).min(1.0);
+            (1.0 - (-3.0 * x).exp()) / (1.0 - (-3.0f64).exp())
+        } else {
+            1.0 - (1.0 - (t / self.settle).min(1.0)).powi(3)
+        }
+    }
+}
+
+/// A daily cycle of office traffic: memory rises from a morning hour towards the day's level
+/// (levelling off within 30–90 minutes), and falls back from an evening hour; each day's level
+/// varies by ±5%.
+struct Daily {
+    amplitude: f64,
+    morning: f64,
+    evening: f64,
+    tau: f64,
+    day: i64,
+    today: f64,
+}
+
+impl Daily {
+    fn new(rng: &mut Rng) -> Self {
+        Self {
+            amplitude: rng.range(100.0, 1000.0) * MB,
+            morning: rng.range(6.0, 10.0) * HOUR,
+            evening: rng.range(17.0, 21.0) * HOUR,
+            tau: rng.range(10.0, 30.0) * MIN,
+            day: -1,
+            today: 1.0,
+        }
+    }
+
+    fn at(&mut self, t: f64, rng: &mut Rng) -> f64 {
+        let day = (t / (24.0 * HOUR)).floor() as i64;
+        if day != self.day {
+            self.day = day;
+            self.today = rng.range(0.95, 1.05);
+        }
+        let h = t - day as f64 * 24.0 * HOUR;
+        let busy = if h < self.morning {
+            0.0
+        } else if h < self.evening {
+            1.0 - (-(h - self.morning) / self.tau).exp()
+        } else {
+            (1.0 - (-(self.evening - self.morning) / self.tau).exp())
+                * (-(h - self.evening) / self.tau).exp()
+        };
+        self.amplitude * self.today * busy
     }
 }
 
