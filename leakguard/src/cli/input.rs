@@ -118,7 +118,7 @@ impl Series {
         }
         if n == 1 {
             return Err(CliError::input(format!(
-                "only one sample ({}): a series over time is needed (a verdict needs about 40 minutes of samples)",
+                "only one sample ({}): a series over time is needed (a verdict needs from 6 minutes of samples, near the limit, to about 50 minutes)",
                 self.place(0)
             )));
         }

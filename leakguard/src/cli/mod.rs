@@ -138,8 +138,10 @@ Options:
 
 The detector runs with its defaults (warm-up 10 min; normal growth < 10 MB/h, warning 50 MB/h,
 critical 100 MB/h) except its window, which is max(2 min, 4 x the median sampling step) so
-that 1-minute scrapes still give several samples per window. A verdict needs about 40 minutes
-of samples; shorter series are reported as not enough data.
+that 1-minute scrapes still give several samples per window. How much rising floor a verdict
+needs depends on urgency (with --limit): 6 minutes when the limit is less than an hour away,
+30 to 50 minutes otherwise; shorter series are reported as not enough data. The verdict says
+why (reasons: a plateau ahead, the previous day's cycle, a restart, the limit's nearness).
 
 Fleet scan: --prometheus URL (plain http://, e.g. http://prometheus:9090, with any path
 prefix) and --query PROMQL (memory in bytes, e.g. process_resident_memory_bytes{job=\"api\"})
