@@ -950,7 +950,7 @@ pub(crate) fn incident(r: &Value, url: &str) -> String {
     let warming_up = flag(r, &["leak", "warming_up"]) == Some(true);
     let cause = match (suspected, attribution.and_then(|a| text(a, &["summary"]))) {
         (false, _) if warming_up => {
-            "not known yet: the leak detector is warming up (it needs about 40 minutes of samples)"
+            "not known yet: the leak detector is warming up (it needs 6 minutes of samples near the limit, up to about 50 minutes otherwise)"
                 .to_owned()
         }
         (true, Some(summary)) => match attribution.and_then(cause_category) {
