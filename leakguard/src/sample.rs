@@ -160,8 +160,8 @@ impl Sampler {
                 } else {
                     cost
                 };
-                self.allocator_every = Duration::from_secs_f64(cost / ALLOCATOR_BUDGET)
-                    .min(ALLOCATOR_MAX_AGE);
+                self.allocator_every =
+                    Duration::from_secs_f64(cost / ALLOCATOR_BUDGET).min(ALLOCATOR_MAX_AGE);
                 self.last_allocator = Some((now, stats.clone()));
                 stats
             }
@@ -197,13 +197,19 @@ mod tests {
         let first = sampler.sample(&clock).allocator.expect("glibc statistics");
         assert_eq!(first.age_seconds, 0.0);
         let every = sampler.allocator_every();
-        assert!(every > Duration::ZERO && every <= ALLOCATOR_MAX_AGE, "{every:?}");
+        assert!(
+            every > Duration::ZERO && every <= ALLOCATOR_MAX_AGE,
+            "{every:?}"
+        );
 
         // Between two readings: the last one again, aged by the clock.
         let half = every / 2;
         clock.advance(half);
         let kept = sampler.sample(&clock).allocator.expect("kept");
-        assert!((kept.age_seconds - half.as_secs_f64()).abs() < 1e-6, "{kept:?}");
+        assert!(
+            (kept.age_seconds - half.as_secs_f64()).abs() < 1e-6,
+            "{kept:?}"
+        );
         assert_eq!(kept.allocated, first.allocated);
 
         // Once the cadence has passed: a new reading.

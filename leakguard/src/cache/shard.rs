@@ -250,8 +250,13 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         }
     }
 
+    /// The small queue's share of the capacity: 3 %. New entries wait there for a second
+    /// access before they may displace anything in the main queue, so the larger it is the
+    /// longer one-time keys (a scan) stay; with 10 % (S3-FIFO's paper default) the hit ratio
+    /// was below quick_cache's (which gives its cold queue 3 %) on the bench's Zipf traces,
+    /// with and without scans, and 1–3 % measured best.
     fn small_target_of(capacity: u64) -> u64 {
-        (capacity / 10).max(1)
+        (capacity.saturating_mul(3) / 100).max(1)
     }
 
     pub fn len(&self) -> usize {
