@@ -146,14 +146,16 @@ impl Sampler {
                 })
             }
             _ => {
-                let read_started = Instant::now();
+                // CPU time, not wall time: a reading preempted by other load on the machine
+                // must not make the allocator's numbers stale for a minute.
+                let read_started = thread_cpu_seconds();
                 let stats = self.allocator.read().unwrap_or_else(|e| {
                     note("allocator", &e);
                     None
                 });
-                let cost = read_started.elapsed().as_secs_f64();
-                // Smoothed, so that one reading slowed down by a preemption does not leave
-                // the numbers stale for a minute.
+                // At least 0.1 µs (a cadence of 20 ms): a coarse CPU clock may see nothing.
+                let cost = (thread_cpu_seconds() - read_started).max(1e-7);
+                // At most doubling from one reading to the next, against outliers.
                 let previous = self.allocator_every.as_secs_f64() * ALLOCATOR_BUDGET;
                 let cost = if self.last_allocator.is_some() {
                     cost.min(2.0 * previous.max(1e-6))
@@ -182,6 +184,21 @@ impl Sampler {
             duration: started.elapsed(),
             errors,
         }
+    }
+}
+
+/// CPU time of the calling thread, seconds (0 if the clock is unavailable).
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc == 0 {
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    } else {
+        0.0
     }
 }
 
