@@ -37,8 +37,8 @@
 //! hit-ratio and memory tables.
 //!
 //! Set `CACHE_BENCH_CALLGRIND=<cache>:<workload>:<ops>` (cache `leakguard` or `quick_cache`,
-//! workload `get_hit` or `mix_90_10`) to run only that workload's loop, on one thread and
-//! without criterion, for counting instructions:
+//! workload `get_hit`, `insert_evict` or `mix_90_10`) to run only that workload's loop, on
+//! one thread and without criterion, for counting instructions:
 //! `valgrind --tool=callgrind --toggle-collect='cache::callgrind_*' <bench binary>` collects
 //! the setup's warm-up pass (200 000 operations) and then `ops` operations; the difference
 //! between a run with `ops` = 1 000 000 and one with 0, over 1 000 000, is the per-operation
@@ -748,6 +748,16 @@ fn callgrind_mix<C: Cache>(cache: &C, traces: &Traces, ops: u64) {
     }
 }
 
+/// The `insert_evict` loop, for `CACHE_BENCH_CALLGRIND`: new keys from `base`, every insert
+/// evicts.
+#[inline(never)]
+fn callgrind_insert_evict<C: Cache>(cache: &C, base: u64, ops: u64) {
+    for i in 0..ops {
+        let key = base + i;
+        cache.insert(key, key);
+    }
+}
+
 /// One workload on one thread, set up as the criterion benchmark sets it up, then a warm-up
 /// pass of 200 000 operations and `ops` more.
 fn callgrind_run<C: Cache>(workload: &str, traces: &Traces, ops: u64) {
@@ -770,7 +780,17 @@ fn callgrind_run<C: Cache>(workload: &str, traces: &Traces, ops: u64) {
             callgrind_mix(&cache, traces, 200_000);
             callgrind_mix(&cache, traces, ops);
         }
-        _ => panic!("CACHE_BENCH_CALLGRIND: workload {workload:?} is not get_hit or mix_90_10"),
+        "insert_evict" => {
+            let cache = C::with_capacity(EVICT_CAPACITY);
+            for k in 0..EVICT_CAPACITY {
+                cache.insert(k, k);
+            }
+            callgrind_insert_evict(&cache, 1 << 32, 200_000);
+            callgrind_insert_evict(&cache, (1 << 32) + 200_000, ops);
+        }
+        _ => panic!(
+            "CACHE_BENCH_CALLGRIND: workload {workload:?} is not get_hit, insert_evict or mix_90_10"
+        ),
     }
 }
 
