@@ -7,8 +7,10 @@
 //! Groups:
 //! - `sample`: `Sampler::sample` (all sources) and `Guard::tick` (the sample plus limit,
 //!   thresholds, history and the metrics the sampler thread records). The sampler takes a
-//!   full reading every `FULL_EVERY` of clock time and fast readings between; driven by a
-//!   `ManualClock`, `*_fast` and `*_full` take only one kind, and `*_every_1s` /
+//!   full reading every `FULL_EVERY` of clock time and fast readings between, and reads the
+//!   allocator on a cadence set by what that costs (`Sampler::allocator_every`); driven by a
+//!   `ManualClock`, `*_fast` (a step of 0: `/proc` and cgroup only) and `*_full` (a step of
+//!   `FULL_EVERY`: everything, the allocator included) take only one kind, and `*_every_1s` /
 //!   `*_every_100ms` advance the clock by the sampling interval per call, so their time per
 //!   call is the amortized cost the watchdog pays at that interval;
 //! - `process`, `cgroup`: `ProcReader::read` and `CgroupReader::read`, fast and full readings;
@@ -21,7 +23,12 @@
 //! - `endpoint`: rendering `/metrics` and the JSON report;
 //! - `arenas`: jemalloc's `epoch` merges the statistics of every arena in use, and a
 //!   multi-threaded service uses all of them (4 per CPU by default): the jemalloc reading with
-//!   more and more arenas in use, then the sample and the tick again with all of them.
+//!   more and more arenas in use, then the sample and the tick again with all of them. Run
+//!   with `_RJEM_MALLOC_CONF=narenas:64` for up to 64.
+//!
+//! Then a table of CPU time per call (the thread's, system calls included; other load on the
+//! machine does not inflate it as it does wall time) of the headline costs with 1, 2, 4 …
+//! arenas in use; `SAMPLE_BENCH_CPU_ONLY=1` runs only that table.
 //!
 //! At the end it prints the median and interquartile range of the time per call of every
 //! benchmark that ran, from criterion's raw samples (`<target>/criterion/*/*/new/sample.json`).
@@ -101,6 +108,10 @@ fn sampler_benches(g: &mut Group<'_>, suffix: &str, only: &[&str]) {
                 black_box(sampler.sample(&clock))
             })
         });
+        eprintln!(
+            "# sampler_{name}{suffix}: the allocator is read every {:.2} s of clock time",
+            sampler.allocator_every().as_secs_f64()
+        );
     }
 }
 
@@ -260,7 +271,13 @@ fn arenas(c: &mut Criterion) {
     let mut jemalloc = Allocator::new(AllocatorChoice::Auto);
     let (_, slots) = leakguard_benches::jemalloc::arenas_in_use().expect("arenas");
     let mut measured = Vec::new();
-    for want in [2, 4, slots.saturating_sub(1)] {
+    // 2, 4, 8 … up to every arena there is: 9 on 2 CPUs by default; more with
+    // `_RJEM_MALLOC_CONF=narenas:64` (what a 16-CPU host has).
+    let wants = [2, 4, 8, 16, 32, 64, 128]
+        .into_iter()
+        .filter(|&w| w < slots)
+        .chain([slots.saturating_sub(1)]);
+    for want in wants {
         let used = leakguard_benches::jemalloc::use_arenas(want).expect("arenas");
         if measured.contains(&used) {
             continue;
@@ -408,9 +425,108 @@ criterion_group! {
     targets = sample, process, cgroup, allocator, procfs, arenas
 }
 
+/// CPU time of the calling thread (its system calls included). Unlike wall time, other load on
+/// a shared machine does not add to it (only through caches and frequency).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU microseconds per call of `f`: the median over 7 batches of `calls` calls.
+fn cpu_per_call(calls: u32, mut f: impl FnMut()) -> f64 {
+    let mut batches: Vec<f64> = (0..7)
+        .map(|_| {
+            let start = thread_cpu();
+            for _ in 0..calls {
+                f();
+            }
+            (thread_cpu() - start).as_secs_f64() * 1e6 / f64::from(calls)
+        })
+        .collect();
+    batches.sort_by(f64::total_cmp);
+    batches[3]
+}
+
+/// The headline costs in CPU time per call (this thread's, system calls included), with more
+/// and more jemalloc arenas in use: what a sample costs whatever else runs on the machine.
+/// `SAMPLE_BENCH_CPU_ONLY=1` runs only this.
+fn cpu_table() {
+    let (_, slots) = leakguard_benches::jemalloc::arenas_in_use().expect("arenas");
+    println!("\n## CPU time per call, µs (median of 7 batches; this thread's CPU time)");
+    println!(
+        "| arenas in use | jemalloc_read | sampler_fast | sampler_every_1s | sampler_every_100ms | guard_tick_every_1s | allocator read every |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let wants = [1, 2, 4, 8, 16, 32, 64, 128]
+        .into_iter()
+        .filter(|&w| w < slots)
+        .chain([slots.saturating_sub(1)]);
+    let mut measured = Vec::new();
+    for want in wants {
+        let used = leakguard_benches::jemalloc::use_arenas(want).expect("arenas");
+        if measured.contains(&used) {
+            continue;
+        }
+        measured.push(used);
+        let mut jemalloc = Allocator::new(AllocatorChoice::Auto);
+        let read = cpu_per_call(200, || {
+            black_box(jemalloc.read().expect("jemalloc stats"));
+        });
+        let mut per_step = Vec::new();
+        let mut every = Duration::ZERO;
+        for step in [
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+        ] {
+            let clock = ManualClock::new(1_700_000_000.0);
+            let mut sampler = Sampler::new(AllocatorChoice::Auto);
+            black_box(sampler.sample(&clock));
+            per_step.push(cpu_per_call(600, || {
+                clock.advance(step);
+                black_box(sampler.sample(&clock));
+            }));
+            every = every.max(sampler.allocator_every());
+        }
+        let clock = ManualClock::new(1_700_000_000.0);
+        let guard = Guard::builder()
+            .ignore_env()
+            .no_endpoint()
+            .background(false)
+            .clock(Arc::new(clock.clone()))
+            .start()
+            .expect("a guard starts");
+        // Few calls: a tick also reads the handles' OS view (`/proc/net/tcp`), whose cost is
+        // that of the network namespace's whole socket table.
+        let tick = cpu_per_call(30, || {
+            clock.advance(Duration::from_secs(1));
+            black_box(guard.tick());
+        });
+        drop(guard);
+        println!(
+            "| {used} | {read:.1} | {:.1} | {:.1} | {:.1} | {tick:.1} | {:.1} s |",
+            per_step[0],
+            per_step[1],
+            per_step[2],
+            every.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
+    if std::env::var_os("SAMPLE_BENCH_CPU_ONLY").is_some() {
+        cpu_table();
+        return;
+    }
     let started = SystemTime::now();
     benches();
+    cpu_table();
     Criterion::default().configure_from_args().final_summary();
     print_medians(started);
 }

@@ -68,6 +68,11 @@ pub struct AllocatorStats {
     pub metadata: Option<u64>,
     /// glibc `fordblks`: free bytes held inside the heap (fragmentation/retention).
     pub free: Option<u64>,
+    /// How old these numbers are, seconds of the sampler's clock: 0 on the sample that read
+    /// the allocator, more on the samples between two readings. The sampler reads the
+    /// allocator on a cadence of its own (see [`crate::sample::Sampler`]), because refreshing
+    /// jemalloc's statistics costs a few microseconds per arena in use.
+    pub age_seconds: f64,
 }
 
 /// Reads [`AllocatorStats`] from the chosen backend.
@@ -361,6 +366,7 @@ mod jemalloc {
                     self.metadata.read().map_err(|e| err("stats.metadata", e))?,
                 )),
                 free: None,
+                age_seconds: 0.0,
             })
         }
     }

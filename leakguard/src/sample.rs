@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 /// How often a full reading is taken (fd types, fd limit, peak and swap, cgroup limits): these
 /// cost about ten times a fast reading and change slowly.
 pub const FULL_EVERY: Duration = Duration::from_secs(30);
+/// The allocator is read at least this often (seconds of the sampler's clock), whatever a
+/// reading costs.
+pub const ALLOCATOR_MAX_AGE: Duration = Duration::from_secs(60);
+/// What reading the allocator may cost on average, as a fraction of the sampler's clock time:
+/// 5 µs per second. jemalloc's `epoch` advance merges the statistics of every arena in use
+/// (~6 µs each), so with many arenas the allocator is read less often than every sample: the
+/// cadence is the last reading's cost divided by this budget, at most [`ALLOCATOR_MAX_AGE`].
+/// One arena (~6 µs): every ~1.2 s; 8 arenas (~50 µs): every ~10 s; 128 arenas (~0.8 ms):
+/// every 60 s, i.e. ~13 µs per second.
+pub const ALLOCATOR_BUDGET: f64 = 5e-6;
 /// At most this many source errors are kept per sample.
 const MAX_ERRORS: usize = 4;
 
@@ -46,6 +56,10 @@ pub struct Sampler {
     allocator: Allocator,
     taken: u64,
     last_full: Option<Duration>,
+    /// The last allocator reading and when (clock time) it was taken.
+    last_allocator: Option<(Duration, Option<AllocatorStats>)>,
+    /// How long to keep the last allocator reading, from what reading it cost.
+    allocator_every: Duration,
 }
 
 impl Sampler {
@@ -70,6 +84,8 @@ impl Sampler {
             allocator,
             taken: 0,
             last_full: None,
+            last_allocator: None,
+            allocator_every: Duration::ZERO,
         }
     }
 
@@ -88,9 +104,20 @@ impl Sampler {
         self.taken
     }
 
+    /// How long the sampler keeps an allocator reading before taking a new one (clock time);
+    /// see [`ALLOCATOR_BUDGET`]. Zero before the first reading.
+    pub fn allocator_every(&self) -> Duration {
+        self.allocator_every
+    }
+
     /// Takes one sample: a full reading first and then every [`FULL_EVERY`] of clock time, fast
     /// readings otherwise. Sources that fail are listed in [`MemorySample::errors`]; the rest of
     /// the sample is still filled in.
+    ///
+    /// `/proc` and the cgroup are read every time. The allocator is read on the first sample
+    /// and then every [`Sampler::allocator_every`] (between 0 and [`ALLOCATOR_MAX_AGE`],
+    /// chosen from what the last reading cost, see [`ALLOCATOR_BUDGET`]); the samples between
+    /// carry the last reading with its [`AllocatorStats::age_seconds`].
     pub fn sample(&mut self, clock: &dyn Clock) -> MemorySample {
         let started = Instant::now();
         let now = clock.monotonic();
@@ -111,10 +138,36 @@ impl Sampler {
             note("process", &e);
             ProcessStats::default()
         });
-        let allocator = self.allocator.read().unwrap_or_else(|e| {
-            note("allocator", &e);
-            None
-        });
+        let allocator = match &self.last_allocator {
+            Some((at, stats)) if now >= *at && now - *at < self.allocator_every => {
+                stats.clone().map(|mut s| {
+                    s.age_seconds = (now - *at).as_secs_f64();
+                    s
+                })
+            }
+            _ => {
+                // CPU time, not wall time: a reading preempted by other load on the machine
+                // must not make the allocator's numbers stale for a minute.
+                let read_started = thread_cpu_seconds();
+                let stats = self.allocator.read().unwrap_or_else(|e| {
+                    note("allocator", &e);
+                    None
+                });
+                // At least 0.1 µs (a cadence of 20 ms): a coarse CPU clock may see nothing.
+                let cost = (thread_cpu_seconds() - read_started).max(1e-7);
+                // At most doubling from one reading to the next, against outliers.
+                let previous = self.allocator_every.as_secs_f64() * ALLOCATOR_BUDGET;
+                let cost = if self.last_allocator.is_some() {
+                    cost.min(2.0 * previous.max(1e-6))
+                } else {
+                    cost
+                };
+                self.allocator_every =
+                    Duration::from_secs_f64(cost / ALLOCATOR_BUDGET).min(ALLOCATOR_MAX_AGE);
+                self.last_allocator = Some((now, stats.clone()));
+                stats
+            }
+        };
         let cgroup = match self.cgroup.as_mut() {
             Some(reader) => reader.read(full).unwrap_or_else(|e| {
                 note("cgroup", &e);
@@ -131,5 +184,59 @@ impl Sampler {
             duration: started.elapsed(),
             errors,
         }
+    }
+}
+
+/// CPU time of the calling thread, seconds (0 if the clock is unavailable).
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc == 0 {
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn allocator_readings_are_kept_on_their_cadence_and_say_how_old_they_are() {
+        let clock = ManualClock::new(1_700_000_000.0);
+        let mut sampler = Sampler::new(AllocatorChoice::Glibc);
+        let first = sampler.sample(&clock).allocator.expect("glibc statistics");
+        assert_eq!(first.age_seconds, 0.0);
+        let every = sampler.allocator_every();
+        assert!(
+            every > Duration::ZERO && every <= ALLOCATOR_MAX_AGE,
+            "{every:?}"
+        );
+
+        // Between two readings: the last one again, aged by the clock.
+        let half = every / 2;
+        clock.advance(half);
+        let kept = sampler.sample(&clock).allocator.expect("kept");
+        assert!(
+            (kept.age_seconds - half.as_secs_f64()).abs() < 1e-6,
+            "{kept:?}"
+        );
+        assert_eq!(kept.allocated, first.allocated);
+
+        // Once the cadence has passed: a new reading.
+        clock.advance(every);
+        let fresh = sampler.sample(&clock).allocator.expect("fresh");
+        assert_eq!(fresh.age_seconds, 0.0);
+
+        // Whatever a reading costs, it is never kept longer than ALLOCATOR_MAX_AGE.
+        clock.advance(ALLOCATOR_MAX_AGE);
+        let again = sampler.sample(&clock).allocator.expect("read again");
+        assert_eq!(again.age_seconds, 0.0);
     }
 }

@@ -39,7 +39,7 @@
 //! # Eviction policy
 //!
 //! Approximate LRU, S3-FIFO (Yang et al., SOSP 2023): new entries enter a small FIFO queue
-//! (10% of the capacity); entries read while there move to the main queue, the others are
+//! (1% of the capacity); entries read while there move to the main queue, the others are
 //! evicted and remembered in a ghost filter so that, if they come back soon, they go straight
 //! to the main queue. The main queue is a CLOCK: an entry read since it was last considered
 //! gets another round (up to three). So recently and frequently used entries stay, one-hit
