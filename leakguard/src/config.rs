@@ -316,6 +316,18 @@ impl Config {
                 "must satisfy warn < critical < restart",
             ));
         }
+        // An empty token would match an empty Basic password (`go tool pprof` credentials).
+        if self
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty() || t.chars().any(char::is_control))
+        {
+            return Err(Error::config(
+                "token",
+                "(empty)",
+                "must be a non-empty string without control characters; leave it unset for no token",
+            ));
+        }
         if self.interval < Duration::from_millis(10) || self.interval > Duration::from_secs(3600) {
             return Err(Error::config(
                 "interval",
@@ -403,6 +415,14 @@ mod tests {
         assert_eq!(c.min_uptime, Duration::from_secs(60));
         assert_eq!(c.limit, LimitSetting::Cgroup);
         assert!(c.token.is_none());
+        for empty in ["", "   ", "\t"] {
+            let mut with_empty = Config::default();
+            with_empty.token = Some(empty.to_owned());
+            let error = with_empty
+                .validate()
+                .expect_err("an empty token is refused");
+            assert!(error.to_string().contains("token"), "{error}");
+        }
     }
 
     #[test]
