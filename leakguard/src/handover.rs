@@ -91,7 +91,14 @@ struct Registry {
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 
+/// The registry's lock, taken around a fork (see [`crate::fork`]).
+fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
+    out.push(&REGISTRY);
+}
+
 fn with<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    static FORK_SAFE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    crate::fork::install(crate::fork::Source::Handover, fork_locks, &FORK_SAFE);
     let mut guard = REGISTRY.lock();
     f(guard.get_or_insert_with(Registry::default))
 }

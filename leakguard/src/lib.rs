@@ -43,6 +43,7 @@ mod error;
 mod event;
 mod exposition;
 pub mod extend;
+mod fork;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
