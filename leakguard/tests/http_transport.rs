@@ -260,6 +260,18 @@ fn wait_for_close(stream: &mut TcpStream, since: Instant, limit: Duration) -> Du
     }
 }
 
+/// A keep-alive connection the server has accepted and answered once (so it counts against
+/// the cap from now on).
+fn served_connection(addr: SocketAddr) -> TcpStream {
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let reply = read_reply(&mut stream, false).expect("a reply on the held connection");
+    assert_eq!(reply.status, 200);
+    stream
+}
+
 fn assert_serving(addr: SocketAddr) {
     let reply = get(addr, "/echo");
     assert_eq!(reply.status, 200, "the server must keep serving");
@@ -797,9 +809,8 @@ fn probes_beyond_the_cap_are_answered_by_their_route_and_other_requests_refused(
     options.header_read_timeout = Duration::from_secs(30);
     let server = start(options);
     let addr = server.local_addr();
-    let held: Vec<TcpStream> = (0..cap).map(|_| connect(addr)).collect();
-    // Wait until the held connections are being served (the accept loop took them).
-    thread::sleep(Duration::from_millis(200));
+    // Connections within the cap, each shown served (answered) before the test goes on.
+    let held: Vec<TcpStream> = (0..cap).map(|_| served_connection(addr)).collect();
 
     for (request, head) in [
         ("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", false),
@@ -838,8 +849,7 @@ fn a_non_probe_beyond_the_cap_is_refused_no_sooner_than_the_refuse_delay() {
     options.header_read_timeout = Duration::from_secs(30);
     let server = start(options);
     let addr = server.local_addr();
-    let held = connect(addr);
-    thread::sleep(Duration::from_millis(200));
+    let held = served_connection(addr);
 
     // A client that reconnects as soon as it is refused gets at most one refusal per delay
     // and per probe check: the endpoint does not accept and refuse in a tight loop.
@@ -1034,4 +1044,55 @@ fn works_when_started_and_stopped_inside_a_tokio_runtime() {
         assert_serving(server.local_addr());
         server.stop();
     });
+}
+
+#[test]
+fn a_leakguard_listener_is_ready_for_tokio_and_really_closes_when_dropped() {
+    let listener = leakguard::listener("transport-test", "127.0.0.1:0").expect("listener");
+    let addr = listener.local_addr().expect("addr");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        // `from_std` panics in debug builds on a blocking socket.
+        let listener = tokio::net::TcpListener::from_std(listener).expect("from_std");
+        let client = std::thread::spawn(move || TcpStream::connect(addr).expect("connect"));
+        let (_conn, _) = listener.accept().await.expect("accept");
+        drop(client.join().expect("client"));
+        // The service closes its listener: nothing keeps it open behind its back, so a new
+        // connection is refused instead of waiting in a backlog nobody accepts from.
+        drop(listener);
+    });
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    assert!(
+        refused.is_err(),
+        "the closed listener still accepts: {refused:?}"
+    );
+    assert!(!leakguard::handover_names().contains(&"transport-test".to_owned()));
+}
+
+#[test]
+fn a_stopped_guard_releases_its_endpoint_port() {
+    let guard = leakguard::Guard::builder()
+        .ignore_env()
+        .addr("127.0.0.1:0")
+        .start()
+        .expect("start");
+    let addr = guard.endpoint_addr().expect("the endpoint runs");
+    assert_eq!(get(addr, "/healthz").status, 200);
+    guard.stop();
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    assert!(
+        refused.is_err(),
+        "the port still accepts after stop(): {refused:?}"
+    );
+    // And a new guard can take the same address.
+    let again = leakguard::Guard::builder()
+        .ignore_env()
+        .addr(&addr.to_string())
+        .start()
+        .expect("start again");
+    assert_eq!(again.endpoint_addr(), Some(addr));
+    assert_eq!(get(addr, "/healthz").status, 200);
 }
