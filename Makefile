@@ -10,9 +10,10 @@
 #   make demo    run the README's demo service
 #
 # Python tools come from requirements-dev.txt into .venv (made with `python3 -m venv`).
-# promtool (for the /metrics format test) is taken from Debian's prometheus package when it is
-# not on PATH; see the `promtool` target. Headless Chromium and chromedriver (for the page's
-# browser test) are Debian's chromium and chromium-driver; see the `chromium` target.
+# The Prometheus server and promtool (for the fleet scan's test and the /metrics format test)
+# are taken from Debian's prometheus package when they are not on PATH; see the `prometheus`
+# target. Headless Chromium and chromedriver (for the page's browser test) are Debian's
+# chromium and chromium-driver; see the `chromium` target.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -23,7 +24,7 @@ CARGO ?= cargo
 VENV := .venv
 VENV_BIN := $(CURDIR)/$(VENV)/bin
 PY := $(VENV_BIN)/python
-# The venv's tools (maturin, pytest, mypy, and promtool once fetched) come first.
+# The venv's tools (maturin, pytest, mypy, and prometheus and promtool once fetched) come first.
 export PATH := $(VENV_BIN):$(PATH)
 
 PY_CRATE := leakguard-py
@@ -37,8 +38,9 @@ PY_TESTS := $(PY_CRATE)/tests $(wildcard tests/python tests/test_*.py)
 test: wheel cargo-test py-test
 
 # The heap-profile test needs jemalloc built with profiling support: a feature of the tests
-# crate, so that every other test runs against the default jemalloc build.
-cargo-test:
+# crate, so that every other test runs against the default jemalloc build. The fleet scan's
+# test (tests/tests/prometheus_fleet.rs) runs the Prometheus server that `prometheus` provides.
+cargo-test: prometheus
 	$(CARGO) test --workspace
 	$(CARGO) test -p leakguard-tests --features profiling --test profile
 
@@ -71,28 +73,31 @@ $(VENV)/.installed: requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-## promtool: use the one on PATH, else extract it from Debian's prometheus package into
-## .venv/bin. The package is downloaded (about 19 MB), not installed: installing it would
-## start a Prometheus server from its postinst, create a system user and pull in ~40 packages;
-## promtool itself is one static binary.
-promtool: venv
-	@if command -v promtool >/dev/null; then exit 0; fi; \
+## prometheus: the Prometheus server and promtool (the fleet scan's end-to-end test runs a real
+## server, backfilled by promtool; the /metrics format test runs promtool): the ones on PATH,
+## else both extracted from Debian's prometheus package into .venv/bin. The package is
+## downloaded (about 19 MB), not installed: installing it would start a Prometheus server from
+## its postinst, create a system user and pull in ~40 packages; both are static binaries.
+.PHONY: prometheus
+promtool: prometheus
+prometheus: venv
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then \
-		echo "error: promtool is not on PATH; install Prometheus's promtool (Debian: package prometheus)" >&2; \
+		echo "error: prometheus or promtool is not on PATH; install Prometheus and its promtool (Debian: package prometheus)" >&2; \
 		exit 1; \
 	fi; \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	if ! (cd "$$tmp" && apt-get download -qq prometheus 2>/dev/null); then \
 		if [ "$$(id -u)" -ne 0 ]; then \
-			echo "error: cannot download Debian's prometheus package (run 'apt-get update' as root, or install promtool)" >&2; \
+			echo "error: cannot download Debian's prometheus package (run 'apt-get update' as root, or install prometheus and promtool)" >&2; \
 			exit 1; \
 		fi; \
 		apt-get update -qq; \
 		(cd "$$tmp" && apt-get download -qq prometheus 2>&1 | grep -v 'unsandboxed as root' || true); \
 	fi; \
-	dpkg-deb --fsys-tarfile "$$tmp"/prometheus_*.deb | tar -x -C "$$tmp" ./usr/bin/promtool; \
-	install -m 0755 "$$tmp/usr/bin/promtool" $(VENV_BIN)/promtool; \
-	echo "promtool: $$($(VENV_BIN)/promtool --version 2>&1 | head -n 1), from Debian's prometheus package, in $(VENV)/bin"
+	dpkg-deb --fsys-tarfile "$$tmp"/prometheus_*.deb | tar -x -C "$$tmp" ./usr/bin/promtool ./usr/bin/prometheus; \
+	install -m 0755 "$$tmp/usr/bin/promtool" "$$tmp/usr/bin/prometheus" $(VENV_BIN)/; \
+	echo "prometheus: $$($(VENV_BIN)/prometheus --version 2>&1 | head -n 1), with promtool, from Debian's prometheus package, in $(VENV)/bin"
 
 ## chromium: headless Chromium and its WebDriver for tests/python/test_ui_browser.py, from
 ## Debian's chromium and chromium-driver packages when /usr/bin/chromium or /usr/bin/chromedriver

@@ -85,8 +85,8 @@ impl PyGuard {
 
     /// Starts a graceful restart now; raises LeakguardError when it is refused.
     fn restart_now(&self, py: Python<'_>, reason: &str) -> PyResult<()> {
-        self.with(py, |g| g.restart_now(reason))?
-            .map_err(|why| LeakguardError::new_err(format!("restart refused: {why}")))
+        self.with(py, |g| g.request_restart(reason))?
+            .map_err(|e| LeakguardError::new_err(e.to_string()))
     }
 
     /// Stops the sampler thread and the endpoint and waits for them; a second call does nothing.

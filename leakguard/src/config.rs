@@ -136,6 +136,8 @@ pub struct Config {
     pub min_uptime: Duration,
     /// Which allocator backend to read.
     pub allocator: AllocatorChoice,
+    /// Where post-mortem dumps go (`LEAKGUARD_DUMP_DIR`; none: no dumps).
+    pub dump_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -155,6 +157,7 @@ impl Default for Config {
             restart_action: RestartAction::Reexec,
             min_uptime: Duration::from_secs(60),
             allocator: AllocatorChoice::Auto,
+            dump_dir: None,
         }
     }
 }
@@ -288,6 +291,10 @@ impl Config {
         if let Some(v) = lookup("LEAKGUARD_MIN_UPTIME") {
             next.min_uptime = parse_duration("LEAKGUARD_MIN_UPTIME", &v)?;
         }
+        // An empty value leaves the builder's directory in place.
+        if let Some(v) = lookup("LEAKGUARD_DUMP_DIR").filter(|v| !v.is_empty()) {
+            next.dump_dir = Some(v.into());
+        }
         next.validate()
             .map_err(|e| name_the_variables(e, &lookup))?;
         *self = next;
@@ -391,6 +398,7 @@ mod tests {
             ("LEAKGUARD_AUTH", "all"),
             ("LEAKGUARD_RESTART_ACTION", "signal:term"),
             ("LEAKGUARD_MIN_UPTIME", "5m"),
+            ("LEAKGUARD_DUMP_DIR", "/var/tmp/dumps"),
         ]))
         .unwrap();
         assert_eq!(c.addr, Some("0.0.0.0:9000".parse().unwrap()));
@@ -402,6 +410,11 @@ mod tests {
         assert!(c.auth_all);
         assert_eq!(c.restart_action, RestartAction::Signal("SIGTERM".into()));
         assert_eq!(c.min_uptime, Duration::from_secs(300));
+        assert_eq!(c.dump_dir, Some("/var/tmp/dumps".into()));
+
+        // An empty LEAKGUARD_DUMP_DIR keeps what the builder set.
+        c.apply_env(env(&[("LEAKGUARD_DUMP_DIR", "")])).unwrap();
+        assert_eq!(c.dump_dir, Some("/var/tmp/dumps".into()));
     }
 
     #[test]
@@ -415,6 +428,7 @@ mod tests {
         assert_eq!(c.min_uptime, Duration::from_secs(60));
         assert_eq!(c.limit, LimitSetting::Cgroup);
         assert!(c.token.is_none());
+        assert!(c.dump_dir.is_none());
         for empty in ["", "   ", "\t"] {
             let mut with_empty = Config::default();
             with_empty.token = Some(empty.to_owned());

@@ -7,7 +7,16 @@ use std::path::PathBuf;
 /// leakguard never panics the host service on bad input or a failing OS call: every such
 /// condition surfaces as one of these variants (or, inside the background sampler, as an
 /// event in the report).
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` reads as its `Display` sentence, so that `fn main() -> Result<(), Error>`
+/// prints what went wrong, not the variant's fields.
+///
+/// ```
+/// let e = leakguard::parse_size("LEAKGUARD_LIMIT", "lots").unwrap_err();
+/// assert_eq!(format!("{e:?}"), e.to_string());
+/// assert!(format!("{e:?}").starts_with("invalid value \"lots\" for LEAKGUARD_LIMIT: "));
+/// ```
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A configuration value (builder or environment variable) could not be understood.
@@ -44,6 +53,10 @@ pub enum Error {
     /// how to switch profiling on when that is the cause.
     #[error("heap profile unavailable: {0}")]
     Profile(String),
+    /// A restart was asked for and refused: one is under way, or the per-hour limit is
+    /// reached.
+    #[error("restart refused: {0}")]
+    RestartRefused(String),
     /// A socket or thread could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -53,6 +66,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Result alias with [`Error`].

@@ -54,29 +54,7 @@ const BUILT_IN_PATHS: &[&str] = &[
     "/debug/pprof/heap",
 ];
 
-/// Top-level keys of the report (see [`Report`](crate::Report)): an extra section may not
-/// take them, and the CLI's report view knows them.
-pub(crate) const REPORT_KEYS: &[&str] = &[
-    "version",
-    "generated_at",
-    "started_at",
-    "uptime_seconds",
-    "state",
-    "ready",
-    "memory",
-    "limit",
-    "leak",
-    "thresholds",
-    "allocator",
-    "process",
-    "handles",
-    "caches",
-    "cgroup",
-    "sampler",
-    "restart",
-    "endpoint",
-    "events",
-];
+use crate::report::REPORT_KEYS;
 
 /// One extra route.
 #[derive(Clone)]
@@ -199,7 +177,7 @@ impl Extensions {
                 &format!(
                     "the handler of {} panicked: {}",
                     route.path,
-                    crate::watchdog::panic_message(&*payload)
+                    crate::panics::panic_message(&*payload)
                 ),
             ),
         }
@@ -222,7 +200,7 @@ fn call_all(list: &[(String, JsonProvider)]) -> BTreeMap<String, serde_json::Val
         .map(|(name, f)| {
             let value = catch_unwind(AssertUnwindSafe(|| f())).unwrap_or_else(|payload| {
                 serde_json::json!({
-                    "error": format!("panicked: {}", crate::watchdog::panic_message(&*payload))
+                    "error": format!("panicked: {}", crate::panics::panic_message(&*payload))
                 })
             });
             (name.clone(), value)

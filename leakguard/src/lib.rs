@@ -1,8 +1,8 @@
 //! # leakguard
 //!
 //! An embeddable, in-process memory-leak guard. A service starts one [`Guard`]; a background
-//! thread then samples memory every second ([`Sampler`]: `/proc/self`, the cgroup limit, jemalloc
-//! or glibc allocator statistics), follows usage through the threshold states
+//! thread then samples memory every second ([`sample::Sampler`]: `/proc/self`, the cgroup
+//! limit, jemalloc or glibc allocator statistics), follows usage through the threshold states
 //! ([`MemoryState`]), runs the online leak detector ([`trend`]), reports tracked handles
 //! ([`handles`]) and registered caches ([`cache`]), serves the debug endpoint (feature `http`),
 //! records metrics through the `metrics` facade and events through `tracing`, and restarts the
@@ -37,10 +37,10 @@ pub mod cgroup;
 #[doc(hidden)]
 pub mod cli;
 mod clock;
-mod config;
+pub mod config;
 pub mod endpoint;
 mod error;
-mod event;
+pub mod event;
 mod exposition;
 pub mod extend;
 mod fork;
@@ -49,41 +49,67 @@ mod fork;
 pub mod fuzzing;
 #[cfg(feature = "jemalloc")]
 mod global_alloc;
+mod guard;
 pub mod handles;
 mod handover;
-mod history;
+pub mod history;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+mod panics;
 pub mod process;
 pub mod profile;
-mod report;
+pub mod report;
 pub mod restart;
 pub mod sample;
 mod snapshot;
 pub mod testing;
-mod threshold;
+pub mod threshold;
 pub mod trend;
 mod ui;
-mod units;
-mod watchdog;
+pub mod units;
 
+// What a service author uses: the guard, its settings and errors, its report and events, the
+// handles to track, the listeners handed over at a restart, and the clocks tests drive.
 pub use self::clock::{Clock, ManualClock, SystemClock};
-pub use self::config::{Config, DEFAULT_ADDR, LimitSetting, RestartAction, parse_addr};
+pub use self::config::{Config, LimitSetting, RestartAction};
 pub use self::error::{Error, Result};
-pub use self::event::{EVENT_CAPACITY, Event, EventKind, EventLog, Level};
+pub use self::event::{Event, EventKind, Level};
+pub use self::guard::{Guard, GuardBuilder};
 pub use self::handles::{HandleGuard, HandleKind, KindConfig, Tracked, track};
-pub use self::handover::{RestartRecord, handover_names, keep_for_handover, listener, release};
+pub use self::handover::{keep_for_handover, listener, release};
+pub use self::report::Report;
+pub use self::sample::MemorySample;
+pub use self::threshold::MemoryState;
+
+// Former root names, kept so nothing breaks; each lives in its module now.
+#[deprecated(note = "use `leakguard::config::{DEFAULT_ADDR, parse_addr}`")]
+#[doc(hidden)]
+pub use self::config::{DEFAULT_ADDR, parse_addr};
+#[deprecated(note = "use `leakguard::event::{EVENT_CAPACITY, EventLog}`")]
+#[doc(hidden)]
+pub use self::event::{EVENT_CAPACITY, EventLog};
+#[deprecated(note = "use `leakguard::history::{History, HistoryPoint, Tier}`")]
+#[doc(hidden)]
 pub use self::history::{History, HistoryPoint, Tier};
+#[deprecated(note = "use `leakguard::report::{Limit, AllocatorSection, …}`")]
+#[doc(hidden)]
 pub use self::report::{
-    AllocatorSection, LeakSection, LimitSection, MemorySection, Report, RestartSection,
+    AllocatorSection, LeakSection, Limit, LimitSection, MemorySection, RestartSection,
     SamplerSection,
 };
-pub use self::sample::{MemorySample, Sampler};
-pub use self::snapshot::Limit;
-pub use self::threshold::{MemoryState, ThresholdTracker, Thresholds, Transition};
+#[deprecated(note = "use `leakguard::restart::{RestartRecord, handover_names}`")]
+#[doc(hidden)]
+pub use self::restart::{RestartRecord, handover_names};
+#[deprecated(note = "use `leakguard::sample::Sampler`")]
+#[doc(hidden)]
+pub use self::sample::Sampler;
+#[deprecated(note = "use `leakguard::threshold::{ThresholdTracker, Thresholds, Transition}`")]
+#[doc(hidden)]
+pub use self::threshold::{ThresholdTracker, Thresholds, Transition};
+#[deprecated(note = "use `leakguard::units::{format_bytes, parse_duration, …}`")]
+#[doc(hidden)]
 pub use self::units::{format_bytes, parse_duration, parse_fraction, parse_size};
-pub use self::watchdog::{Guard, GuardBuilder};
 
 #[cfg(feature = "jemalloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
@@ -93,3 +119,16 @@ pub use self::global_alloc::Jemalloc;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+/// The guides' Rust examples (`docs/*.md`), compiled as doctests like the README's.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/restart.md")]
+#[doc = include_str!("../../docs/heap-profiles.md")]
+#[doc = include_str!("../../docs/endpoints.md")]
+#[doc = include_str!("../../docs/operators-guide.md")]
+#[doc = include_str!("../../docs/python.md")]
+struct GuideDoctests;
+
+/// Links between the README, the guides and the other top-level documents must resolve.
+#[cfg(test)]
+mod doc_links;

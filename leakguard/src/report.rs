@@ -5,10 +5,35 @@ use crate::attribution::Attribution;
 use crate::cgroup::CgroupStats;
 use crate::event::Event;
 use crate::process::ProcessStats;
-use crate::snapshot::{Limit, Snapshot};
+pub use crate::snapshot::Limit;
+use crate::snapshot::Snapshot;
 use crate::threshold::{MemoryState, Thresholds};
 use crate::trend::Severity;
 use serde::Serialize;
+
+/// Top-level keys of the [`Report`], its fields' names: an extra section may not take them,
+/// and the CLI's report view knows them. A test ties the list to the fields.
+pub(crate) const REPORT_KEYS: &[&str] = &[
+    "version",
+    "generated_at",
+    "started_at",
+    "uptime_seconds",
+    "state",
+    "ready",
+    "memory",
+    "limit",
+    "leak",
+    "thresholds",
+    "allocator",
+    "process",
+    "handles",
+    "caches",
+    "cgroup",
+    "sampler",
+    "restart",
+    "endpoint",
+    "events",
+];
 
 /// The whole report. Its JSON form is part of the operator contract: fields are added, never
 /// renamed.
@@ -254,5 +279,66 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| {
             serde_json::json!({ "error": format!("report could not be rendered: {e}") }).to_string()
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::allocator::{AllocatorKind, AllocatorStatus};
+    use crate::threshold::Thresholds;
+
+    #[test]
+    fn the_report_keys_are_the_reports_fields() {
+        let snapshot = Snapshot {
+            version: "0",
+            now_unix: 0.0,
+            started_unix: 0.0,
+            uptime_seconds: 0.0,
+            interval_seconds: 1.0,
+            sample: None,
+            limit: None,
+            state: MemoryState::Normal,
+            thresholds: Thresholds {
+                warn: 0.8,
+                critical: 0.9,
+                restart: 0.95,
+                consecutive_samples: 3,
+                hysteresis: 0.05,
+            },
+            ready: true,
+            samples_total: 0,
+            sample_errors_total: 0,
+            panics_total: 0,
+            restarts_total: 0,
+            events_by_level: [0; 3],
+            recent_events: Vec::new(),
+            allocator: AllocatorStatus {
+                kind: AllocatorKind::None,
+                jemalloc_linked: false,
+                note: None,
+            },
+            endpoint: None,
+            verdict: Default::default(),
+            oom_eta_seconds: None,
+            attribution: None,
+            handles: None,
+            caches: Vec::new(),
+            families: Vec::new(),
+            extensions: Default::default(),
+            heap_growth: None,
+        };
+        let json = serde_json::to_value(Report::from_snapshot(snapshot)).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut listed = REPORT_KEYS.to_vec();
+        keys.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(keys, listed);
     }
 }

@@ -2,6 +2,7 @@
 //! drain hooks under a deadline, then the action (re-exec in place, exit, a signal, nothing, or
 //! a callback).
 
+pub use crate::handover::{RestartRecord, handover_names};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -64,7 +65,7 @@ pub fn run_hooks(hooks: &[DrainHook], deadline: Instant) -> Vec<HookOutcome> {
                 .spawn(move || {
                     let outcome = match catch_unwind(AssertUnwindSafe(|| hook(deadline))) {
                         Ok(()) => HookOutcome::Done,
-                        Err(p) => HookOutcome::Panicked(crate::watchdog::panic_message(&*p)),
+                        Err(p) => HookOutcome::Panicked(crate::panics::panic_message(&*p)),
                     };
                     let _ = tx.send(outcome);
                 });

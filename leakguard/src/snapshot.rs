@@ -48,6 +48,8 @@ pub(crate) struct Snapshot {
     pub caches: Vec<crate::cache::CacheReport>,
     /// For the report only: the sections added with `GuardBuilder::report_section`.
     pub extensions: std::collections::BTreeMap<String, serde_json::Value>,
+    /// For `/metrics` only: the handles' and caches' metric families, copied with the rest.
+    pub families: Vec<crate::exposition::Family>,
     /// For the report only: top growing allocation sites since the baseline profile.
     pub heap_growth: Option<crate::profile::HeapGrowth>,
 }

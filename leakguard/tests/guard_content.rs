@@ -40,8 +40,20 @@ fn unknown_paths_get_a_json_404_and_wrong_methods_a_405() {
     assert_eq!(ctype, "application/json");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], 404);
-    assert!(v["error"].as_str().unwrap().contains("/metrics"));
+    assert_eq!(
+        v["error"],
+        "not found: the endpoints are /healthz, /readyz, /metrics, /debug/leakguard, \
+         /debug/leakguard/ui, /debug/leakguard/history, /debug/pprof/heap, \
+         POST /debug/leakguard/purge, POST /debug/leakguard/restart, POST /debug/leakguard/dump"
+    );
     assert!(!body.contains("<script>"));
+    // Every route the 404 lists is answered (none of them with a 404).
+    for listed in v["error"].as_str().unwrap()["not found: the endpoints are ".len()..].split(", ")
+    {
+        let (method, path) = listed.split_once(' ').unwrap_or(("GET", listed));
+        let r = g.handle(&EndpointRequest::new(method, path));
+        assert_ne!(r.status, 404, "{listed}");
+    }
 
     let r = g.handle(&EndpointRequest::new("DELETE", "/metrics"));
     assert_eq!(r.status, 405);
@@ -124,4 +136,38 @@ fn metrics_carry_the_contract_names() {
         .parse()
         .unwrap();
     assert!(rss > 1_048_576.0);
+}
+
+/// A refused heap profile is a JSON error like every other, with the header that makes
+/// `go tool pprof` print it.
+#[test]
+fn a_refused_heap_profile_is_a_json_error() {
+    let g = guard();
+    let r = g.handle(&EndpointRequest::new("GET", "/debug/pprof/heap"));
+    assert_eq!(r.status, 403);
+    assert_eq!(r.content_type, "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["status"], 403);
+    assert!(
+        v["error"].as_str().unwrap().contains("LEAKGUARD_TOKEN"),
+        "{v}"
+    );
+    assert!(r.headers.contains(&("X-Go-Pprof", "1".to_owned())));
+
+    let with_token = Guard::builder()
+        .ignore_env()
+        .no_endpoint()
+        .background(false)
+        .record_metrics(false)
+        .limit(64 << 30)
+        .token("s3cret")
+        .start()
+        .unwrap();
+    let mut wrong = EndpointRequest::new("GET", "/debug/pprof/heap");
+    wrong.authorization = Some("Bearer nope".to_owned());
+    let r = with_token.handle(&wrong);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.content_type, "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["status"], 401);
 }

@@ -228,7 +228,7 @@ fn drain_hooks_that_panic_or_never_return_do_not_stop_the_restart() {
         .start()
         .unwrap();
     let began = Instant::now();
-    guard.restart_now("fault test").unwrap();
+    guard.request_restart("fault test").unwrap();
     assert!(!guard.is_ready());
     let (reason, at) = restarts.recv_timeout(Duration::from_secs(20)).unwrap();
     assert!(reason.contains("fault test"), "{reason}");
@@ -243,6 +243,13 @@ fn drain_hooks_that_panic_or_never_return_do_not_stop_the_restart() {
     // The stuck hook ate the time that was left: the third had none.
     assert!(events.contains("drain hook #3 overran"), "{events}");
     assert!(!*ran_last.lock().unwrap());
+    // One restart at a time: a second request is refused with the crate's error.
+    match guard.request_restart("a second one") {
+        Err(leakguard::Error::RestartRefused(why)) => {
+            assert!(why.contains("already under way"), "{why}")
+        }
+        other => panic!("a second restart was not refused: {other:?}"),
+    }
     // The guard still answers (readiness stays off: a restart is under way).
     assert_eq!(
         guard

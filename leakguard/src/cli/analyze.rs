@@ -396,6 +396,12 @@ fn severity_word(s: Severity) -> &'static str {
     }
 }
 
+/// The analysis of one series of a fleet scan (`analyze --prometheus`): what `analyze` gives a
+/// series of a Prometheus answer, with its labels.
+pub(crate) fn analyze_prometheus(series: &Series, timing: Timing, limit: Option<u64>) -> Analysis {
+    analyze(series, timing, limit, Format::Prometheus)
+}
+
 /// Reads `bytes` as `analyze` reads a file, then checks, replays and renders every series as
 /// `analyze` does, with and without gaps allowed (the `fuzzing` feature's entry point).
 #[cfg(feature = "fuzzing")]

@@ -27,72 +27,34 @@ impl Endpoint {
     /// Parses `http://HOST[:PORT][/PATH]`, or `HOST:PORT` (the form of `LEAKGUARD_ADDR`).
     /// The report's path `/debug/leakguard` is appended to PATH unless PATH already holds it.
     pub(crate) fn parse(url: &str) -> Result<Self, CliError> {
-        let url = url.trim();
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-                return Err(CliError::usage(format!(
-                    "{url}: https is not supported: the guard's endpoint speaks plain HTTP (use http://, through an SSH tunnel or `kubectl port-forward` when it is remote)"
-                )));
-            }
-            Some((scheme, _)) => {
-                return Err(CliError::usage(format!(
-                    "{url}: unsupported scheme {scheme:?}: give an http:// URL such as http://127.0.0.1:6464"
-                )));
-            }
-            None => url,
-        };
-        let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(split);
-        if authority.contains('@') {
-            return Err(CliError::usage(format!(
-                "{url}: credentials in the URL are not supported: set LEAKGUARD_TOKEN instead"
-            )));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let Some((h, after)) = v6.split_once(']') else {
-                return Err(CliError::usage(format!("{url}: unclosed [ in the address")));
-            };
-            (format!("[{h}]"), after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), Some(p)),
-                None => (authority.to_owned(), None),
-            }
-        };
-        let host = if host.is_empty() {
-            "127.0.0.1".to_owned()
-        } else {
-            host
-        };
-        let port = match port {
-            None | Some("") => 80,
-            Some(p) => p.parse::<u16>().map_err(|_| {
-                CliError::usage(format!(
-                    "{url}: bad port {p:?}: expected a number up to 65535"
-                ))
-            })?,
-        };
-        if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(CliError::usage(format!("{url}: bad host {host:?}")));
-        }
-        // Drop a fragment; keep a query.
-        let tail = tail.split('#').next().unwrap_or("");
-        let (path, query) = match tail.split_once('?') {
-            Some((p, q)) => (p, format!("?{q}")),
-            None => (tail, String::new()),
-        };
+        let (host, port, path, query) = split_url(url)?;
         let path = match path.find(REPORT_PATH) {
             Some(i) => path[..i + REPORT_PATH.len()].to_owned(),
             None => format!("{}{REPORT_PATH}", path.trim_end_matches('/')),
         };
-        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(CliError::usage(format!("{url}: bad path {path:?}")));
-        }
         Ok(Self {
             host,
             port,
             path: path + &query,
+        })
+    }
+
+    /// Parses a server's base URL, `http://HOST[:PORT][/PREFIX]` or `HOST:PORT`: PREFIX (a
+    /// server behind a path prefix, such as Prometheus' `--web.route-prefix`) is kept, without
+    /// its trailing slash, and the paths given to [`Endpoint::get_path`] are appended to it.
+    /// A query in the URL is refused: the caller builds its own.
+    pub(crate) fn parse_base(url: &str) -> Result<Self, CliError> {
+        let (host, port, path, query) = split_url(url)?;
+        if !query.is_empty() {
+            return Err(CliError::usage(format!(
+                "{}: a query string in the server's URL is not supported: give the server's base URL, e.g. http://prometheus:9090",
+                url.trim()
+            )));
+        }
+        Ok(Self {
+            host,
+            port,
+            path: path.trim_end_matches('/').to_owned(),
         })
     }
 
@@ -120,7 +82,7 @@ impl Endpoint {
                 "LEAKGUARD_TOKEN holds a control character (a newline?)",
             ));
         }
-        let (status, body) = self.get(token.as_deref(), timeout)?;
+        let (status, body) = self.get(&self.path, token.as_deref(), timeout, MAX_ANSWER)?;
         let url = self.url();
         match status {
             200 => {}
@@ -154,9 +116,36 @@ impl Endpoint {
         })
     }
 
-    /// One GET: the status and the body.
-    fn get(&self, token: Option<&str>, timeout: Duration) -> Result<(u16, Vec<u8>), CliError> {
-        let url = self.url();
+    /// GETs `path_and_query` (appended to the base URL's path, see [`Endpoint::parse_base`]):
+    /// the status and the body, which may be at most `max_answer` bytes. Errors name the URL
+    /// without its query.
+    pub(crate) fn get_path(
+        &self,
+        path_and_query: &str,
+        timeout: Duration,
+        max_answer: u64,
+    ) -> Result<(u16, Vec<u8>), CliError> {
+        self.get(
+            &format!("{}{path_and_query}", self.path),
+            None,
+            timeout,
+            max_answer,
+        )
+    }
+
+    /// One GET of `path`: the status and the body.
+    fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        timeout: Duration,
+        max_answer: u64,
+    ) -> Result<(u16, Vec<u8>), CliError> {
+        let url = format!(
+            "{}{}",
+            self.base(),
+            path.split_once('?').map_or(path, |(p, _)| p)
+        );
         let fail = |what: &str, e: std::io::Error| CliError::io(format!("{url}: {what}: {e}"));
         let host = self.host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<_> = (host, self.port)
@@ -188,8 +177,7 @@ impl Endpoint {
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
         let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: leakguard-cli/{}\r\nAccept: application/json\r\n{auth}Connection: close\r\n\r\n",
-            self.path,
+            "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: leakguard-cli/{}\r\nAccept: application/json\r\n{auth}Connection: close\r\n\r\n",
             self.host,
             self.port,
             env!("CARGO_PKG_VERSION")
@@ -199,17 +187,81 @@ impl Endpoint {
             .map_err(|e| fail("cannot send the request", e))?;
         let mut raw = Vec::new();
         (&mut stream)
-            .take(MAX_ANSWER + 1)
+            .take(max_answer.saturating_add(1))
             .read_to_end(&mut raw)
             .map_err(|e| fail("cannot read the answer", e))?;
-        if raw.len() as u64 > MAX_ANSWER {
+        if raw.len() as u64 > max_answer {
             return Err(CliError::io(format!(
                 "{url}: the answer is larger than {}",
-                crate::format_bytes(MAX_ANSWER)
+                crate::format_bytes(max_answer)
             )));
         }
         parse_response(&raw).map_err(|why| CliError::io(format!("{url}: {why}")))
     }
+}
+
+/// Splits `http://HOST[:PORT][/PATH][?QUERY]` (or `HOST:PORT...`) into host, port (80 unless
+/// given), path and query (with its `?`, or empty); a fragment is dropped.
+fn split_url(url: &str) -> Result<(String, u16, String, String), CliError> {
+    let url = url.trim();
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+            return Err(CliError::usage(format!(
+                "{url}: https is not supported: leakguard speaks plain HTTP (use http://, through an SSH tunnel or `kubectl port-forward` when the server is remote)"
+            )));
+        }
+        Some((scheme, _)) => {
+            return Err(CliError::usage(format!(
+                "{url}: unsupported scheme {scheme:?}: give an http:// URL such as http://127.0.0.1:6464"
+            )));
+        }
+        None => url,
+    };
+    let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(split);
+    if authority.contains('@') {
+        return Err(CliError::usage(format!(
+            "{url}: credentials in the URL are not supported: set LEAKGUARD_TOKEN instead"
+        )));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((h, after)) = v6.split_once(']') else {
+            return Err(CliError::usage(format!("{url}: unclosed [ in the address")));
+        };
+        (format!("[{h}]"), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (authority.to_owned(), None),
+        }
+    };
+    let host = if host.is_empty() {
+        "127.0.0.1".to_owned()
+    } else {
+        host
+    };
+    let port = match port {
+        None | Some("") => 80,
+        Some(p) => p.parse::<u16>().map_err(|_| {
+            CliError::usage(format!(
+                "{url}: bad port {p:?}: expected a number up to 65535"
+            ))
+        })?,
+    };
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CliError::usage(format!("{url}: bad host {host:?}")));
+    }
+    // Drop a fragment; keep a query.
+    let tail = tail.split('#').next().unwrap_or("");
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, format!("?{q}")),
+        None => (tail, String::new()),
+    };
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CliError::usage(format!("{url}: bad path {path:?}")));
+    }
+    Ok((host, port, path.to_owned(), query))
 }
 
 /// Splits a raw HTTP/1.1 answer into its status and body (de-chunked, cut to Content-Length).
@@ -288,7 +340,8 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-fn first_line(body: &[u8]) -> String {
+/// The first non-blank line of an answer's body, cut to 200 characters, for messages.
+pub(crate) fn first_line(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let cut: String = line.chars().take(200).collect();
@@ -340,6 +393,58 @@ mod tests {
         ] {
             assert_eq!(Endpoint::parse(bad).unwrap_err().code, 2, "{bad}");
         }
+    }
+
+    #[test]
+    fn base_urls_keep_their_prefix_and_answers_are_capped() {
+        let e = Endpoint::parse_base("http://127.0.0.1:9090/").unwrap();
+        assert_eq!(e.url(), "http://127.0.0.1:9090");
+        let e = Endpoint::parse_base("prom:9090/prometheus/").unwrap();
+        assert_eq!(e.url(), "http://prom:9090/prometheus");
+        assert_eq!(
+            Endpoint::parse_base("http://p:9090/?x=1").unwrap_err().code,
+            2
+        );
+        // A server that answers 20 bytes of body: within a cap of 100 bytes, over one of 10.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut paths = Vec::new();
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                paths.push(head.split(' ').nth(1).unwrap().to_owned());
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n01234567890123456789")
+                    .unwrap();
+            }
+            paths
+        });
+        let e = Endpoint::parse_base(&format!("http://{addr}/prefix")).unwrap();
+        let t = Duration::from_secs(10);
+        let (status, body) = e.get_path("/api/v1/query_range?query=up", t, 100).unwrap();
+        assert_eq!((status, body.len()), (200, 20));
+        let err = e
+            .get_path("/api/v1/query_range?query=up", t, 10)
+            .unwrap_err();
+        assert!(
+            err.message
+                .ends_with("/prefix/api/v1/query_range: the answer is larger than 10 B"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            server.join().unwrap(),
+            [
+                "/prefix/api/v1/query_range?query=up",
+                "/prefix/api/v1/query_range?query=up"
+            ]
+        );
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! The `leakguard` command (feature `cli`): `analyze` replays a recorded memory series through
-//! the leak detector, `top` shows a running guard live, `report` renders a guard's report as
-//! text, JSON or the on-call incident update.
+//! the leak detector (with `--prometheus`, every series a PromQL query gives: a fleet scan),
+//! `top` shows a running guard live, `report` renders a guard's report as text, JSON or the
+//! on-call incident update.
 //!
 //! The binary (`src/bin/leakguard.rs`) only calls [`run`]. Everything here is dependency-free
 //! on purpose: a hand-written argument parser for three subcommands and a small blocking
 //! HTTP/1.1 client for `http://` URLs, so the feature adds no crate to the build.
 //!
 //! Exit codes: 0 success, 1 an I/O or network failure (file unreadable, endpoint down,
-//! non-200 answer), 2 a usage error or bad input (every error is one line on stderr).
+//! non-200 answer), 2 a usage error or bad input (every error is one line on stderr). The fleet
+//! scan (`analyze --prometheus`) exits 2 on every failure, an unreachable server included.
 
 pub(crate) mod analyze;
 mod args;
 mod fmt;
 mod http;
 mod input;
+mod prometheus;
 mod view;
 
 use std::ffi::OsString;
@@ -83,13 +86,16 @@ running guard.
 
 Usage:
   leakguard analyze FILE [--limit SIZE] [--json] [--series LABEL=VALUE]... [--allow-gaps]
+  leakguard analyze --prometheus URL --query PROMQL [--start T] [--end T] [--step D]
+                    [--limit SIZE] [--json]
   leakguard top URL [--interval DURATION] [--once]
   leakguard report URL [--format text|json|incident]
   leakguard help [SUBCOMMAND]
   leakguard --version
 
 Subcommands:
-  analyze   the detector's verdict on a recorded series (CSV or a Prometheus query_range answer)
+  analyze   the detector's verdict on a recorded series (CSV or a Prometheus query_range answer),
+            or on every series of a PromQL query, fetched from Prometheus (a fleet scan)
   top       a live view of a running guard's /debug/leakguard report
   report    a guard's report as text, JSON, or the on-call incident update
 
@@ -106,6 +112,8 @@ runs, in time order, and print its verdict.
 
 Usage:
   leakguard analyze FILE [--limit SIZE] [--json] [--series LABEL=VALUE]... [--allow-gaps]
+  leakguard analyze --prometheus URL --query PROMQL [--start T] [--end T] [--step D]
+                    [--limit SIZE] [--json]
 
 FILE (`-` reads stdin) is recognized by its content:
   CSV         one `unix_seconds,bytes` sample per line; a header line, blank lines and
@@ -132,6 +140,21 @@ The detector runs with its defaults (warm-up 10 min; normal growth < 10 MB/h, wa
 critical 100 MB/h) except its window, which is max(2 min, 4 x the median sampling step) so
 that 1-minute scrapes still give several samples per window. A verdict needs about 40 minutes
 of samples; shorter series are reported as not enough data.
+
+Fleet scan: --prometheus URL (plain http://, e.g. http://prometheus:9090, with any path
+prefix) and --query PROMQL (memory in bytes, e.g. process_resident_memory_bytes{job=\"api\"})
+fetch /api/v1/query_range and replay every series the query gives:
+  --start T, --end T  Unix seconds or RFC 3339 (2026-12-06T20:00:00Z); by default the 24 hours
+                      up to now
+  --step D            seconds between samples (15s, 1m, ...); by default the finest of 15s,
+                      30s, 1m, 2m, 5m, ... that keeps the range under Prometheus' 11,000 points
+                      per series. Longer ranges are fetched in chunks of 11,000 points.
+  --limit SIZE        the memory limit of every series, for the OOM ETA
+  --json              a JSON array, one object per series with its labels and the fields above
+One row per series, leaks first, the nearest OOM ETA first, then the fastest growth. Gaps
+are counted, not refused; a series with fewer than two samples is skipped with a warning.
+Every failure is one line on stderr with exit code 2: an unreachable server, a 5xx answer, a
+bad query (Prometheus' error is quoted), a value that is not bytes (NaN, negative).
 
 Bad input is an error (one line on stderr, exit 2): an empty file, a row that is not two
 numbers, times out of order or repeated (the line is named), a gap longer than 10 x the median
@@ -217,6 +240,7 @@ fn dispatch(args: &[OsString], out: &mut dyn Write) -> Result<(), CliError> {
             None => print(out, USAGE),
             Some(sub) => print(out, help_of(sub)?),
         },
+        "analyze" if wants_prometheus(rest) => prometheus::command(rest, out),
         "analyze" => analyze::command(rest, out),
         "top" => view::top_command(rest, out),
         "report" => view::report_command(rest, out),
@@ -227,6 +251,13 @@ fn dispatch(args: &[OsString], out: &mut dyn Write) -> Result<(), CliError> {
             "unknown subcommand {other:?}: use analyze, top or report (see `leakguard --help`)"
         ))),
     }
+}
+
+/// Whether `analyze`'s arguments ask for a fleet scan (`--prometheus` before any `--`).
+fn wants_prometheus(rest: &[String]) -> bool {
+    rest.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--prometheus" || a.starts_with("--prometheus="))
 }
 
 fn help_of(sub: &str) -> Result<&'static str, CliError> {

@@ -778,7 +778,7 @@ pub(crate) fn report_text(r: &Value, url: &str) -> String {
     // Sections this CLI does not know yet (a newer guard) are shown flattened, and so are the
     // handles and caches, which have no section of their own above.
     let flattened =
-        |k: &str| !crate::extend::REPORT_KEYS.contains(&k) || matches!(k, "handles" | "caches");
+        |k: &str| !crate::report::REPORT_KEYS.contains(&k) || matches!(k, "handles" | "caches");
     if let Some(obj) = r.as_object() {
         for (k, v) in obj.iter().filter(|(k, _)| flattened(k)) {
             section(&mut s, &title_case(k));

@@ -1,0 +1,254 @@
+//! Where a restart is decided and carried out: a wanted restart is held back by the minimum
+//! uptime and the per-hour limit, else run on a thread of its own (readiness off, drain delay,
+//! drain hooks, post-mortem dump, then the restart action).
+
+use super::Inner;
+use super::snapshot::View;
+use crate::config::RestartAction;
+use crate::error::{Error, Result};
+use crate::event::{Event, EventKind, Level};
+use crate::report::Report;
+use crate::restart::{HookOutcome, run_hooks};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl Inner {
+    /// Starts the wanted restart unless the uptime or the rate limit holds it back (said once
+    /// per cause, not every sample).
+    pub(super) fn want_restart(self: &Arc<Self>, reason: String, events: &mut Vec<Event>) {
+        if self.restarting.load(Ordering::SeqCst) {
+            return;
+        }
+        let uptime = self.clock.monotonic().saturating_sub(self.started_mono);
+        let held = if uptime < self.config.min_uptime {
+            Some((
+                "uptime",
+                format!(
+                    "restart wanted ({reason}) but held back: uptime {:.0} s is under the minimum {:.0} s (LEAKGUARD_MIN_UPTIME)",
+                    uptime.as_secs_f64(),
+                    self.config.min_uptime.as_secs_f64()
+                ),
+            ))
+        } else {
+            match Arc::clone(self).begin_restart(reason.clone()) {
+                Ok(()) => None,
+                Err(why) => Some((
+                    "refused",
+                    format!("restart wanted ({reason}) but held back: {why}"),
+                )),
+            }
+        };
+        let mut deferred = self.restart_deferred.lock();
+        match held {
+            Some((cause, message)) => {
+                if deferred.as_deref() != Some(cause) {
+                    events.push(self.event(Level::Warn, EventKind::Restart, message));
+                    *deferred = Some(cause.to_owned());
+                }
+            }
+            None => *deferred = None,
+        }
+    }
+
+    /// Begins a graceful restart on a thread of its own, unless one is under way or the
+    /// per-hour limit is reached.
+    pub(super) fn begin_restart(
+        self: Arc<Self>,
+        reason: String,
+    ) -> std::result::Result<(), String> {
+        if self.restarting.swap(true, Ordering::SeqCst) {
+            return Err("a restart is already under way".into());
+        }
+        let now = self.clock.unix_seconds();
+        let recent = crate::restart::within_the_hour(&crate::handover::record().times, now);
+        if recent >= self.policy.max_per_hour as usize {
+            self.restarting.store(false, Ordering::SeqCst);
+            return Err(format!(
+                "{recent} restart(s) in the last hour, the limit is {}",
+                self.policy.max_per_hour
+            ));
+        }
+        // Readiness goes off the moment the restart is accepted.
+        self.ready.store(false, Ordering::SeqCst);
+        let me = Arc::clone(&self);
+        let spawned = std::thread::Builder::new()
+            .name("leakguard-restart".into())
+            .spawn(move || me.run_restart(reason));
+        if let Err(e) = spawned {
+            self.ready.store(true, Ordering::SeqCst);
+            self.restarting.store(false, Ordering::SeqCst);
+            return Err(format!("cannot start the restart thread: {e}"));
+        }
+        Ok(())
+    }
+
+    fn run_restart(&self, reason: String) {
+        use std::io::Write as _;
+        self.ready.store(false, Ordering::SeqCst);
+        self.emit(vec![self.event(
+            Level::Warn,
+            EventKind::Restart,
+            format!(
+                "graceful restart begins ({reason}): readiness off, drain delay {:?}, then {} drain hook(s) within {:?}, then {}",
+                self.policy.drain_delay,
+                self.hooks.len(),
+                self.policy.drain_timeout,
+                self.config.restart_action
+            ),
+        )]);
+        std::thread::sleep(self.policy.drain_delay);
+        let deadline = Instant::now() + self.policy.drain_timeout;
+        let mut events = Vec::new();
+        for (i, outcome) in run_hooks(&self.hooks, deadline).into_iter().enumerate() {
+            match outcome {
+                HookOutcome::Done => {}
+                HookOutcome::Panicked(m) => events.push(self.event(
+                    Level::Error,
+                    EventKind::Restart,
+                    format!("drain hook #{} panicked: {m}; the restart goes on", i + 1),
+                )),
+                HookOutcome::Overran => events.push(self.event(
+                    Level::Error,
+                    EventKind::Restart,
+                    format!(
+                        "drain hook #{} overran the drain deadline; the restart goes on",
+                        i + 1
+                    ),
+                )),
+            }
+        }
+        self.emit(events);
+        // The post-mortem: profile and report, before the process image goes.
+        if self.config.dump_dir.is_some() {
+            // The outcome is said as an event; a failed dump does not stop the restart.
+            let _ = self.dump_and_say(&format!("before a graceful restart ({reason})"));
+        }
+        let record = crate::handover::note_restart(self.clock.unix_seconds(), &reason);
+        self.restarts.store(record.restarts_total, Ordering::SeqCst);
+        let flush = || {
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+        };
+        match &self.config.restart_action {
+            RestartAction::Reexec => {
+                self.emit(vec![self.event(
+                    Level::Warn,
+                    EventKind::Restart,
+                    format!(
+                        "re-executing in place (restart #{}, pid {}), handing over: {}",
+                        record.restarts_total,
+                        std::process::id(),
+                        crate::handover::handover_names().join(", ")
+                    ),
+                )]);
+                flush();
+                let err = crate::handover::reexec(&record);
+                let e = self.event(
+                    Level::Error,
+                    EventKind::Restart,
+                    format!("re-exec failed ({err}); exiting with code 1 instead"),
+                );
+                crate::event::trace(&e);
+                eprintln!("leakguard: {}", e.message);
+                flush();
+                std::process::exit(1);
+            }
+            RestartAction::Exit(code) => {
+                self.emit(vec![self.event(
+                    Level::Warn,
+                    EventKind::Restart,
+                    format!("exiting with code {code} for the supervisor to restart the service"),
+                )]);
+                flush();
+                std::process::exit(*code);
+            }
+            RestartAction::Signal(name) => {
+                self.emit(vec![self.event(
+                    Level::Warn,
+                    EventKind::Restart,
+                    format!("sending {name} to the process"),
+                )]);
+                if let Err(e) = crate::restart::signal_self(name) {
+                    self.emit(vec![self.event(
+                        Level::Error,
+                        EventKind::Restart,
+                        format!("sending {name} failed: {e}"),
+                    )]);
+                }
+            }
+            RestartAction::None => {
+                crate::handover::forget_restart();
+                self.restarts
+                    .store(record.restarts_total.saturating_sub(1), Ordering::SeqCst);
+                self.ready.store(true, Ordering::SeqCst);
+                self.restarting.store(false, Ordering::SeqCst);
+                self.emit(vec![self.event(
+                    Level::Warn,
+                    EventKind::Restart,
+                    "restart action is none: nothing restarted, readiness back on".into(),
+                )]);
+            }
+            RestartAction::Callback => {
+                if let Some(cb) = &self.restart_callback
+                    && let Err(p) = catch_unwind(AssertUnwindSafe(|| cb(&reason)))
+                {
+                    self.caught_panic("the restart callback panicked", &*p);
+                }
+            }
+        }
+    }
+
+    /// Writes a post-mortem dump (heap profile and report) to the dump directory.
+    fn dump(&self, reason: &str) -> Result<crate::profile::DumpOutcome> {
+        let Some(dir) = &self.config.dump_dir else {
+            return Err(Error::config(
+                "LEAKGUARD_DUMP_DIR",
+                "",
+                "no dump directory is set: set LEAKGUARD_DUMP_DIR (or GuardBuilder::dump_dir)",
+            ));
+        };
+        let now = self.clock.unix_seconds();
+        let report = Report::from_snapshot(self.snapshot(View::Report)).to_json();
+        #[cfg(feature = "profiling")]
+        let profile = crate::profile::heap_profile(now)
+            .map(|p| p.to_pprof())
+            .map_err(|e| e.to_string());
+        #[cfg(not(feature = "profiling"))]
+        let profile = crate::profile::heap_profile(now)
+            .map(|_| Vec::new())
+            .map_err(|e| e.to_string());
+        crate::profile::write_dump(dir, reason, &report, profile, now)
+    }
+
+    /// Dumps and reports the outcome as an event.
+    pub(super) fn dump_and_say(&self, reason: &str) -> Result<crate::profile::DumpOutcome> {
+        let outcome = self.dump(reason);
+        let event = match &outcome {
+            Ok(o) => self.event(
+                Level::Info,
+                EventKind::Profile,
+                format!(
+                    "post-mortem dump written ({reason}): {}{}",
+                    o.files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    o.profile_error
+                        .as_deref()
+                        .map(|e| format!("; no heap profile: {e}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            Err(e) => self.event(
+                Level::Error,
+                EventKind::Profile,
+                format!("post-mortem dump failed ({reason}): {e}"),
+            ),
+        };
+        self.emit(vec![event]);
+        outcome
+    }
+}

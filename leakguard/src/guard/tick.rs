@@ -1,0 +1,111 @@
+//! Where a sample is taken: the sampler thread's loop. [`Inner::tick`] samples, lets
+//! [`observe`] decide, and applies the outcome: the baseline, heap profiles, cache pressure,
+//! the restart, metrics and events.
+
+use super::Inner;
+use super::metrics::families;
+use super::observe::observe;
+use super::snapshot::View;
+use super::snapshot::current_quantities;
+use crate::event::{Event, EventKind, Level};
+use crate::sample::MemorySample;
+use crate::units::format_bytes;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl Inner {
+    /// Takes one sample and applies what it decides; returns the sample.
+    pub(super) fn tick(self: &Arc<Self>) -> MemorySample {
+        let sample = self.sampler.lock().sample(&*self.clock);
+        // Expired cache entries are reclaimed on the sampler's tick too (bounded work).
+        crate::cache::maintain_all();
+        let handle_events = self.handle_limits.lock().check(Some(&sample.process));
+        self.samples.fetch_add(1, Ordering::Relaxed);
+        if !sample.errors.is_empty() {
+            self.sample_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut events: Vec<Event> = handle_events
+            .into_iter()
+            .map(|e| self.event(e.level, EventKind::HandleLimit, e.message))
+            .collect();
+        let outcome = {
+            let mut st = self.state.lock();
+            let outcome = observe(&mut st, &sample, self.clock.unix_seconds());
+            if let Some(t) = outcome.baseline_due {
+                st.baseline = Some(current_quantities(&sample, t));
+            }
+            outcome
+        };
+        events.extend(outcome.events);
+        // Heap profiles (feature `profiling`), outside the state lock: the baseline at the end
+        // of the warm-up, the growth since while a leak is suspected.
+        if outcome.baseline_due.is_some()
+            && let Some(m) = self.profiles.take_baseline(sample.unix_seconds)
+        {
+            events.push(self.event(Level::Info, EventKind::Profile, m));
+        }
+        if outcome.leak {
+            let mono = sample.monotonic.as_secs_f64();
+            if let Some(m) =
+                self.profiles
+                    .refresh_growth(mono, sample.unix_seconds, outcome.leak_flipped)
+            {
+                events.push(self.event(Level::Warn, EventKind::Profile, m));
+            }
+        } else if outcome.leak_flipped {
+            self.profiles.clear_growth();
+        }
+        if outcome.pressure {
+            // The step that often makes a restart unnecessary: caches give memory back.
+            let shrunk = crate::cache::shrink_all(self.pressure_fraction);
+            if shrunk.entries_evicted > 0 {
+                events.push(self.event(
+                    Level::Warn,
+                    EventKind::Pressure,
+                    format!(
+                        "memory pressure: caches shrunk to {:.0}%, {} entries and {} evicted",
+                        self.pressure_fraction * 100.0,
+                        shrunk.entries_evicted,
+                        format_bytes(shrunk.bytes_evicted)
+                    ),
+                ));
+            }
+        }
+        if let Some(reason) = outcome.restart {
+            self.want_restart(reason, &mut events);
+        } else {
+            *self.restart_deferred.lock() = None;
+        }
+        if self.record_metrics {
+            crate::exposition::record(&families(&self.snapshot(View::Metrics)));
+        }
+        self.emit(events);
+        sample
+    }
+
+    /// The sampler thread: a tick every interval until stopped. A panic in a tick is caught,
+    /// counted and reported, and the loop goes on.
+    pub(super) fn run(self: &Arc<Self>) {
+        loop {
+            let next = Instant::now() + self.config.interval;
+            {
+                let mut stop = self.stop.lock();
+                while !*stop {
+                    if self.wake.wait_until(&mut stop, next).timed_out() {
+                        break;
+                    }
+                }
+                if *stop {
+                    return;
+                }
+            }
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
+                self.tick();
+            })) {
+                self.caught_panic("the sampler panicked", &*payload);
+            }
+        }
+    }
+}
