@@ -415,18 +415,33 @@ def test_a_callable_restart_action_is_called_after_the_drain(
 ) -> None:
     proc = run_child(
         """
-        import threading, leakguard
+        import threading, time, leakguard
         called = threading.Event()
         reasons = []
         def on_restart(reason):
             reasons.append(reason)
             called.set()
-        leakguard.start(addr="off", read_env=False, restart_action=on_restart, drain_delay=0)
+        leakguard.start(addr="off", read_env=False, restart_action=on_restart, drain_delay=0,
+                        max_restarts_per_hour=2)
         leakguard.restart_now("test asks")
         assert called.wait(30), "not called"
         print(reasons[0])
+        # The callback returned and the process lives on: readiness comes back, and the next
+        # restart is allowed (within the hourly limit).
+        deadline = time.monotonic() + 30
+        while not leakguard.report()["ready"]:
+            assert time.monotonic() < deadline, "readiness did not come back"
+            time.sleep(0.01)
+        events = [e["message"] for e in leakguard.report()["events"]]
+        print(any("lives on" in m for m in events))
+        called.clear()
+        leakguard.restart_now("again")
+        assert called.wait(30), "not called again"
+        while not leakguard.report()["ready"]:
+            assert time.monotonic() < deadline, "readiness did not come back"
+            time.sleep(0.01)
         try:
-            leakguard.restart_now("again")
+            leakguard.restart_now("a third time")
         except leakguard.LeakguardError as e:
             print("refused:", e)
         leakguard.stop()
@@ -436,8 +451,40 @@ def test_a_callable_restart_action_is_called_after_the_drain(
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "test asks"
-    assert lines[1].startswith("refused: restart refused: a restart is already under way")
+    assert lines[:2] == ["test asks", "True"], proc.stdout
+    assert lines[2].startswith("refused: restart refused: 2 restart(s) in the last hour"), lines
+
+
+def test_a_signal_action_the_process_survives_restores_readiness(
+    tmp_path: Path, clean_env: Dict[str, str]
+) -> None:
+    # A service that reloads on the signal instead of ending: after the drain timeout the
+    # guard sees the process lives on, says so, and turns readiness back on.
+    proc = run_child(
+        """
+        import signal, threading, time, leakguard
+        got = threading.Event()
+        signal.signal(signal.SIGUSR1, lambda *_: got.set())
+        leakguard.start(addr="off", read_env=False, restart_action="signal:USR1", drain_delay=0,
+                        drain_timeout=0.2)
+        leakguard.restart_now("reload")
+        deadline = time.monotonic() + 30
+        while not got.is_set():
+            assert time.monotonic() < deadline, "no signal"
+            time.sleep(0.01)
+        while not leakguard.report()["ready"]:
+            assert time.monotonic() < deadline, "readiness did not come back"
+            time.sleep(0.01)
+        print(any("lives on" in e["message"] for e in leakguard.report()["events"]))
+        leakguard.restart_now("again")
+        print("accepted")
+        leakguard.stop()
+        """,
+        clean_env,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["True", "accepted"], proc.stdout
 
 
 def test_memory_over_the_threshold_restarts_with_exit_code(

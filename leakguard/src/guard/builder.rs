@@ -304,6 +304,16 @@ impl GuardBuilder {
             config.apply_env(|k| std::env::var(k).ok())?;
         }
         config.validate()?;
+        if self.policy.max_per_hour as usize > crate::handover::MAX_TIMES {
+            return Err(Error::config(
+                "max restarts per hour",
+                &self.policy.max_per_hour.to_string(),
+                &format!(
+                    "must be at most {} (the restart record keeps that many times)",
+                    crate::handover::MAX_TIMES
+                ),
+            ));
+        }
         self.extensions.validate()?;
         if config.restart_action == RestartAction::Callback && self.restart_callback.is_none() {
             return Err(Error::config(
@@ -364,6 +374,7 @@ impl GuardBuilder {
             policy: self.policy,
             restart_callback: self.restart_callback,
             restarting: AtomicBool::new(false),
+            restart_thread: Mutex::new(None),
             restart_deferred: Mutex::new(None),
             handle_limits: Mutex::new(crate::handles::LimitMonitor::new()),
             pressure_fraction: self.pressure_fraction,

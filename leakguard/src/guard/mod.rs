@@ -195,6 +195,24 @@ impl Guard {
     }
 
     fn shutdown(&mut self) {
+        // A guard dropped while a restart is under way (a `main` that returns once the drain
+        // hook stopped its server) waits for the restart to finish, which exits or re-execs,
+        // rather than letting the process end with code 0.
+        let restart = self.inner.restart_thread.lock().take();
+        if let Some(restart) = restart
+            && self.inner.restarting.load(Ordering::SeqCst)
+            && restart.thread().id() != std::thread::current().id()
+        {
+            let e = self.inner.event(
+                Level::Warn,
+                EventKind::Restart,
+                "the guard is being dropped while a restart is under way: waiting for the restart to finish".into(),
+            );
+            crate::event::trace(&e);
+            eprintln!("leakguard: {}", e.message);
+            self.inner.emit(vec![e]);
+            let _ = restart.join();
+        }
         #[cfg(feature = "http")]
         if let Some(mut server) = self.server.take() {
             server.stop();
@@ -245,6 +263,8 @@ struct Inner {
     restart_callback: Option<RestartCallback>,
     /// One restart at a time.
     restarting: AtomicBool,
+    /// The thread carrying out the restart under way, for a guard dropped meanwhile to wait.
+    restart_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Why a wanted restart is being held back (reported once per reason).
     restart_deferred: Mutex<Option<String>>,
     /// Per-kind handle limits and the fd limit, each crossing reported once.

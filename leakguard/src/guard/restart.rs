@@ -12,7 +12,11 @@ use crate::restart::{HookOutcome, run_hooks};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long after sending a `signal:NAME` action the guard waits for the process to end
+/// (at most the drain timeout) before it concludes that the process lives on.
+const SIGNAL_SETTLE: Duration = Duration::from_secs(10);
 
 impl Inner {
     /// Starts the wanted restart unless the uptime or the rate limit holds it back (said once
@@ -76,17 +80,45 @@ impl Inner {
         let spawned = std::thread::Builder::new()
             .name("leakguard-restart".into())
             .spawn(move || me.run_restart(reason));
-        if let Err(e) = spawned {
-            self.ready.store(true, Ordering::SeqCst);
-            self.restarting.store(false, Ordering::SeqCst);
-            return Err(format!("cannot start the restart thread: {e}"));
+        match spawned {
+            Ok(thread) => {
+                *self.restart_thread.lock() = Some(thread);
+                Ok(())
+            }
+            Err(e) => {
+                self.ready.store(true, Ordering::SeqCst);
+                self.restarting.store(false, Ordering::SeqCst);
+                Err(format!("cannot start the restart thread: {e}"))
+            }
         }
-        Ok(())
+    }
+
+    /// After a `signal:NAME` or callback action the process is still here: says so, gives
+    /// the listeners back to the service, turns readiness back on and allows the next restart
+    /// (this one counts toward the hourly limit).
+    fn lives_on(&self, action: &str) {
+        crate::handover::release_held();
+        self.ready.store(true, Ordering::SeqCst);
+        self.restarting.store(false, Ordering::SeqCst);
+        let recent = crate::restart::within_the_hour(
+            &crate::handover::record().times,
+            self.clock.unix_seconds(),
+        );
+        self.emit(vec![self.event(
+            Level::Warn,
+            EventKind::Restart,
+            format!(
+                "the process lives on after the restart action ({action}): readiness back on; a later restart may come ({recent} of {} this hour)",
+                self.policy.max_per_hour
+            ),
+        )]);
     }
 
     fn run_restart(&self, reason: String) {
         use std::io::Write as _;
         self.ready.store(false, Ordering::SeqCst);
+        // Keep the listeners open through the drain, even if the service closes its own.
+        crate::handover::hold_for_restart();
         self.emit(vec![self.event(
             Level::Warn,
             EventKind::Restart,
@@ -177,8 +209,13 @@ impl Inner {
                         format!("sending {name} failed: {e}"),
                     )]);
                 }
+                // A service that ends on the signal ends within the drain timeout; one that
+                // reloads (SIGHUP) or ignores it lives on.
+                std::thread::sleep(self.policy.drain_timeout.min(SIGNAL_SETTLE));
+                self.lives_on(&format!("signal {name}"));
             }
             RestartAction::None => {
+                crate::handover::release_held();
                 crate::handover::forget_restart();
                 self.restarts
                     .store(record.restarts_total.saturating_sub(1), Ordering::SeqCst);
@@ -196,6 +233,7 @@ impl Inner {
                 {
                     self.caught_panic("the restart callback panicked", &*p);
                 }
+                self.lives_on("callback returned");
             }
         }
     }

@@ -1,0 +1,51 @@
+//! A guard dropped while a restart is under way finishes the restart instead of letting the
+//! process end quietly (the axum pattern: `main` returns once the drain hook stopped the
+//! server, which drops the guard).
+
+use std::time::Duration;
+
+/// Set in the child: the test body runs there.
+const CHILD: &str = "LEAKGUARD_TEST_RESTART_DROP_CHILD";
+
+#[test]
+fn a_guard_dropped_during_a_restart_finishes_it() {
+    if std::env::var_os(CHILD).is_some() {
+        let (drained, wait) = std::sync::mpsc::channel();
+        let guard = leakguard::Guard::builder()
+            .ignore_env()
+            .no_endpoint()
+            .restart_action(leakguard::RestartAction::Exit(42))
+            .restart_policy(leakguard::restart::RestartPolicy {
+                drain_delay: Duration::ZERO,
+                ..Default::default()
+            })
+            .on_drain(move |_deadline| {
+                let _ = drained.send(());
+                // The hook's own work (in-flight requests finishing) outlasts `main`'s return.
+                std::thread::sleep(Duration::from_millis(300));
+            })
+            .start()
+            .expect("start");
+        guard.request_restart("test").expect("restart accepted");
+        // The drain hook ran: the service's main returns, dropping the guard.
+        wait.recv().expect("the drain hook ran");
+        drop(guard);
+        // Without the wait in drop, the test (and the process) would end with code 0 here.
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "a_guard_dropped_during_a_restart_finishes_it",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .expect("run the child");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(42), "{stderr}");
+    assert!(
+        stderr.contains("dropped while a restart is under way"),
+        "{stderr}"
+    );
+}
