@@ -49,3 +49,58 @@ fn a_guard_dropped_during_a_restart_finishes_it() {
         "{stderr}"
     );
 }
+
+/// Resident bytes of this process, from `/proc/self/statm`.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+#[test]
+fn the_pre_restart_dump_leaves_the_profile_out_when_the_headroom_is_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 16 MiB over what the process holds now: less than a heap profile may need.
+    let guard = leakguard::Guard::builder()
+        .ignore_env()
+        .no_endpoint()
+        .limit(resident_bytes() + (16 << 20))
+        .dump_dir(dir.path())
+        .restart_action(leakguard::RestartAction::None)
+        .restart_policy(leakguard::restart::RestartPolicy {
+            drain_delay: Duration::ZERO,
+            ..Default::default()
+        })
+        .start()
+        .expect("start");
+    guard.request_restart("test").expect("restart accepted");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let written = loop {
+        let events = guard.events();
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.message.starts_with("post-mortem dump"))
+        {
+            break e.message.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dump event: {events:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(written.contains("skipped: the headroom"), "{written}");
+    let reports: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dump dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let body = std::fs::read_to_string(&reports[0]).expect("report");
+    assert!(body.contains("skipped: the headroom"), "{body}");
+}

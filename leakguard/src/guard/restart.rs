@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 /// (at most the drain timeout) before it concludes that the process lives on.
 const SIGNAL_SETTLE: Duration = Duration::from_secs(10);
 
+/// What a heap profile before a restart may need (profile text, parsed stacks, encoding, debug
+/// information on first use): with less headroom to the limit, the pre-restart dump writes the
+/// report only.
+pub(crate) const DUMP_NEEDS: u64 = 64 << 20;
+
 impl Inner {
     /// Starts the wanted restart unless the uptime or the rate limit holds it back (said once
     /// per cause, not every sample).
@@ -152,10 +157,20 @@ impl Inner {
             }
         }
         self.emit(events);
-        // The post-mortem: profile and report, before the process image goes.
+        // The post-mortem: profile and report, before the process image goes; the profile
+        // only when the headroom to the limit allows it (it could cause the OOM kill the
+        // restart is meant to prevent). The outcome is said as an event; a failed dump does
+        // not stop the restart.
         if self.config.dump_dir.is_some() {
-            // The outcome is said as an event; a failed dump does not stop the restart.
-            let _ = self.dump_and_say(&format!("before a graceful restart ({reason})"));
+            let why = format!("before a graceful restart ({reason})");
+            let skip = self.short_headroom().map(|headroom| {
+                format!(
+                    "skipped: the headroom to the limit ({}) is under the {} a heap profile may need",
+                    crate::units::format_bytes(headroom),
+                    crate::units::format_bytes(DUMP_NEEDS)
+                )
+            });
+            let _ = self.dump_and_say_with(&why, skip);
         }
         let record = crate::handover::note_restart(self.clock.unix_seconds(), &reason);
         self.restarts.store(record.restarts_total, Ordering::SeqCst);
@@ -238,8 +253,22 @@ impl Inner {
         }
     }
 
-    /// Writes a post-mortem dump (heap profile and report) to the dump directory.
-    fn dump(&self, reason: &str) -> Result<crate::profile::DumpOutcome> {
+    /// The headroom to the limit when it is under [`DUMP_NEEDS`] (no limit known: `None`).
+    fn short_headroom(&self) -> Option<u64> {
+        let st = self.state.lock();
+        let limit = st.limit.as_ref()?.bytes;
+        let used = st.latest.as_ref()?.process.resident_bytes;
+        let headroom = limit.saturating_sub(used);
+        (headroom < DUMP_NEEDS).then_some(headroom)
+    }
+
+    /// Writes a post-mortem dump (heap profile and report) to the dump directory; with
+    /// `skip_profile`, the report only, saying why.
+    fn dump(
+        &self,
+        reason: &str,
+        skip_profile: Option<String>,
+    ) -> Result<crate::profile::DumpOutcome> {
         let Some(dir) = &self.config.dump_dir else {
             return Err(Error::config(
                 "LEAKGUARD_DUMP_DIR",
@@ -249,6 +278,9 @@ impl Inner {
         };
         let now = self.clock.unix_seconds();
         let report = Report::from_snapshot(self.snapshot(View::Report)).to_json();
+        if let Some(skipped) = skip_profile {
+            return crate::profile::write_dump(dir, reason, &report, Err(skipped), now);
+        }
         #[cfg(feature = "profiling")]
         let profile = crate::profile::heap_profile(now)
             .map(|p| p.to_pprof())
@@ -262,7 +294,16 @@ impl Inner {
 
     /// Dumps and reports the outcome as an event.
     pub(super) fn dump_and_say(&self, reason: &str) -> Result<crate::profile::DumpOutcome> {
-        let outcome = self.dump(reason);
+        self.dump_and_say_with(reason, None)
+    }
+
+    /// [`Inner::dump_and_say`], leaving the heap profile out (saying why) with `skip_profile`.
+    fn dump_and_say_with(
+        &self,
+        reason: &str,
+        skip_profile: Option<String>,
+    ) -> Result<crate::profile::DumpOutcome> {
+        let outcome = self.dump(reason, skip_profile);
         let event = match &outcome {
             Ok(o) => self.event(
                 Level::Info,
