@@ -385,6 +385,23 @@ fn start_guard(
             });
         });
     }
+    // The `exit` action runs the interpreter's exit handlers first, as `sys.exit` would.
+    b = b.before_exit(|| {
+        Python::attach(|py| {
+            let ran = py
+                .import("atexit")
+                .and_then(|atexit| atexit.call_method0("_run_exitfuncs"));
+            if let Err(e) = ran {
+                e.print(py);
+            }
+            // Python's own buffered streams, before the process ends.
+            for stream in ["stdout", "stderr"] {
+                if let Ok(s) = py.import("sys").and_then(|sys| sys.getattr(stream)) {
+                    let _ = s.call_method0("flush");
+                }
+            }
+        });
+    });
     let token_cell: TokenCell = Arc::default();
     for (path, methods, handler) in routes {
         let methods: Vec<&'static str> = methods

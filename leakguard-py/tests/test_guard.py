@@ -487,6 +487,23 @@ def test_a_signal_action_the_process_survives_restores_readiness(
     assert proc.stdout.splitlines() == ["True", "accepted"], proc.stdout
 
 
+def test_the_exit_action_runs_atexit_handlers(tmp_path: Path, clean_env: Dict[str, str]) -> None:
+    proc = run_child(
+        """
+        import atexit, time, leakguard
+        atexit.register(lambda: print("atexit ran", flush=True))
+        leakguard.start(addr="off", read_env=False, restart_action="exit:42", drain_delay=0)
+        leakguard.restart_now("test")
+        time.sleep(60)
+        print("still alive")
+        """,
+        clean_env,
+        tmp_path,
+    )
+    assert proc.returncode == 42, proc.stdout + proc.stderr
+    assert "atexit ran" in proc.stdout and "still alive" not in proc.stdout, proc.stdout
+
+
 def test_memory_over_the_threshold_restarts_with_exit_code(
     tmp_path: Path, clean_env: Dict[str, str]
 ) -> None:

@@ -430,8 +430,10 @@ mod tests {
         assert!(c.token.is_none());
         assert!(c.dump_dir.is_none());
         for empty in ["", "   ", "\t"] {
-            let mut with_empty = Config::default();
-            with_empty.token = Some(empty.to_owned());
+            let with_empty = Config {
+                token: Some(empty.to_owned()),
+                ..Config::default()
+            };
             let error = with_empty
                 .validate()
                 .expect_err("an empty token is refused");

@@ -37,6 +37,7 @@ pub struct GuardBuilder {
     hooks: Vec<DrainHook>,
     policy: RestartPolicy,
     restart_callback: Option<RestartCallback>,
+    before_exit: Option<Arc<dyn Fn() + Send + Sync>>,
     pressure_fraction: f64,
     extensions: crate::extend::Extensions,
 }
@@ -66,6 +67,7 @@ impl GuardBuilder {
             hooks: Vec::new(),
             policy: RestartPolicy::default(),
             restart_callback: None,
+            before_exit: None,
             pressure_fraction: 0.5,
             extensions: crate::extend::Extensions::default(),
         }
@@ -166,6 +168,14 @@ impl GuardBuilder {
     /// sequence goes on.
     pub fn on_drain(mut self, hook: impl Fn(std::time::Instant) + Send + Sync + 'static) -> Self {
         self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Runs `f` just before the `exit[:code]` restart action ends the process (after the drain
+    /// and the dump), e.g. an embedding language's exit handlers (the Python layer runs
+    /// `atexit`'s). A panic inside it is caught; the exit goes on.
+    pub fn before_exit(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.before_exit = Some(Arc::new(f));
         self
     }
 
@@ -308,7 +318,7 @@ impl GuardBuilder {
             return Err(Error::config(
                 "max restarts per hour",
                 &self.policy.max_per_hour.to_string(),
-                &format!(
+                format!(
                     "must be at most {} (the restart record keeps that many times)",
                     crate::handover::MAX_TIMES
                 ),
@@ -373,6 +383,7 @@ impl GuardBuilder {
             hooks: self.hooks,
             policy: self.policy,
             restart_callback: self.restart_callback,
+            before_exit: self.before_exit,
             restarting: AtomicBool::new(false),
             restart_thread: Mutex::new(None),
             restart_deferred: Mutex::new(None),

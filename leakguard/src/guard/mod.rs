@@ -261,6 +261,8 @@ struct Inner {
     hooks: Vec<DrainHook>,
     policy: RestartPolicy,
     restart_callback: Option<RestartCallback>,
+    /// Run before the `exit` action ends the process.
+    before_exit: Option<Arc<dyn Fn() + Send + Sync>>,
     /// One restart at a time.
     restarting: AtomicBool,
     /// The thread carrying out the restart under way, for a guard dropped meanwhile to wait.

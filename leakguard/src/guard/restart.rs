@@ -208,6 +208,11 @@ impl Inner {
                     EventKind::Restart,
                     format!("exiting with code {code} for the supervisor to restart the service"),
                 )]);
+                if let Some(f) = &self.before_exit
+                    && let Err(p) = catch_unwind(AssertUnwindSafe(|| f()))
+                {
+                    self.caught_panic("the before-exit hook panicked", &*p);
+                }
                 flush();
                 std::process::exit(*code);
             }
