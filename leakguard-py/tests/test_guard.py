@@ -422,7 +422,7 @@ def test_a_callable_restart_action_is_called_after_the_drain(
             reasons.append(reason)
             called.set()
         leakguard.start(addr="off", read_env=False, restart_action=on_restart, drain_delay=0,
-                        max_restarts_per_hour=2)
+                        drain_timeout=0.2, max_restarts_per_hour=2)
         leakguard.restart_now("test asks")
         assert called.wait(30), "not called"
         print(reasons[0])

@@ -203,14 +203,23 @@ impl Guard {
             && self.inner.restarting.load(Ordering::SeqCst)
             && restart.thread().id() != std::thread::current().id()
         {
-            let e = self.inner.event(
-                Level::Warn,
-                EventKind::Restart,
-                "the guard is being dropped while a restart is under way: waiting for the restart to finish".into(),
-            );
-            crate::event::trace(&e);
-            eprintln!("leakguard: {}", e.message);
-            self.inner.emit(vec![e]);
+            // After a signal or callback action, the restart thread only waits to see whether
+            // the process lives on: stopping ends that wait (the process is ending).
+            *self.inner.stop.lock() = true;
+            self.inner.wake.notify_all();
+            if matches!(
+                self.inner.config.restart_action,
+                crate::config::RestartAction::Reexec | crate::config::RestartAction::Exit(_)
+            ) {
+                let e = self.inner.event(
+                    Level::Warn,
+                    EventKind::Restart,
+                    "the guard is being dropped while a restart is under way: waiting for the restart to finish".into(),
+                );
+                crate::event::trace(&e);
+                eprintln!("leakguard: {}", e.message);
+                self.inner.emit(vec![e]);
+            }
             let _ = restart.join();
         }
         #[cfg(feature = "http")]

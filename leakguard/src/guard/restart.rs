@@ -119,6 +119,20 @@ impl Inner {
         )]);
     }
 
+    /// Waits the drain timeout (at most [`SIGNAL_SETTLE`]) for the process to end after a
+    /// signal or callback action; false when the guard is stopped meanwhile (the process is
+    /// ending, or the service stopped the guard).
+    fn settle(&self) -> bool {
+        let deadline = Instant::now() + self.policy.drain_timeout.min(SIGNAL_SETTLE);
+        let mut stop = self.stop.lock();
+        while !*stop {
+            if self.wake.wait_until(&mut stop, deadline).timed_out() {
+                return !*stop;
+            }
+        }
+        false
+    }
+
     fn run_restart(&self, reason: String) {
         use std::io::Write as _;
         self.ready.store(false, Ordering::SeqCst);
@@ -231,8 +245,9 @@ impl Inner {
                 }
                 // A service that ends on the signal ends within the drain timeout; one that
                 // reloads (SIGHUP) or ignores it lives on.
-                std::thread::sleep(self.policy.drain_timeout.min(SIGNAL_SETTLE));
-                self.lives_on(&format!("signal {name}"));
+                if self.settle() {
+                    self.lives_on(&format!("signal {name}"));
+                }
             }
             RestartAction::None => {
                 crate::handover::release_held();
@@ -253,7 +268,11 @@ impl Inner {
                 {
                     self.caught_panic("the restart callback panicked", &*p);
                 }
-                self.lives_on("callback returned");
+                // The callback may end the process asynchronously (a gunicorn worker's graceful
+                // exit): give it the same time as a signal.
+                if self.settle() {
+                    self.lives_on("callback returned");
+                }
             }
         }
     }

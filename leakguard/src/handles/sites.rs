@@ -414,6 +414,7 @@ fn is_internal(frame: &SymFrame) -> bool {
     let name = name.trim_start_matches('<');
     name.starts_with("backtrace::")
         || name.starts_with("leakguard::handles::")
+        || name.starts_with("leakguard::fork::")
         || name.starts_with("leakguard::testing::")
         || name.starts_with("_Unwind_")
 }
