@@ -26,6 +26,15 @@
 //! wrk's own threads run on the same cores (as a local attacker's would). Medians over the
 //! rounds are printed, with the per-round ratios of host throughput. Without `--bench`
 //! (e.g. `cargo test --benches`) it only checks that wrk runs against the endpoint.
+//!
+//! First, `probes under slow routes` (alone with `--probes-only`): 50 clients loop the most
+//! expensive GET, each on a fresh connection, while a probe GETs `/readyz` every 20 ms on a
+//! fresh connection; its p50/p99/max are printed (target: p99 under 50 ms), and the bench fails
+//! when the p99 misses it. Two services: this process's guard with 64 handle kinds whose sites
+//! are all sampled (the report, `/debug/leakguard`, symbolizes them); and a Python service
+//! (`.venv/bin/python`, or `LEAKGUARD_PYTHON`; skipped with a note without one) holding a
+//! million objects, flooded on `/debug/python/objects` (a walk of every object with the GIL
+//! held; with the token, as the operator's own tools would).
 
 use leakguard::Guard;
 use leakguard_benches::{Summary, machine, workload};
@@ -162,11 +171,20 @@ type Seen = Option<(u16, f64)>;
 
 /// GET `path` on a fresh connection: (status, milliseconds), or None on a transport error.
 fn get(addr: SocketAddr, path: &str) -> Seen {
+    get_with(addr, path, None)
+}
+
+/// [`get`] with a bearer token.
+fn get_with(addr: SocketAddr, path: &str, token: Option<&str>) -> Seen {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let t0 = Instant::now();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .ok()?;
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let status = std::str::from_utf8(buf.get(9..12)?).ok()?.parse().ok()?;
@@ -235,6 +253,175 @@ fn arg(args: &[String], name: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
+/// The target of `/readyz` under a flood of slow routes.
+const PROBE_P99_TARGET_MS: f64 = 50.0;
+/// Clients looping the slow route.
+const FLOOD_CLIENTS: usize = 50;
+
+/// Latencies (ms) of `/readyz` probes made every 20 ms while [`FLOOD_CLIENTS`] loop `slow`,
+/// and how the flood's requests were answered (status, count).
+fn probes_under_flood(
+    addr: SocketAddr,
+    slow: &'static str,
+    token: Option<&'static str>,
+    secs: f64,
+) -> (Vec<Seen>, Vec<(u16, usize)>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..FLOOD_CLIENTS)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    statuses.push(get_with(addr, slow, token).map_or(0, |s| s.0));
+                }
+                statuses
+            })
+        })
+        .collect();
+    // Let the flood fill the worker's queue first.
+    std::thread::sleep(Duration::from_millis(500));
+    let prober = poll(
+        addr,
+        "/readyz",
+        Duration::from_millis(20),
+        Arc::clone(&stop),
+    );
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let probes = prober.join().expect("probe thread");
+    let mut counts: Vec<(u16, usize)> = Vec::new();
+    for statuses in flood {
+        for status in statuses.join().expect("flood thread") {
+            match counts.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((status, 1)),
+            }
+        }
+    }
+    counts.sort_unstable();
+    (probes, counts)
+}
+
+/// p50, p99 and max of the answered probes (ms), and how many failed or were not 200.
+fn probe_summary(seen: &[Seen]) -> (f64, f64, f64, usize) {
+    let mut ok: Vec<f64> = seen
+        .iter()
+        .flatten()
+        .filter(|p| p.0 == 200)
+        .map(|p| p.1)
+        .collect();
+    ok.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        if ok.is_empty() {
+            f64::NAN
+        } else {
+            ok[((ok.len() - 1) as f64 * q).round() as usize]
+        }
+    };
+    (pct(0.5), pct(0.99), pct(1.0), seen.len() - ok.len())
+}
+
+/// A Python service with a large heap and the guard's endpoint on loopback; killed on drop.
+struct PythonService {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for PythonService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PYTHON_SERVICE: &str = r#"
+import sys, leakguard
+class Row:
+    def __init__(self, i):
+        self.i = i
+heap = [Row(i) for i in range(1_000_000)]
+leakguard.start(addr="127.0.0.1:0", read_env=False, token="bench-token", restart_action="none")
+print(leakguard.endpoint_addr(), flush=True)
+sys.stdin.read()
+"#;
+
+fn python_service() -> Result<PythonService, String> {
+    let python = std::env::var_os("LEAKGUARD_PYTHON").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    let mut child = Command::new(&python)
+        .args(["-c", PYTHON_SERVICE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .map_err(|e| e.to_string())?;
+    let addr = line.trim().parse().map_err(|e| {
+        format!(
+            "{line:?} is not the endpoint's address ({e}); is leakguard installed for {}?",
+            python.display()
+        )
+    })?;
+    Ok(PythonService { child, addr })
+}
+
+/// Prints the probe table for the slow-route floods; returns whether every p99 met the target.
+fn slow_route_floods(rust_addr: SocketAddr, secs: f64) -> bool {
+    // 64 kinds with sampled sites from distinct stacks: the report symbolizes them all.
+    let _held: Vec<_> = (0..64)
+        .map(|i| {
+            let name: &'static str = Box::leak(format!("bench_kind_{i}").into_boxed_str());
+            let _ =
+                leakguard::handles::configure(name, leakguard::KindConfig::new().sample_every(1));
+            (0..16)
+                .map(|_| leakguard::handles::track(name))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut rows = vec![(
+        "Rust guard, 64 sampled kinds: /debug/leakguard".to_owned(),
+        probes_under_flood(rust_addr, "/debug/leakguard", None, secs),
+    )];
+    match python_service() {
+        Ok(service) => rows.push((
+            "Python service, 1,000,000 objects: /debug/python/objects (with the token)".to_owned(),
+            probes_under_flood(
+                service.addr,
+                "/debug/python/objects?limit=5",
+                Some("bench-token"),
+                secs,
+            ),
+        )),
+        Err(why) => println!("(the Python service is skipped: {why})"),
+    }
+    println!();
+    println!(
+        "/readyz every 20 ms, a fresh connection each, while {FLOOD_CLIENTS} clients loop a slow GET (target: p99 under {PROBE_P99_TARGET_MS} ms):"
+    );
+    println!();
+    println!(
+        "| service: slow GET | probes | p50 ms | p99 ms | max ms | failed or not 200 | slow GETs answered (status: count) |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    let mut met = true;
+    for (name, (probes, flood)) in &rows {
+        let (p50, p99, max, bad) = probe_summary(probes);
+        met &= p99 < PROBE_P99_TARGET_MS && bad == 0;
+        let flood: Vec<String> = flood.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        println!(
+            "| {name} | {} | {p50:.2} | {p99:.2} | {max:.2} | {bad} | {} |",
+            probes.len(),
+            flood.join(", ")
+        );
+    }
+    met
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bench = args.iter().any(|a| a == "--bench");
@@ -260,6 +447,15 @@ fn main() {
         "load bench: {}; {rounds} rounds of {secs} s per scenario",
         machine()
     );
+    let probes_met = slow_route_floods(addr, secs);
+    assert!(
+        probes_met,
+        "MISS: /readyz p99 under a flood of slow routes is not under {PROBE_P99_TARGET_MS} ms (or probes failed)"
+    );
+    if args.iter().any(|a| a == "--probes-only") {
+        guard.stop();
+        return;
+    }
 
     let mut rows: Vec<(String, Vec<Wrk>)> = Vec::new();
     let mut push = |name: &str, w: Wrk| match rows.iter_mut().find(|(n, _)| n == name) {

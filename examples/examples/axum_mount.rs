@@ -58,7 +58,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/debug/leakguard/ui", get(leakguard_route))
         .route("/debug/leakguard/history", get(leakguard_route))
         .with_state(Arc::clone(&guard));
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    // Through leakguard, so that a re-exec restart hands the socket over to the next image
+    // (inherited by name then). It comes non-blocking, as tokio requires.
+    let listener = tokio::net::TcpListener::from_std(leakguard::listener("http", addr.as_str())?)?;
     println!(
         "serving on http://{} (resident {}); try /metrics and /debug/leakguard",
         listener.local_addr()?,

@@ -13,7 +13,7 @@ use leakguard::{Guard, RestartAction};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyInt, PyString};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// A running guard. Made by ``start_guard``; ``leakguard.start()`` keeps the one of the process.
@@ -193,10 +193,57 @@ fn report_unraisable(py: Python<'_>, err: PyErr, what: &Bound<'_, PyAny>) {
     err.write_unraisable(py, Some(what));
 }
 
+/// The token in force once the guard started (`None` inside: no token set).
+type TokenCell = Arc<std::sync::OnceLock<Option<String>>>;
+
+/// `None` when `req` carries `Authorization: Bearer <the token>`; else the refusal. Python
+/// routes run Python code with the GIL held (a heap walk pauses the whole service), so every
+/// one of them needs the token, GET included: without it, anyone who reaches the port could
+/// pause the service by looping one.
+fn python_route_refusal(req: &EndpointRequest, token: &TokenCell) -> Option<EndpointResponse> {
+    let Some(expected) = token.get() else {
+        return Some(EndpointResponse::error(503, "the guard is starting"));
+    };
+    let Some(expected) = expected else {
+        return Some(EndpointResponse::error(
+            403,
+            "the Python routes need the token: set LEAKGUARD_TOKEN (or token=) and send it as `Authorization: Bearer <token>`",
+        ));
+    };
+    let given = req
+        .authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim);
+    let matches = given.is_some_and(|g| {
+        g.len() == expected.len()
+            && g.bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if matches {
+        return None;
+    }
+    let mut refused =
+        EndpointResponse::error(401, "a valid `Authorization: Bearer <token>` is required");
+    refused
+        .headers
+        .push(("WWW-Authenticate", "Bearer realm=\"leakguard\"".to_owned()));
+    Some(refused)
+}
+
 /// A Python route handler: `handler(method, path, query) -> (status, content_type, body)`,
-/// with `content_type` ``"json"`` or ``"text"`` and `body` a str.
-fn route_handler(handler: Py<PyAny>) -> impl Fn(&EndpointRequest) -> EndpointResponse {
+/// with `content_type` ``"json"`` or ``"text"`` and `body` a str. Needs the token (see
+/// [`python_route_refusal`]).
+fn route_handler(
+    handler: Py<PyAny>,
+    token: TokenCell,
+) -> impl Fn(&EndpointRequest) -> EndpointResponse {
     move |req| {
+        if let Some(refused) = python_route_refusal(req, &token) {
+            return refused;
+        }
         Python::attach(|py| {
             let answer = handler
                 .bind(py)
@@ -357,6 +404,24 @@ fn start_guard(
             });
         });
     }
+    // The `exit` action runs the interpreter's exit handlers first, as `sys.exit` would.
+    b = b.before_exit(|| {
+        Python::attach(|py| {
+            let ran = py
+                .import("atexit")
+                .and_then(|atexit| atexit.call_method0("_run_exitfuncs"));
+            if let Err(e) = ran {
+                e.print(py);
+            }
+            // Python's own buffered streams, before the process ends.
+            for stream in ["stdout", "stderr"] {
+                if let Ok(s) = py.import("sys").and_then(|sys| sys.getattr(stream)) {
+                    let _ = s.call_method0("flush");
+                }
+            }
+        });
+    });
+    let token_cell: TokenCell = Arc::default();
     for (path, methods, handler) in routes {
         let methods: Vec<&'static str> = methods
             .iter()
@@ -371,7 +436,11 @@ fn start_guard(
                 ))),
             })
             .collect::<PyResult<_>>()?;
-        b = b.route(&path, &methods, route_handler(handler));
+        b = b.route(
+            &path,
+            &methods,
+            route_handler(handler, Arc::clone(&token_cell)),
+        );
     }
     for (name, f) in report_sections {
         b = b.report_section(&name, json_provider(f));
@@ -381,6 +450,7 @@ fn start_guard(
     }
     // Starting takes a first sample and binds the endpoint: without the GIL.
     let guard = core(py.detach(move || b.start()))?;
+    let _ = token_cell.set(guard.config().token.clone());
     Ok(PyGuard {
         guard: Mutex::new(Some(guard)),
         pid: std::process::id(),
@@ -393,9 +463,12 @@ fn start_guard(
 #[pyfunction]
 fn listener(py: Python<'_>, name: &str, addr: &str) -> PyResult<i32> {
     use std::os::fd::IntoRawFd;
-    let name = name.to_owned();
+    let owned = name.to_owned();
     let addr = addr.to_owned();
-    let l = core(py.detach(move || leakguard::listener(&name, addr.as_str())))?;
+    let l = core(py.detach(move || leakguard::listener(&owned, addr.as_str())))?;
+    // Python's socket objects expect a blocking descriptor (their timeout says otherwise).
+    l.set_nonblocking(false)
+        .map_err(|e| LeakguardError::new_err(format!("listener {name:?}: {e}")))?;
     Ok(l.into_raw_fd())
 }
 
@@ -468,10 +541,20 @@ mod tests {
                 ns.get_item("bad").unwrap().unwrap().unbind(),
             )
         });
+        let token: TokenCell = Arc::default();
+        token.set(Some("s3cret".to_owned())).unwrap();
         // Called from a thread without the GIL, as the endpoint's thread would.
         let r = std::thread::spawn(move || {
-            let req = EndpointRequest::new("GET", "/x?limit=3");
-            (route_handler(ok)(&req), route_handler(raising)(&req))
+            let mut req = EndpointRequest::new("GET", "/x?limit=3");
+            let ok = route_handler(ok, Arc::clone(&token));
+            let raising = route_handler(raising, Arc::clone(&token));
+            // GET included, the token is needed: Python routes hold the GIL.
+            let refused = (ok(&req).status, raising(&req).status);
+            req.authorization = Some("Bearer wrong!".to_owned());
+            let wrong = ok(&req).status;
+            req.authorization = Some("Bearer s3cret".to_owned());
+            assert_eq!((refused, wrong), ((401, 401), 401));
+            (ok(&req), raising(&req))
         })
         .join()
         .unwrap();

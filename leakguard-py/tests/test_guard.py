@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -108,18 +109,18 @@ def test_endpoint_serves_the_same_report_over_http(guard: str) -> None:
 
 def test_objects_by_type_on_demand(guard: str) -> None:
     held = [Leaky(i) for i in range(5000)]
-    status, body = http(f"{guard}/debug/python/objects?limit=10")
+    status, body = http(f"{guard}/debug/python/objects?limit=10", token=TOKEN)
     assert status == 200
     assert len(body["top"]) == 10
     assert body["tracked_objects"] >= 5000
     counts = [row["count"] for row in body["top"]]
     assert counts == sorted(counts, reverse=True)
     name = f"{Leaky.__module__}.{Leaky.__qualname__}"
-    status, body = http(f"{guard}/debug/python/objects?limit=500")
+    status, body = http(f"{guard}/debug/python/objects?limit=500", token=TOKEN)
     found = {row["type"]: row["count"] for row in body["top"]}
     assert found.get(name, 0) >= 5000, body["top"][:20]
     assert len(held) == 5000
-    assert http(f"{guard}/debug/python/objects?limit=zero")[0] == 400
+    assert http(f"{guard}/debug/python/objects?limit=zero", token=TOKEN)[0] == 400
     assert http(f"{guard}/debug/python/objects", method="POST", token=TOKEN)[0] == 405
 
 
@@ -134,7 +135,7 @@ def test_tracemalloc_top_growing_lines_since_the_baseline(guard: str) -> None:
         assert time.monotonic() < deadline, "no baseline snapshot"
         time.sleep(0.05)
     held = grow_here(20000)  # ~16 MiB on one line
-    status, body = http(f"{guard}/debug/python/tracemalloc?limit=5")
+    status, body = http(f"{guard}/debug/python/tracemalloc?limit=5", token=TOKEN)
     assert status == 200
     assert body["compared_to"] == "baseline"
     assert len(body["top"]) <= 5
@@ -154,7 +155,12 @@ def test_tracemalloc_top_lists_only_lines_that_grew() -> None:
     # A line that held ~16 MiB at the baseline and holds nothing now has the largest change
     # of all, downwards: it is not a growing line and must not be listed.
     leakguard.start(
-        addr="127.0.0.1:0", tracemalloc=8, warmup=3600.0, restart_action="none", read_env=False
+        addr="127.0.0.1:0",
+        tracemalloc=8,
+        warmup=3600.0,
+        restart_action="none",
+        read_env=False,
+        token=TOKEN,
     )
     try:
         addr = leakguard.endpoint_addr()
@@ -165,7 +171,7 @@ def test_tracemalloc_top_lists_only_lines_that_grew() -> None:
         layer.tracemalloc.take_baseline()
         del held
         grown = grow_here(2000)
-        status, body = http(f"http://{addr}/debug/python/tracemalloc?limit=500")
+        status, body = http(f"http://{addr}/debug/python/tracemalloc?limit=500", token=TOKEN)
         assert status == 200 and body["compared_to"] == "baseline"
         assert body["top"], body
         assert all(row["size_diff_bytes"] > 0 for row in body["top"]), body["top"][:5]
@@ -199,6 +205,117 @@ def test_purge_collects_garbage_then_trims_and_says_what_it_gave_back(guard: str
 def test_purge_needs_the_token(guard: str) -> None:
     assert http(f"{guard}/debug/leakguard/purge", method="POST")[0] == 401
     assert http(f"{guard}/debug/leakguard/purge", method="POST", token="wrong")[0] == 401
+
+
+def test_python_routes_need_the_token_even_for_get(guard: str) -> None:
+    # They run Python with the GIL held (a heap walk pauses the service): token-only.
+    for path in ("/debug/python/objects", "/debug/python/tracemalloc"):
+        assert http(f"{guard}{path}")[0] == 401, path
+        assert http(f"{guard}{path}", token="wrong")[0] == 401, path
+        assert http(f"{guard}{path}", token=TOKEN)[0] == 200, path
+    # The probes and the guard's own GETs stay open.
+    assert http(f"{guard}/readyz")[0] == 200
+    assert http(f"{guard}/metrics")[0] == 200
+
+
+def test_python_routes_are_off_without_a_token() -> None:
+    leakguard.start(addr="127.0.0.1:0", read_env=False, restart_action="none")
+    try:
+        status, body = http(f"http://{leakguard.endpoint_addr()}/debug/python/objects")
+        assert status == 403 and "LEAKGUARD_TOKEN" in body["error"], body
+    finally:
+        leakguard.stop()
+
+
+@pytest.mark.parametrize("token", ["", "   "])
+def test_an_empty_token_is_refused_at_start(token: str) -> None:
+    with pytest.raises(leakguard.ConfigError, match="token"):
+        leakguard.start(addr="127.0.0.1:0", read_env=False, token=token)
+    assert not leakguard.running()
+
+
+def test_stop_releases_the_port_and_start_on_the_same_address_works() -> None:
+    leakguard.start(addr="127.0.0.1:0", read_env=False, restart_action="none")
+    addr = leakguard.endpoint_addr()
+    assert addr is not None
+    host, port = addr.rsplit(":", 1)
+    leakguard.stop()
+    # Nothing listens any more: a connection is refused, not queued.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5).close()
+    leakguard.start(addr=addr, read_env=False, restart_action="none")
+    try:
+        assert leakguard.endpoint_addr() == addr
+        assert http(f"http://{addr}/healthz")[0] == 200
+    finally:
+        leakguard.stop()
+
+
+def test_a_listener_the_application_closes_is_really_closed(free_port: Any) -> None:
+    port = free_port()
+    sock = leakguard.listener("closing", f"127.0.0.1:{port}")
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    conn, _ = sock.accept()  # a blocking accept works: the socket is a normal Python one
+    conn.close()
+    client.close()
+    sock.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+PROBE_CLIENT = """
+import sys, time, urllib.request
+worst = 0.0
+for _ in range(40):
+    start = time.monotonic()
+    urllib.request.urlopen(sys.argv[1] + "/readyz", timeout=30).read()
+    worst = max(worst, time.monotonic() - start)
+print(round(worst, 3))
+"""
+
+FLOOD_CLIENT = """
+import sys, urllib.request
+req = urllib.request.Request(
+    sys.argv[1] + "/debug/python/objects?limit=5", headers={"Authorization": "Bearer " + sys.argv[2]}
+)
+print("started", flush=True)
+while True:
+    try:
+        urllib.request.urlopen(req, timeout=30).read()
+    except Exception:
+        pass
+"""
+
+
+def test_readiness_answers_at_once_while_clients_loop_a_heap_walk(guard: str) -> None:
+    # A large heap makes /debug/python/objects take a long time with the GIL held; four
+    # clients loop it. The probes never wait for it.
+    heap = [Leaky(i) for i in range(300_000)]
+    floods = [
+        subprocess.Popen(
+            [sys.executable, "-c", FLOOD_CLIENT, guard, TOKEN],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for flood in floods:
+            assert flood.stdout is not None
+            assert flood.stdout.readline() == "started\n"
+        probe = subprocess.run(
+            [sys.executable, "-c", PROBE_CLIENT, guard],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert probe.returncode == 0, probe.stderr
+        assert float(probe.stdout) < 0.5, probe.stdout
+    finally:
+        for flood in floods:
+            flood.kill()
+            flood.wait()
+    assert len(heap) == 300_000
 
 
 def test_start_twice_is_refused_and_stop_is_idempotent(guard: str) -> None:
@@ -298,18 +415,33 @@ def test_a_callable_restart_action_is_called_after_the_drain(
 ) -> None:
     proc = run_child(
         """
-        import threading, leakguard
+        import threading, time, leakguard
         called = threading.Event()
         reasons = []
         def on_restart(reason):
             reasons.append(reason)
             called.set()
-        leakguard.start(addr="off", read_env=False, restart_action=on_restart, drain_delay=0)
+        leakguard.start(addr="off", read_env=False, restart_action=on_restart, drain_delay=0,
+                        drain_timeout=0.2, max_restarts_per_hour=2)
         leakguard.restart_now("test asks")
         assert called.wait(30), "not called"
         print(reasons[0])
+        # The callback returned and the process lives on: readiness comes back, and the next
+        # restart is allowed (within the hourly limit).
+        deadline = time.monotonic() + 30
+        while not leakguard.report()["ready"]:
+            assert time.monotonic() < deadline, "readiness did not come back"
+            time.sleep(0.01)
+        events = [e["message"] for e in leakguard.report()["events"]]
+        print(any("lives on" in m for m in events))
+        called.clear()
+        leakguard.restart_now("again")
+        assert called.wait(30), "not called again"
+        while not leakguard.report()["ready"]:
+            assert time.monotonic() < deadline, "readiness did not come back"
+            time.sleep(0.01)
         try:
-            leakguard.restart_now("again")
+            leakguard.restart_now("a third time")
         except leakguard.LeakguardError as e:
             print("refused:", e)
         leakguard.stop()
@@ -319,8 +451,57 @@ def test_a_callable_restart_action_is_called_after_the_drain(
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "test asks"
-    assert lines[1].startswith("refused: restart refused: a restart is already under way")
+    assert lines[:2] == ["test asks", "True"], proc.stdout
+    assert lines[2].startswith("refused: restart refused: 2 restart(s) in the last hour"), lines
+
+
+def test_a_signal_action_the_process_survives_restores_readiness(
+    tmp_path: Path, clean_env: Dict[str, str]
+) -> None:
+    # A service that reloads on the signal instead of ending: after the drain timeout the
+    # guard sees the process lives on, says so, and turns readiness back on.
+    proc = run_child(
+        """
+        import signal, threading, time, leakguard
+        got = threading.Event()
+        signal.signal(signal.SIGUSR1, lambda *_: got.set())
+        leakguard.start(addr="off", read_env=False, restart_action="signal:USR1", drain_delay=0,
+                        drain_timeout=0.2)
+        leakguard.restart_now("reload")
+        deadline = time.monotonic() + 30
+        while not got.is_set():
+            assert time.monotonic() < deadline, "no signal"
+            time.sleep(0.01)
+        while not leakguard.report()["ready"]:
+            assert time.monotonic() < deadline, "readiness did not come back"
+            time.sleep(0.01)
+        print(any("lives on" in e["message"] for e in leakguard.report()["events"]))
+        leakguard.restart_now("again")
+        print("accepted")
+        leakguard.stop()
+        """,
+        clean_env,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["True", "accepted"], proc.stdout
+
+
+def test_the_exit_action_runs_atexit_handlers(tmp_path: Path, clean_env: Dict[str, str]) -> None:
+    proc = run_child(
+        """
+        import atexit, time, leakguard
+        atexit.register(lambda: print("atexit ran", flush=True))
+        leakguard.start(addr="off", read_env=False, restart_action="exit:42", drain_delay=0)
+        leakguard.restart_now("test")
+        time.sleep(60)
+        print("still alive")
+        """,
+        clean_env,
+        tmp_path,
+    )
+    assert proc.returncode == 42, proc.stdout + proc.stderr
+    assert "atexit ran" in proc.stdout and "still alive" not in proc.stdout, proc.stdout
 
 
 def test_memory_over_the_threshold_restarts_with_exit_code(
@@ -394,7 +575,8 @@ def test_reexec_restarts_in_place_and_hands_the_listener_over(
 
 CLIENT = """
 import sys, time, urllib.request
-time.sleep(0.5)
+# Starts asking once the other interpreter's thread holds the GIL (it says so on stdin).
+assert sys.stdin.readline() == "holding\\n"
 for path in ("/metrics", "/healthz", "/debug/leakguard/nothing"):
     start = time.monotonic()
     try:
@@ -411,12 +593,19 @@ def test_the_endpoint_answers_while_python_holds_the_gil(guard: str) -> None:
     # (a pure-Python loop, with the switch interval far longer): the Rust endpoint answers the
     # questions that need no Python at once.
     client = subprocess.Popen(
-        [sys.executable, "-c", CLIENT, guard], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CLIENT, guard],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    assert client.stdin is not None
     previous = sys.getswitchinterval()
 
     def hold_the_gil() -> None:
         end = time.monotonic() + 4.0
+        assert client.stdin is not None
+        client.stdin.write("holding\n")
+        client.stdin.flush()
         while time.monotonic() < end:
             pass
 

@@ -323,6 +323,18 @@ impl Config {
                 "must satisfy warn < critical < restart",
             ));
         }
+        // An empty token would match an empty Basic password (`go tool pprof` credentials).
+        if self
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty() || t.chars().any(char::is_control))
+        {
+            return Err(Error::config(
+                "token",
+                "(empty)",
+                "must be a non-empty string without control characters; leave it unset for no token",
+            ));
+        }
         if self.interval < Duration::from_millis(10) || self.interval > Duration::from_secs(3600) {
             return Err(Error::config(
                 "interval",
@@ -417,6 +429,16 @@ mod tests {
         assert_eq!(c.limit, LimitSetting::Cgroup);
         assert!(c.token.is_none());
         assert!(c.dump_dir.is_none());
+        for empty in ["", "   ", "\t"] {
+            let with_empty = Config {
+                token: Some(empty.to_owned()),
+                ..Config::default()
+            };
+            let error = with_empty
+                .validate()
+                .expect_err("an empty token is refused");
+            assert!(error.to_string().contains("token"), "{error}");
+        }
     }
 
     #[test]

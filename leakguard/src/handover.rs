@@ -6,7 +6,13 @@
 //! At start, [`take_environment`] reads and removes these variables, so the service's own
 //! children never see them, and marks the inherited descriptors close-on-exec. A service then
 //! asks for its listeners by name with [`listener`]: inherited if present, bound fresh
-//! otherwise; either way leakguard keeps a duplicate to hand over at the next re-exec.
+//! otherwise; either way leakguard remembers it to hand over at the next re-exec.
+//!
+//! Leakguard holds no descriptor of its own for a listener until a restart begins: a listener
+//! the service closes (or the guard's own endpoint, at [`Guard::stop`](crate::Guard::stop)) is
+//! really closed, and connections to it are refused rather than queued. When a restart begins
+//! the guard takes a duplicate of every listener still open, so that the service may close its
+//! own during the drain while connections keep waiting in the backlog for the next image.
 
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
@@ -22,26 +28,62 @@ pub const LISTEN_FDS_START: RawFd = 3;
 pub const MAX_LISTENERS: usize = 64;
 /// The variable that carries the restart record across the exec.
 pub const STATE_VAR: &str = "LEAKGUARD_RESTART_STATE";
-/// Restart times kept in the record (for the per-hour limit).
-const MAX_TIMES: usize = 32;
+/// Restart times kept in the record at most (the newest; only those of the last hour count
+/// for the per-hour limit, which is therefore capped at this value).
+pub const MAX_TIMES: usize = 1024;
 
 /// What survives a re-exec about past restarts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RestartRecord {
     /// Restarts performed by leakguard in this process's lineage.
     pub restarts_total: u64,
-    /// Unix times of the latest restarts (at most 32), oldest first.
+    /// Unix times of the restarts of the last hour (at most [`MAX_TIMES`], the newest), oldest
+    /// first.
     pub times: Vec<f64>,
     /// Why the last restart happened.
     pub last_reason: Option<String>,
+}
+
+/// A listener to hand over: the service's descriptor, known by number and identity (device
+/// and inode), and, once a restart began, a duplicate that keeps it open.
+#[derive(Debug)]
+struct Kept {
+    fd: RawFd,
+    identity: (u64, u64),
+    held: Option<OwnedFd>,
+}
+
+/// Device and inode of an open descriptor: a socket keeps its inode while it is open, so a
+/// descriptor number reused by another file after the service closed its listener is told
+/// apart.
+fn identity(fd: RawFd) -> Option<(u64, u64)> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `stat` into the buffer or fails; it does not keep the pointer.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so the buffer is initialized.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    Some((stat.st_dev as u64, stat.st_ino as u64))
+}
+
+impl Kept {
+    /// The descriptor to hand over, if the listener is still open.
+    fn live(&self) -> Option<RawFd> {
+        match &self.held {
+            Some(held) => Some(held.as_raw_fd()),
+            None => (identity(self.fd) == Some(self.identity)).then_some(self.fd),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Registry {
     /// Inherited descriptors not yet claimed, by name.
     inherited: Vec<(String, OwnedFd)>,
-    /// Duplicates of the listeners to hand over at the next re-exec, by name.
-    handover: Vec<(String, OwnedFd)>,
+    /// The listeners to hand over at the next re-exec, by name.
+    handover: Vec<(String, Kept)>,
     record: RestartRecord,
     taken: bool,
     notes: Vec<String>,
@@ -49,7 +91,14 @@ struct Registry {
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 
+/// The registry's lock, taken around a fork (see [`crate::fork`]).
+fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
+    out.push(&REGISTRY);
+}
+
 fn with<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    static FORK_SAFE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    crate::fork::install(crate::fork::Source::Handover, fork_locks, &FORK_SAFE);
     let mut guard = REGISTRY.lock();
     f(guard.get_or_insert_with(Registry::default))
 }
@@ -98,7 +147,8 @@ pub fn take_environment() -> Vec<String> {
         if let Some(state) = state {
             match serde_json::from_str::<RestartRecord>(&state) {
                 Ok(mut rec) => {
-                    rec.times.truncate(MAX_TIMES);
+                    let excess = rec.times.len().saturating_sub(MAX_TIMES);
+                    rec.times.drain(..excess);
                     r.record = rec;
                 }
                 Err(e) => r
@@ -160,10 +210,12 @@ pub fn record() -> RestartRecord {
     with(|r| r.record.clone())
 }
 
-/// Adds a restart to the record (kept for the next image).
+/// Adds a restart to the record (kept for the next image): times more than an hour away from
+/// `at` are dropped, and of the rest the newest [`MAX_TIMES`] are kept.
 pub(crate) fn note_restart(at: f64, reason: &str) -> RestartRecord {
     with(|r| {
         r.record.restarts_total += 1;
+        r.record.times.retain(|t| (at - t).abs() < 3600.0);
         r.record.times.push(at);
         let excess = r.record.times.len().saturating_sub(MAX_TIMES);
         r.record.times.drain(..excess);
@@ -182,7 +234,12 @@ pub(crate) fn forget_restart() {
 
 /// A listening TCP socket named `name`: the one inherited through `LISTEN_FDS` under that name
 /// if there is one, else a fresh one bound to `addr`. Either way it is handed over, open, to the
-/// new image at a re-exec, so connections that arrive meanwhile wait in its backlog.
+/// new image at a re-exec, so connections that arrive meanwhile wait in its backlog; if the
+/// service closes it before a restart begins, it is closed for good.
+///
+/// The socket is in **non-blocking** mode, as async servers need it
+/// (`tokio::net::TcpListener::from_std` requires it); a server that accepts with blocking
+/// calls switches it back with `set_nonblocking(false)`.
 ///
 /// ```no_run
 /// let listener = leakguard::listener("http", "127.0.0.1:8080")?;
@@ -203,12 +260,17 @@ pub fn listener(name: &str, addr: impl ToSocketAddrs + std::fmt::Display) -> Res
             source,
         })?,
     };
+    listener.set_nonblocking(true).map_err(|source| Error::Io {
+        what: format!("making listener {name:?} non-blocking"),
+        source,
+    })?;
     keep_for_handover(name, &listener)?;
     Ok(listener)
 }
 
-/// Keeps a duplicate of `listener` to hand over under `name` at the next re-exec (replacing an
-/// earlier one of the same name).
+/// Remembers `listener` to hand over under `name` at the next re-exec (replacing an earlier
+/// one of the same name), as long as it stays open: no duplicate is kept until a restart
+/// begins, so closing it closes it.
 pub fn keep_for_handover(name: &str, listener: &TcpListener) -> Result<()> {
     if name.is_empty() || name.contains(':') || name.len() > 255 {
         return Err(Error::config(
@@ -217,11 +279,18 @@ pub fn keep_for_handover(name: &str, listener: &TcpListener) -> Result<()> {
             "must be 1 to 255 characters without ':'",
         ));
     }
-    let dup = listener.try_clone().map_err(|source| Error::Io {
-        what: format!("keeping listener {name:?} for the handover"),
-        source,
-    })?;
-    let fd = OwnedFd::from(dup);
+    let fd = listener.as_raw_fd();
+    let Some(identity) = identity(fd) else {
+        return Err(Error::Io {
+            what: format!("keeping listener {name:?} for the handover"),
+            source: std::io::Error::last_os_error(),
+        });
+    };
+    let kept = Kept {
+        fd,
+        identity,
+        held: None,
+    };
     with(|r| {
         r.handover.retain(|(n, _)| n != name);
         if r.handover.len() >= MAX_LISTENERS {
@@ -231,9 +300,46 @@ pub fn keep_for_handover(name: &str, listener: &TcpListener) -> Result<()> {
                 "too many listeners kept for the handover (64 at most)",
             ));
         }
-        r.handover.push((name.to_owned(), fd));
+        r.handover.push((name.to_owned(), kept));
         Ok(())
     })
+}
+
+/// At the start of a restart: takes a duplicate of every listener still open, so that it
+/// stays open (and connections wait in its backlog) even if the service closes its own during
+/// the drain; forgets the ones the service has closed. Returns the names held.
+pub(crate) fn hold_for_restart() -> Vec<String> {
+    with(|r| {
+        r.handover.retain_mut(|(name, kept)| {
+            if kept.held.is_some() {
+                return true;
+            }
+            let Some(fd) = kept.live() else {
+                tracing::debug!(listener = %name, "a listener was closed: not handed over");
+                return false;
+            };
+            // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor that is open (checked just
+            // above, under the registry lock) into a new one that we own.
+            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+            if dup < 0 {
+                return false;
+            }
+            // SAFETY: `dup` is a new descriptor nothing else owns.
+            kept.held = Some(unsafe { OwnedFd::from_raw_fd(dup) });
+            true
+        });
+        r.handover.iter().map(|(n, _)| n.clone()).collect()
+    })
+}
+
+/// When a restart did not replace the process after all: drops the duplicates taken by
+/// [`hold_for_restart`], so listeners the service closes are closed again.
+pub(crate) fn release_held() {
+    with(|r| {
+        for (_, kept) in &mut r.handover {
+            kept.held = None;
+        }
+    });
 }
 
 /// Stops handing over the listener named `name` (e.g. a service that closed it for good).
@@ -241,9 +347,15 @@ pub fn release(name: &str) {
     with(|r| r.handover.retain(|(n, _)| n != name));
 }
 
-/// The names of the listeners that would be handed over, in order.
+/// The names of the listeners that would be handed over, in order (those still open).
 pub fn handover_names() -> Vec<String> {
-    with(|r| r.handover.iter().map(|(n, _)| n.clone()).collect())
+    with(|r| {
+        r.handover
+            .iter()
+            .filter(|(_, kept)| kept.live().is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    })
 }
 
 fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
@@ -271,7 +383,7 @@ fn prepare_and_exec(record: &RestartRecord) -> std::io::Result<std::convert::Inf
         .map(|r| {
             r.handover
                 .iter()
-                .map(|(n, fd)| (n.clone(), fd.as_raw_fd()))
+                .filter_map(|(n, kept)| Some((n.clone(), kept.live()?)))
                 .collect()
         })
         .unwrap_or_default();

@@ -7,14 +7,22 @@
 //! # Design
 //!
 //! The server runs on **one dedicated OS thread named `leakguard-http`**, which owns a private
-//! single-threaded tokio runtime. It therefore works the same whether or not the host service
-//! uses tokio, and it never spawns tasks on, blocks, or otherwise touches the host's runtime.
-//! Connections are served by hyper's HTTP/1.1 server; HTTP/2 and upgrades are not offered.
+//! single-threaded tokio runtime, and **one worker thread named `leakguard-http-worker`**. It
+//! therefore works the same whether or not the host service uses tokio, and it never spawns
+//! tasks on, blocks, or otherwise touches the host's runtime. Connections are served by hyper's
+//! HTTP/1.1 server; HTTP/2 and upgrades are not offered.
 //!
-//! [`Routes::handle`] is called directly on that thread (it is synchronous and documented to be
-//! fast). A slow handler delays the endpoint's other clients, never the host service. No
-//! blocking thread pool is used: such a pool would add threads that outlive requests, and a
-//! handler stuck in it would make [`Server::stop`] wait for it anyway.
+//! The probes (`GET`/`HEAD` of [`PROBE_PATHS`] without a query) are answered by
+//! [`Routes::handle`] directly on the `leakguard-http` thread, before any other routing and
+//! without waiting for the request budget: their routes only read a flag, so they are answered
+//! within milliseconds whatever else the endpoint is doing. Every other request runs on the
+//! worker thread, one at a time, within its own budget: at most
+//! [`max_connections`](ServerOptions::max_connections) requests wait for the worker (beyond that
+//! the request is answered `503` at once), and a request the worker has not answered within
+//! [`route_budget`](ServerOptions::route_budget) is answered `503` with `Retry-After: 1` (the
+//! handler still runs to its end; its answer is dropped). A slow route (a report that
+//! symbolizes, a heap profile, a Python route that walks the heap) therefore delays other
+//! non-probe requests, never the probes and never the host service.
 //!
 //! # Limits
 //!
@@ -31,7 +39,13 @@
 //! | [`max_header_bytes`](ServerOptions::max_header_bytes) (16 KiB) | a larger request line plus headers is answered `431 Request Header Fields Too Large` and the connection is closed. This also bounds each connection's read buffer. |
 //! | [`max_headers`](ServerOptions::max_headers) (64) | more header lines are answered `431` and the connection is closed. |
 //! | [`max_body_bytes`](ServerOptions::max_body_bytes) (64 KiB) | no endpoint takes a request body; bodies up to this size are read and discarded, larger ones are answered `413` and the connection is closed. |
+//! | [`route_budget`](ServerOptions::route_budget) (10 s) | a request other than a probe that the worker thread has not answered this long after it arrived is answered `503` with `Retry-After: 1`; a request that finds [`max_connections`](ServerOptions::max_connections) others waiting for the worker is answered `503` at once. |
 //! | [`shutdown_timeout`](ServerOptions::shutdown_timeout) (1 s) | how long [`Server::stop`] lets requests in flight finish before it drops the remaining connections. |
+//!
+//! When the endpoint listens on a loopback address, a request whose `Host` header names
+//! anything but a loopback name (`localhost`, `*.localhost`, a loopback IP address) is answered
+//! `421 Misdirected Request`, probes excepted: a web page the operator visits cannot read the
+//! endpoint through DNS rebinding (its requests carry the page's own host name).
 //!
 //! Malformed requests are answered `400 Bad Request` by hyper and their connection is closed;
 //! other connections are unaffected. With the defaults, the memory hostile clients can make the
@@ -101,8 +115,10 @@ use tokio::time::Instant;
 use crate::endpoint::{EndpointRequest, EndpointResponse, Routes};
 use crate::error::{Error, Result};
 
-/// Name of the thread that runs the endpoint.
+/// Name of the thread that runs the endpoint (accepts connections, answers the probes).
 pub const THREAD_NAME: &str = "leakguard-http";
+/// Name of the thread that runs every route but the probes.
+pub const WORKER_THREAD_NAME: &str = "leakguard-http-worker";
 
 /// hyper refuses read buffers smaller than this (`max_buf_size` panics below it).
 const MIN_BUF_SIZE: usize = 8192;
@@ -178,6 +194,10 @@ pub struct ServerOptions {
     /// How long [`Server::stop`] waits for requests in flight before it drops the remaining
     /// connections. Default 1 s.
     pub shutdown_timeout: Duration,
+    /// How long a request other than a probe may wait for, and run on, the worker thread
+    /// before it is answered `503` (its handler still runs to its end). Default 10 s. Must be
+    /// non-zero.
+    pub route_budget: Duration,
 }
 
 impl Default for ServerOptions {
@@ -192,6 +212,7 @@ impl Default for ServerOptions {
             max_headers: 64,
             max_body_bytes: 64 * 1024,
             shutdown_timeout: Duration::from_secs(1),
+            route_budget: Duration::from_secs(10),
         }
     }
 }
@@ -209,6 +230,7 @@ impl ServerOptions {
                 "ServerOptions::connection_lifetime",
                 self.connection_lifetime,
             ),
+            ("ServerOptions::route_budget", self.route_budget),
         ];
         for (name, value) in durations {
             if value.is_zero() {
@@ -242,6 +264,7 @@ pub struct Server {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
+    worker: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Server {
@@ -298,11 +321,26 @@ impl Server {
             source,
         })?;
 
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(options.max_connections);
+        let worker_routes = Arc::clone(&routes);
+        let worker_thread = std::thread::Builder::new()
+            .name(WORKER_THREAD_NAME.to_owned())
+            .spawn(move || work(queue, worker_routes))
+            .map_err(|source| Error::Io {
+                what: format!("spawning the {WORKER_THREAD_NAME} thread"),
+                source,
+            })?;
+        let worker = Worker {
+            jobs,
+            loopback: local_addr.ip().is_loopback(),
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+        // On failure, `worker` (the only sender) is dropped with the closure, which ends the
+        // worker thread.
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.to_owned())
-            .spawn(move || run(listener, routes, options, shutdown_rx, ready_tx))
+            .spawn(move || run(listener, routes, worker, options, shutdown_rx, ready_tx))
             .map_err(|source| Error::Io {
                 what: format!("spawning the {THREAD_NAME} thread"),
                 source,
@@ -319,6 +357,7 @@ impl Server {
             local_addr,
             shutdown,
             thread: Some(thread),
+            worker: Some(worker_thread),
         };
         match ready {
             Ok(()) => Ok(server),
@@ -339,19 +378,29 @@ impl Server {
     /// and joins the thread. Idle and slow clients do not delay it beyond that deadline (a
     /// route handler that is running is always allowed to return).
     ///
-    /// Idempotent; dropping the `Server` does the same. When called from the server's own
-    /// thread (from inside a route), it signals the stop and returns without joining.
+    /// Idempotent; dropping the `Server` does the same. When called from one of the server's
+    /// own threads (from inside a route), it signals the stop and returns without joining.
     pub fn stop(&mut self) {
         // send_replace never fails, even once the thread is gone.
         self.shutdown.send_replace(true);
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        if thread.thread().id() == std::thread::current().id() {
-            return;
+        let current = std::thread::current().id();
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() == current {
+                return;
+            }
+            if thread.join().is_err() {
+                tracing::error!("the {THREAD_NAME} thread panicked");
+            }
         }
-        if thread.join().is_err() {
-            tracing::error!("the {THREAD_NAME} thread panicked");
+        // The server thread is gone, and with it every sender of jobs: the worker ends after
+        // the handler it runs, if any.
+        if let Some(worker) = self.worker.take() {
+            if worker.thread().id() == current {
+                return;
+            }
+            if worker.join().is_err() {
+                tracing::error!("the {WORKER_THREAD_NAME} thread panicked");
+            }
         }
     }
 }
@@ -366,6 +415,7 @@ impl Drop for Server {
 fn run(
     listener: std::net::TcpListener,
     routes: Arc<dyn Routes>,
+    worker: Worker,
     options: ServerOptions,
     shutdown: watch::Receiver<bool>,
     ready: std::sync::mpsc::SyncSender<Result<()>>,
@@ -398,7 +448,14 @@ fn run(
         };
         let _ = ready.send(Ok(()));
         drop(ready);
-        serve(listener, routes, Arc::new(options), shutdown).await;
+        serve(
+            listener,
+            routes,
+            Arc::new(worker),
+            Arc::new(options),
+            shutdown,
+        )
+        .await;
     });
     // Dropping the runtime drops every remaining connection task, closing its socket.
 }
@@ -407,6 +464,7 @@ fn run(
 async fn serve(
     listener: TcpListener,
     routes: Arc<dyn Routes>,
+    worker: Arc<Worker>,
     options: Arc<ServerOptions>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -444,6 +502,7 @@ async fn serve(
                         stream,
                         http.clone(),
                         Arc::clone(&routes),
+                        Arc::clone(&worker),
                         Arc::clone(&options),
                         Arc::clone(&pacer),
                         shutdown.clone(),
@@ -516,8 +575,7 @@ async fn probe_or_refuse(stream: TcpStream, peer: SocketAddr, routes: Arc<dyn Ro
         return;
     };
     let request = EndpointRequest::new(method, path);
-    let answer = catch_unwind(AssertUnwindSafe(|| routes.handle(&request)))
-        .unwrap_or_else(|_| EndpointResponse::error(500, "the route panicked"));
+    let answer = handle_caught(routes.as_ref(), &request);
     let reason = StatusCode::from_u16(answer.status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -639,6 +697,7 @@ async fn serve_connection(
     stream: TcpStream,
     http: hyper::server::conn::http1::Builder,
     routes: Arc<dyn Routes>,
+    worker: Arc<Worker>,
     options: Arc<ServerOptions>,
     pacer: Arc<Pacer>,
     mut shutdown: watch::Receiver<bool>,
@@ -652,11 +711,12 @@ async fn serve_connection(
     let service_options = Arc::clone(&options);
     let service = hyper::service::service_fn(move |request| {
         let routes = Arc::clone(&routes);
+        let worker = Arc::clone(&worker);
         let options = Arc::clone(&service_options);
         let pacer = Arc::clone(&pacer);
         let activity = service_activity.clone();
         async move {
-            let response = respond(request, routes.as_ref(), &options, &pacer).await;
+            let response = respond(request, routes.as_ref(), &worker, &options, &pacer).await;
             // A long handler must not count as idleness.
             activity.touch();
             Ok::<_, Infallible>(response)
@@ -703,6 +763,7 @@ async fn serve_connection(
 async fn respond(
     request: Request<Incoming>,
     routes: &dyn Routes,
+    worker: &Worker,
     options: &ServerOptions,
     pacer: &Pacer,
 ) -> Response<Full<Bytes>> {
@@ -741,19 +802,99 @@ async fn respond(
     // Probes are never held back: an orchestrator must see a live service during a flood.
     let probe =
         (method == "GET" && parts.uri.query().is_none()) && PROBE_PATHS.contains(&parts.uri.path());
-    if !probe {
-        tokio::time::sleep_until(pacer.reserve(Instant::now())).await;
-    }
     let mut endpoint_request = EndpointRequest::new(method, "/");
     endpoint_request.path = parts.uri.path().to_owned();
     endpoint_request.query = parts.uri.query().unwrap_or_default().to_owned();
+    if probe {
+        // Answered here, before routing anything else: a probe's route only reads a flag.
+        return to_response(handle_caught(routes, &endpoint_request));
+    }
+    if worker.loopback
+        && let Some(host) = parts.headers.get(header::HOST)
+        && !is_loopback_host(host.as_bytes())
+    {
+        tracing::debug!(host = ?host, "refusing a debug endpoint request for a foreign host");
+        return to_response(EndpointResponse::error(
+            421,
+            "the endpoint listens on loopback and answers only requests for a loopback host name (localhost, 127.0.0.1, [::1])",
+        ));
+    }
+    let arrived = Instant::now();
+    tokio::time::sleep_until(pacer.reserve(arrived)).await;
     endpoint_request.authorization = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
+    let answer = worker
+        .ask(endpoint_request, arrived + options.route_budget)
+        .await;
+    to_response(answer)
+}
 
-    let answer = match catch_unwind(AssertUnwindSafe(|| routes.handle(&endpoint_request))) {
+/// A request for the worker thread and where its answer goes.
+struct Job {
+    request: EndpointRequest,
+    reply: tokio::sync::oneshot::Sender<EndpointResponse>,
+}
+
+/// The connection tasks' side of the worker thread.
+struct Worker {
+    /// Bounded: at most `max_connections` requests wait for the worker.
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// Whether the endpoint listens on a loopback address (the `Host` header is checked).
+    loopback: bool,
+}
+
+impl Worker {
+    /// Runs `request` on the worker thread; a `503` when the worker's queue is full or when no
+    /// answer came by `deadline`.
+    async fn ask(&self, request: EndpointRequest, deadline: Instant) -> EndpointResponse {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        match self.jobs.try_send(Job { request, reply }) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                return busy("too many requests wait for the endpoint's worker: try again later");
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                return EndpointResponse::error(503, "the endpoint is stopping");
+            }
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) => answer,
+            // The worker dropped the job: it is stopping.
+            Ok(Err(_)) => EndpointResponse::error(503, "the endpoint is stopping"),
+            Err(_) => {
+                busy("the endpoint's worker did not answer within its budget: try again later")
+            }
+        }
+    }
+}
+
+/// A `503` asking the client to come back a second later.
+fn busy(message: &str) -> EndpointResponse {
+    let mut answer = EndpointResponse::error(503, message);
+    answer.headers.push(("Retry-After", "1".to_owned()));
+    answer
+}
+
+/// The body of the `leakguard-http-worker` thread: answers jobs one at a time until every
+/// sender is gone. A job whose client gave up (its budget ran out, its connection closed) is
+/// skipped.
+fn work(queue: std::sync::mpsc::Receiver<Job>, routes: Arc<dyn Routes>) {
+    while let Ok(job) = queue.recv() {
+        if job.reply.is_closed() {
+            continue;
+        }
+        let answer = handle_caught(routes.as_ref(), &job.request);
+        // The receiver may be gone by now (budget exhausted): nothing to do then.
+        let _ = job.reply.send(answer);
+    }
+}
+
+/// Calls the routes, turning a panic into a `500` (the panic hook has printed it already).
+fn handle_caught(routes: &dyn Routes, request: &EndpointRequest) -> EndpointResponse {
+    match catch_unwind(AssertUnwindSafe(|| routes.handle(request))) {
         Ok(answer) => answer,
         Err(panic) => {
             let message = panic
@@ -762,15 +903,42 @@ async fn respond(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "(non-string panic payload)".to_owned());
             tracing::error!(
-                method = %endpoint_request.method,
-                path = %endpoint_request.path,
+                method = %request.method,
+                path = %request.path,
                 panic = %message,
                 "a debug endpoint route panicked"
             );
             EndpointResponse::error(500, "internal error: the endpoint handler panicked")
         }
+    }
+}
+
+/// Whether a `Host` header names a loopback host: `localhost`, a name under `.localhost`
+/// (RFC 6761), or a loopback IP address, with or without a port.
+fn is_loopback_host(host: &[u8]) -> bool {
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
     };
-    to_response(answer)
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // "[::1]" or "[::1]:port"
+        match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Why a request body was not accepted.
@@ -1069,6 +1237,36 @@ mod tests {
         assert_eq!(headers[header::CONTENT_LENGTH], "3");
         assert_eq!(headers.get_all("x-twice").iter().count(), 2);
         assert_eq!(headers[header::CONTENT_TYPE], crate::endpoint::TEXT);
+    }
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for host in [
+            "localhost",
+            "localhost:9464",
+            "LOCALHOST.",
+            "app.localhost:80",
+            "127.0.0.1",
+            "127.1.2.3:9464",
+            "[::1]",
+            "[::1]:9464",
+        ] {
+            assert!(is_loopback_host(host.as_bytes()), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9464",
+            "localhost.evil.example",
+            "10.0.0.1:9464",
+            "[::2]:80",
+            "[::1]x",
+            "localhost:port",
+            "",
+            "\u{ff}",
+        ] {
+            assert!(!is_loopback_host(host.as_bytes()), "{host}");
+        }
+        assert!(!is_loopback_host(b"\xff"));
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod error;
 pub mod event;
 mod exposition;
 pub mod extensions;
+mod fork;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use leakguard::Error;
 use leakguard::endpoint::{EndpointRequest, EndpointResponse, Routes, TEXT};
-use leakguard::http::{Server, ServerOptions, THREAD_NAME};
+use leakguard::http::{Server, ServerOptions, THREAD_NAME, WORKER_THREAD_NAME};
 
 /// Size of the `/big` answer: more than loopback socket buffers hold.
 const BIG: usize = 32 * 1024 * 1024;
@@ -46,6 +46,53 @@ impl Routes for TestRoutes {
                 response
             }
         }
+    }
+}
+
+/// The test routes plus `/gate`, which blocks its caller until the gate opens, standing for a
+/// slow route (a report that symbolizes, a heap walk); and `/healthz`, answered at once.
+struct GatedRoutes {
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    entered: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl GatedRoutes {
+    fn new() -> Self {
+        Self {
+            gate: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+            entered: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl Routes for GatedRoutes {
+    fn handle(&self, request: &EndpointRequest) -> EndpointResponse {
+        if request.path == "/gate" {
+            self.entered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (open, changed) = &*self.gate;
+            let mut open = open.lock().expect("gate lock");
+            while !*open {
+                open = changed.wait(open).expect("gate lock");
+            }
+            return EndpointResponse::new(200, TEXT, "passed the gate");
+        }
+        TestRoutes.handle(request)
+    }
+}
+
+fn open_gate(gate: &(std::sync::Mutex<bool>, std::sync::Condvar)) {
+    *gate.0.lock().expect("gate lock") = true;
+    gate.1.notify_all();
+}
+
+/// Waits (bounded) until `condition` holds, polling an observable state.
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::yield_now();
+        thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -153,7 +200,7 @@ fn exchange(addr: SocketAddr, raw: &[u8]) -> Reply {
 fn get(addr: SocketAddr, path: &str) -> Reply {
     exchange(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     )
 }
 
@@ -213,6 +260,18 @@ fn wait_for_close(stream: &mut TcpStream, since: Instant, limit: Duration) -> Du
     }
 }
 
+/// A keep-alive connection the server has accepted and answered once (so it counts against
+/// the cap from now on).
+fn served_connection(addr: SocketAddr) -> TcpStream {
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let reply = read_reply(&mut stream, false).expect("a reply on the held connection");
+    assert_eq!(reply.status, 200);
+    stream
+}
+
 fn assert_serving(addr: SocketAddr) {
     let reply = get(addr, "/echo");
     assert_eq!(reply.status, 200, "the server must keep serving");
@@ -242,7 +301,7 @@ fn query_string_and_authorization_are_passed_to_routes() {
     let server = start(ServerOptions::default());
     let reply = exchange(
         server.local_addr(),
-        b"GET /debug/leakguard?format=json&x=%20y HTTP/1.1\r\nHost: t\r\n\
+        b"GET /debug/leakguard?format=json&x=%20y HTTP/1.1\r\nHost: localhost\r\n\
           Authorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(reply.status, 200);
@@ -258,7 +317,7 @@ fn head_is_answered_like_get_without_a_body() {
     let get_reply = get(server.local_addr(), "/echo?a=1");
     let head_reply = exchange(
         server.local_addr(),
-        b"HEAD /echo?a=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"HEAD /echo?a=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(head_reply.status, 200);
     assert!(head_reply.body.is_empty(), "HEAD must not carry a body");
@@ -277,7 +336,7 @@ fn unknown_methods_pass_through_to_routes() {
         let reply = exchange(
             server.local_addr(),
             format!(
-                "{method} /debug/leakguard/purge HTTP/1.1\r\nHost: t\r\n\
+                "{method} /debug/leakguard/purge HTTP/1.1\r\nHost: localhost\r\n\
                  Content-Length: 0\r\nConnection: close\r\n\r\n"
             )
             .as_bytes(),
@@ -291,10 +350,129 @@ fn unknown_methods_pass_through_to_routes() {
 }
 
 #[test]
-fn routes_run_on_the_leakguard_http_thread() {
+fn routes_run_on_the_worker_thread_and_probes_on_the_server_thread() {
     let server = start(ServerOptions::default());
-    assert_eq!(get(server.local_addr(), "/thread").text(), THREAD_NAME);
+    assert_eq!(
+        get(server.local_addr(), "/thread").text(),
+        WORKER_THREAD_NAME
+    );
+    assert_eq!(WORKER_THREAD_NAME, "leakguard-http-worker");
     assert_eq!(THREAD_NAME, "leakguard-http");
+}
+
+#[test]
+fn probes_are_answered_at_once_while_a_slow_route_holds_the_worker() {
+    let routes = GatedRoutes::new();
+    let gate = Arc::clone(&routes.gate);
+    let entered = Arc::clone(&routes.entered);
+    let server =
+        Server::bind("127.0.0.1:0", Arc::new(routes), ServerOptions::default()).expect("start");
+    let addr = server.local_addr();
+    // Eight clients ask for the slow route; one of them holds the worker, the others wait.
+    let slow: Vec<_> = (0..8)
+        .map(|_| thread::spawn(move || get(addr, "/gate")))
+        .collect();
+    wait_until("the slow route runs", || {
+        entered.load(std::sync::atomic::Ordering::SeqCst) == 1
+    });
+    for path in ["/healthz", "/readyz"] {
+        for _ in 0..20 {
+            let asked = Instant::now();
+            let reply = get(addr, path);
+            let took = asked.elapsed();
+            assert_eq!(reply.status, 200, "{path}");
+            assert_eq!(reply.text(), format!("GET {path} ? auth=-"));
+            assert!(
+                took < Duration::from_millis(500),
+                "{path} took {took:?} while a slow route ran"
+            );
+        }
+    }
+    assert_eq!(entered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    open_gate(&gate);
+    for client in slow {
+        let reply = client.join().expect("slow client");
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (200, "passed the gate")
+        );
+    }
+    assert_serving(addr);
+}
+
+#[test]
+fn a_route_that_overruns_its_budget_is_answered_503_and_the_worker_queue_is_bounded() {
+    let routes = GatedRoutes::new();
+    let gate = Arc::clone(&routes.gate);
+    let entered = Arc::clone(&routes.entered);
+    let mut options = ServerOptions::default();
+    options.route_budget = Duration::from_millis(300);
+    options.max_connections = 4;
+    let server = Server::bind("127.0.0.1:0", Arc::new(routes), options).expect("start");
+    let addr = server.local_addr();
+
+    let asked = Instant::now();
+    let overrun = get(addr, "/gate");
+    let took = asked.elapsed();
+    assert_eq!(overrun.status, 503, "{}", overrun.text());
+    assert_eq!(overrun.header("retry-after"), Some("1"));
+    assert!(overrun.text().contains("budget"), "{}", overrun.text());
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+    // The handler still holds the worker: other requests wait for it within their own
+    // budget, and the probes do not wait at all. Requests that gave up still hold their place
+    // in the worker's queue (max_connections places): once it is full, the next request is
+    // refused at once.
+    for _ in 0..4 {
+        let reply = get(addr, "/echo");
+        assert_eq!(reply.status, 503);
+        assert!(reply.text().contains("budget"), "{}", reply.text());
+    }
+    let full = get(addr, "/echo");
+    assert_eq!(full.status, 503);
+    assert!(
+        full.text().contains("too many requests wait"),
+        "{}",
+        full.text()
+    );
+    assert_eq!(get(addr, "/healthz").status, 200);
+    open_gate(&gate);
+    wait_until("the worker answers again", || {
+        get(addr, "/echo").status == 200
+    });
+    assert_eq!(entered.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_loopback_endpoint_refuses_requests_for_foreign_host_names() {
+    let server = start(ServerOptions::default());
+    let addr = server.local_addr();
+    for host in [
+        "localhost",
+        &format!("127.0.0.1:{}", addr.port()),
+        "[::1]:80",
+    ] {
+        let reply = exchange(
+            addr,
+            format!("GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(reply.status, 200, "Host: {host}");
+    }
+    // A page served from attacker.example whose name was rebound to 127.0.0.1.
+    let rebound = exchange(
+        addr,
+        b"GET /echo HTTP/1.1\r\nHost: attacker.example:9464\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(rebound.status, 421, "{}", rebound.text());
+    assert!(rebound.text().contains("loopback"), "{}", rebound.text());
+    // Probes answer whatever the host (an orchestrator may name the pod).
+    let probe = exchange(
+        addr,
+        b"GET /readyz HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(probe.status, 200);
 }
 
 #[test]
@@ -304,7 +482,7 @@ fn keep_alive_connection_serves_several_requests_including_small_bodies() {
     for i in 0..3 {
         write!(
             stream,
-            "POST /echo?i={i} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+            "POST /echo?i={i} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello"
         )
         .expect("send");
         let reply = read_reply(&mut stream, false).expect("reply");
@@ -331,7 +509,7 @@ fn panic_in_routes_answers_500_and_the_connection_and_server_keep_working() {
     let server = start(ServerOptions::default());
     let mut stream = connect(server.local_addr());
     stream
-        .write_all(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /panic HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("send");
     let reply = read_reply(&mut stream, false).expect("reply");
     assert_eq!(reply.status, 500);
@@ -341,7 +519,7 @@ fn panic_in_routes_answers_500_and_the_connection_and_server_keep_working() {
 
     // Same connection, then a new one.
     stream
-        .write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("send");
     assert_eq!(read_reply(&mut stream, false).expect("reply").status, 200);
     assert_serving(server.local_addr());
@@ -367,7 +545,9 @@ fn slowloris_is_cut_off_by_the_header_timeout_while_others_are_served() {
     let slowloris = thread::spawn(move || {
         let mut stream = connect(addr);
         let connected = Instant::now();
-        let mut request = b"GET /echo HTTP/1.1\r\nHost: t\r\nX-Slow: ".iter().copied();
+        let mut request = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+            .iter()
+            .copied();
         let mut sent = 0usize;
         loop {
             let byte = request.next().unwrap_or(b'a');
@@ -425,7 +605,7 @@ fn idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let server = start(options);
     let mut stream = connect(server.local_addr());
     stream
-        .write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("send");
     assert_eq!(read_reply(&mut stream, false).expect("reply").status, 200);
     let answered = Instant::now();
@@ -442,7 +622,7 @@ fn stalled_request_body_is_closed_after_the_idle_timeout() {
     let server = start(options);
     let mut stream = connect(server.local_addr());
     stream
-        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nabc")
         .expect("send");
     let sent = Instant::now();
     let lasted = wait_for_close(&mut stream, sent, CLIENT_TIMEOUT);
@@ -461,7 +641,7 @@ fn client_that_stops_reading_is_closed_after_the_idle_timeout() {
     let server = start(options);
     let mut stream = connect(server.local_addr());
     stream
-        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("send");
     // Do not read while the server is stuck on a full socket buffer.
     thread::sleep(Duration::from_millis(1500));
@@ -482,7 +662,7 @@ fn client_that_stops_reading_is_closed_after_the_idle_timeout() {
 #[test]
 fn huge_headers_are_refused_and_the_server_keeps_serving() {
     let server = start(ServerOptions::default());
-    let mut request = b"GET /echo HTTP/1.1\r\nHost: t\r\n".to_vec();
+    let mut request = b"GET /echo HTTP/1.1\r\nHost: localhost\r\n".to_vec();
     let mut i = 0;
     while request.len() < 64 * 1024 {
         request.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "a".repeat(1000)).as_bytes());
@@ -503,7 +683,7 @@ fn huge_headers_are_refused_and_the_server_keeps_serving() {
 #[test]
 fn too_many_header_lines_get_431() {
     let server = start(ServerOptions::default());
-    let mut request = b"GET /echo HTTP/1.1\r\nHost: t\r\n".to_vec();
+    let mut request = b"GET /echo HTTP/1.1\r\nHost: localhost\r\n".to_vec();
     for i in 0..200 {
         request.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
     }
@@ -547,7 +727,7 @@ fn request_body_over_the_limit_gets_413() {
     // Declared too large: refused without waiting for the body.
     let mut stream = connect(server.local_addr());
     stream
-        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n")
         .expect("send");
     let reply = read_reply(&mut stream, false).expect("reply");
     assert_eq!(reply.status, 413);
@@ -557,7 +737,7 @@ fn request_body_over_the_limit_gets_413() {
     let mut stream = connect(server.local_addr());
     let chunk = format!("400\r\n{}\r\n", "b".repeat(0x400));
     let mut request =
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     request.extend_from_slice(chunk.as_bytes());
     request.extend_from_slice(chunk.as_bytes());
     let _ = stream.write_all(&request);
@@ -568,7 +748,7 @@ fn request_body_over_the_limit_gets_413() {
     );
 
     // At the limit: accepted.
-    let mut request = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1024\r\n\
+    let mut request = b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1024\r\n\
                         Connection: close\r\n\r\n"
         .to_vec();
     request.extend_from_slice(&[b'c'; 1024]);
@@ -606,7 +786,8 @@ fn connections_beyond_the_cap_are_refused_and_service_resumes_when_others_close(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut stream = connect(addr);
-        let _ = stream.write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let _ =
+            stream.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         match read_reply(&mut stream, false) {
             Ok(reply) if reply.status == 200 => break,
             other => {
@@ -628,13 +809,12 @@ fn probes_beyond_the_cap_are_answered_by_their_route_and_other_requests_refused(
     options.header_read_timeout = Duration::from_secs(30);
     let server = start(options);
     let addr = server.local_addr();
-    let held: Vec<TcpStream> = (0..cap).map(|_| connect(addr)).collect();
-    // Wait until the held connections are being served (the accept loop took them).
-    thread::sleep(Duration::from_millis(200));
+    // Connections within the cap, each shown served (answered) before the test goes on.
+    let held: Vec<TcpStream> = (0..cap).map(|_| served_connection(addr)).collect();
 
     for (request, head) in [
-        ("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", false),
-        ("HEAD /readyz HTTP/1.1\r\nHost: t\r\n\r\n", true),
+        ("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", false),
+        ("HEAD /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n", true),
     ] {
         let mut probe = connect(addr);
         probe.write_all(request.as_bytes()).expect("send");
@@ -648,7 +828,7 @@ fn probes_beyond_the_cap_are_answered_by_their_route_and_other_requests_refused(
     // Anything else beyond the cap is refused, whether it sends a request or nothing.
     let mut other = connect(addr);
     other
-        .write_all(b"GET /healthz?x=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /healthz?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("send");
     assert!(matches!(
         outcome(&mut other, CLIENT_TIMEOUT),
@@ -669,15 +849,14 @@ fn a_non_probe_beyond_the_cap_is_refused_no_sooner_than_the_refuse_delay() {
     options.header_read_timeout = Duration::from_secs(30);
     let server = start(options);
     let addr = server.local_addr();
-    let held = connect(addr);
-    thread::sleep(Duration::from_millis(200));
+    let held = served_connection(addr);
 
     // A client that reconnects as soon as it is refused gets at most one refusal per delay
     // and per probe check: the endpoint does not accept and refuse in a tight loop.
     let sent = Instant::now();
     let mut other = connect(addr);
     other
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("send");
     let result = outcome(&mut other, CLIENT_TIMEOUT);
     let waited = sent.elapsed();
@@ -708,7 +887,7 @@ fn requests_beyond_the_rate_wait_their_turn_and_probes_do_not() {
     let mut answered = Vec::new();
     for _ in 0..requests {
         stream
-            .write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+            .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .expect("send");
         let reply = read_reply(&mut stream, false).expect("a paced request is answered");
         assert_eq!(reply.status, 200, "paced requests are not refused");
@@ -728,7 +907,7 @@ fn requests_beyond_the_rate_wait_their_turn_and_probes_do_not() {
             thread::spawn(move || {
                 let reply = exchange(
                     addr,
-                    b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                    b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
                 );
                 assert_eq!(reply.status, 200);
             })
@@ -738,13 +917,13 @@ fn requests_beyond_the_rate_wait_their_turn_and_probes_do_not() {
     let probing = Instant::now();
     let probe = exchange(
         addr,
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     let probe_took = probing.elapsed();
     let queued = Instant::now();
     let paced = exchange(
         addr,
-        b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     let paced_took = queued.elapsed();
     assert_eq!((probe.status, paced.status), (200, 200));
@@ -770,7 +949,7 @@ fn stop_returns_promptly_with_idle_and_slow_clients_and_releases_the_port() {
     let addr = server.local_addr();
 
     let mut idle = connect(addr);
-    idle.write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+    idle.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("send");
     assert_eq!(read_reply(&mut idle, false).expect("reply").status, 200);
     let mut slow = connect(addr);
@@ -865,4 +1044,55 @@ fn works_when_started_and_stopped_inside_a_tokio_runtime() {
         assert_serving(server.local_addr());
         server.stop();
     });
+}
+
+#[test]
+fn a_leakguard_listener_is_ready_for_tokio_and_really_closes_when_dropped() {
+    let listener = leakguard::listener("transport-test", "127.0.0.1:0").expect("listener");
+    let addr = listener.local_addr().expect("addr");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        // `from_std` panics in debug builds on a blocking socket.
+        let listener = tokio::net::TcpListener::from_std(listener).expect("from_std");
+        let client = std::thread::spawn(move || TcpStream::connect(addr).expect("connect"));
+        let (_conn, _) = listener.accept().await.expect("accept");
+        drop(client.join().expect("client"));
+        // The service closes its listener: nothing keeps it open behind its back, so a new
+        // connection is refused instead of waiting in a backlog nobody accepts from.
+        drop(listener);
+    });
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    assert!(
+        refused.is_err(),
+        "the closed listener still accepts: {refused:?}"
+    );
+    assert!(!leakguard::handover_names().contains(&"transport-test".to_owned()));
+}
+
+#[test]
+fn a_stopped_guard_releases_its_endpoint_port() {
+    let guard = leakguard::Guard::builder()
+        .ignore_env()
+        .addr("127.0.0.1:0")
+        .start()
+        .expect("start");
+    let addr = guard.endpoint_addr().expect("the endpoint runs");
+    assert_eq!(get(addr, "/healthz").status, 200);
+    guard.stop();
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    assert!(
+        refused.is_err(),
+        "the port still accepts after stop(): {refused:?}"
+    );
+    // And a new guard can take the same address.
+    let again = leakguard::Guard::builder()
+        .ignore_env()
+        .addr(&addr.to_string())
+        .start()
+        .expect("start again");
+    assert_eq!(again.endpoint_addr(), Some(addr));
+    assert_eq!(get(addr, "/healthz").status, 200);
 }

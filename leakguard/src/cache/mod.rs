@@ -850,7 +850,7 @@ where
                 let found = s
                     .pending
                     .iter()
-                    .find(|p| p.hash == hash && p.key == key)
+                    .find(|p| p.hash == hash && *p.key == key)
                     .map(|p| (p.owner == me, p.waiter.clone()));
                 match found {
                     // `init` itself asked for its own key: compute without waiting for itself.
@@ -860,7 +860,7 @@ where
                         let waiter = Arc::new(Waiter::new());
                         s.pending.push(Pending {
                             hash,
-                            key,
+                            key: Arc::new(key),
                             owner: me,
                             waiter: waiter.clone(),
                         });
@@ -900,6 +900,20 @@ where
         };
         let value = init();
         let now = self.now();
+        // The weigher runs outside the shard's lock, like everywhere else: it may use the cache.
+        let weight = match &self.weigher {
+            None => 1,
+            Some(_) => {
+                let key = self.shards[si]
+                    .0
+                    .read()
+                    .pending
+                    .iter()
+                    .find(|p| Arc::ptr_eq(&p.waiter, &waiter))
+                    .map(|p| Arc::clone(&p.key));
+                key.map_or(1, |key| self.weigh(&key, &value))
+            }
+        };
         let mut out = Evicted::new();
         {
             let mut s = self.shards[si].0.write();
@@ -909,16 +923,18 @@ where
                 .position(|p| Arc::ptr_eq(&p.waiter, &waiter));
             if let Some(pos) = pos {
                 let pending = s.pending.swap_remove(pos);
-                let weight = self.weigh(&pending.key, &value);
-                s.insert(
-                    hash,
-                    pending.key,
-                    value.clone(),
-                    weight,
-                    now,
-                    &self.params,
-                    &mut out,
-                );
+                // Only this thread ever clones a pending key, and its clone is gone.
+                if let Ok(key) = Arc::try_unwrap(pending.key) {
+                    s.insert(
+                        hash,
+                        key,
+                        value.clone(),
+                        weight,
+                        now,
+                        &self.params,
+                        &mut out,
+                    );
+                }
             }
         }
         guard.armed = false;

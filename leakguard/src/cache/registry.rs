@@ -192,6 +192,8 @@ pub(super) fn register(name: &str, cache: Weak<dyn Registered>) -> Option<(u64, 
 }
 
 fn register_held(name: &str, cache: Held) -> Option<(u64, String)> {
+    static FORK_SAFE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    crate::fork::install(crate::fork::Source::Caches, fork_locks, &FORK_SAFE);
     let mut reg = REGISTRY.lock();
     if reg.entries.len() >= REGISTRY_CAPACITY {
         drop(reg);
@@ -212,6 +214,11 @@ fn register_held(name: &str, cache: Held) -> Option<(u64, String)> {
         cache,
     });
     Some((id, unique))
+}
+
+/// The registry's lock, taken around a fork (see [`crate::fork`]).
+fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
+    out.push(&REGISTRY);
 }
 
 pub(super) fn unregister(id: u64) {

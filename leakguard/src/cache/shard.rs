@@ -120,7 +120,8 @@ impl<K, V> Evicted<K, V> {
 /// A computation in flight for `get_or_insert_with`.
 pub(super) struct Pending<K, V> {
     pub hash: u64,
-    pub key: K,
+    /// Shared, so that the computing thread can weigh the new entry outside the shard's lock.
+    pub key: Arc<K>,
     pub owner: ThreadId,
     pub waiter: Arc<super::Waiter<V>>,
 }

@@ -199,3 +199,29 @@ fn metric_families_cover_registered_caches_with_bounded_labels() {
 }
 
 use crate::exposition::Kind;
+
+#[test]
+fn a_weigher_that_uses_its_own_cache_does_not_deadlock_get_or_insert_with() {
+    let cell: Arc<std::sync::OnceLock<LruCache<u32, u32>>> = Arc::default();
+    let seen = Arc::clone(&cell);
+    let cache = LruCache::builder(100)
+        .weigher(move |_k: &u32, v: &u32| {
+            // The weigher runs outside the shard's lock: touching the cache is fine.
+            if let Some(c) = seen.get() {
+                let _ = c.len();
+                let _ = c.get(&0);
+            }
+            u64::from(*v)
+        })
+        .build();
+    assert!(cell.set(cache.clone()).is_ok());
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let v = cache.get_or_insert_with(1, || 5);
+        let _ = done.send((v, cache.weight()));
+    });
+    let (value, weight) = finished
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("get_or_insert_with deadlocked on its weigher");
+    assert_eq!((value, weight), (5, 5));
+}

@@ -37,6 +37,7 @@ pub struct GuardBuilder {
     hooks: Vec<DrainHook>,
     policy: RestartPolicy,
     restart_callback: Option<RestartCallback>,
+    before_exit: Option<Arc<dyn Fn() + Send + Sync>>,
     pressure_fraction: f64,
     extensions: crate::extensions::Extensions,
 }
@@ -66,6 +67,7 @@ impl GuardBuilder {
             hooks: Vec::new(),
             policy: RestartPolicy::default(),
             restart_callback: None,
+            before_exit: None,
             pressure_fraction: 0.5,
             extensions: crate::extensions::Extensions::default(),
         }
@@ -166,6 +168,14 @@ impl GuardBuilder {
     /// sequence goes on.
     pub fn on_drain(mut self, hook: impl Fn(std::time::Instant) + Send + Sync + 'static) -> Self {
         self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Runs `f` just before the `exit[:code]` restart action ends the process (after the drain
+    /// and the dump), e.g. an embedding language's exit handlers (the Python layer runs
+    /// `atexit`'s). A panic inside it is caught; the exit goes on.
+    pub fn before_exit(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.before_exit = Some(Arc::new(f));
         self
     }
 
@@ -304,6 +314,16 @@ impl GuardBuilder {
             config.apply_env(|k| std::env::var(k).ok())?;
         }
         config.validate()?;
+        if self.policy.max_per_hour as usize > crate::handover::MAX_TIMES {
+            return Err(Error::config(
+                "max restarts per hour",
+                &self.policy.max_per_hour.to_string(),
+                format!(
+                    "must be at most {} (the restart record keeps that many times)",
+                    crate::handover::MAX_TIMES
+                ),
+            ));
+        }
         self.extensions.validate()?;
         if config.restart_action == RestartAction::Callback && self.restart_callback.is_none() {
             return Err(Error::config(
@@ -363,7 +383,9 @@ impl GuardBuilder {
             hooks: self.hooks,
             policy: self.policy,
             restart_callback: self.restart_callback,
+            before_exit: self.before_exit,
             restarting: AtomicBool::new(false),
+            restart_thread: Mutex::new(None),
             restart_deferred: Mutex::new(None),
             handle_limits: Mutex::new(crate::handles::LimitMonitor::new()),
             pressure_fraction: self.pressure_fraction,

@@ -195,6 +195,33 @@ impl Guard {
     }
 
     fn shutdown(&mut self) {
+        // A guard dropped while a restart is under way (a `main` that returns once the drain
+        // hook stopped its server) waits for the restart to finish, which exits or re-execs,
+        // rather than letting the process end with code 0.
+        let restart = self.inner.restart_thread.lock().take();
+        if let Some(restart) = restart
+            && self.inner.restarting.load(Ordering::SeqCst)
+            && restart.thread().id() != std::thread::current().id()
+        {
+            // After a signal or callback action, the restart thread only waits to see whether
+            // the process lives on: stopping ends that wait (the process is ending).
+            *self.inner.stop.lock() = true;
+            self.inner.wake.notify_all();
+            if matches!(
+                self.inner.config.restart_action,
+                crate::config::RestartAction::Reexec | crate::config::RestartAction::Exit(_)
+            ) {
+                let e = self.inner.event(
+                    Level::Warn,
+                    EventKind::Restart,
+                    "the guard is being dropped while a restart is under way: waiting for the restart to finish".into(),
+                );
+                crate::event::trace(&e);
+                eprintln!("leakguard: {}", e.message);
+                self.inner.emit(vec![e]);
+            }
+            let _ = restart.join();
+        }
         #[cfg(feature = "http")]
         if let Some(mut server) = self.server.take() {
             server.stop();
@@ -243,8 +270,12 @@ struct Inner {
     hooks: Vec<DrainHook>,
     policy: RestartPolicy,
     restart_callback: Option<RestartCallback>,
+    /// Run before the `exit` action ends the process.
+    before_exit: Option<Arc<dyn Fn() + Send + Sync>>,
     /// One restart at a time.
     restarting: AtomicBool,
+    /// The thread carrying out the restart under way, for a guard dropped meanwhile to wait.
+    restart_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Why a wanted restart is being held back (reported once per reason).
     restart_deferred: Mutex<Option<String>>,
     /// Per-kind handle limits and the fd limit, each crossing reported once.

@@ -12,7 +12,16 @@ use crate::restart::{HookOutcome, run_hooks};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long after sending a `signal:NAME` action the guard waits for the process to end
+/// (at most the drain timeout) before it concludes that the process lives on.
+const SIGNAL_SETTLE: Duration = Duration::from_secs(10);
+
+/// What a heap profile before a restart may need (profile text, parsed stacks, encoding, debug
+/// information on first use): with less headroom to the limit, the pre-restart dump writes the
+/// report only.
+pub(crate) const DUMP_NEEDS: u64 = 64 << 20;
 
 impl Inner {
     /// Starts the wanted restart unless the uptime or the rate limit holds it back (said once
@@ -76,17 +85,59 @@ impl Inner {
         let spawned = std::thread::Builder::new()
             .name("leakguard-restart".into())
             .spawn(move || me.run_restart(reason));
-        if let Err(e) = spawned {
-            self.ready.store(true, Ordering::SeqCst);
-            self.restarting.store(false, Ordering::SeqCst);
-            return Err(format!("cannot start the restart thread: {e}"));
+        match spawned {
+            Ok(thread) => {
+                *self.restart_thread.lock() = Some(thread);
+                Ok(())
+            }
+            Err(e) => {
+                self.ready.store(true, Ordering::SeqCst);
+                self.restarting.store(false, Ordering::SeqCst);
+                Err(format!("cannot start the restart thread: {e}"))
+            }
         }
-        Ok(())
+    }
+
+    /// After a `signal:NAME` or callback action the process is still here: says so, gives
+    /// the listeners back to the service, turns readiness back on and allows the next restart
+    /// (this one counts toward the hourly limit).
+    fn lives_on(&self, action: &str) {
+        crate::handover::release_held();
+        self.ready.store(true, Ordering::SeqCst);
+        self.restarting.store(false, Ordering::SeqCst);
+        let recent = crate::restart::within_the_hour(
+            &crate::handover::record().times,
+            self.clock.unix_seconds(),
+        );
+        self.emit(vec![self.event(
+            Level::Warn,
+            EventKind::Restart,
+            format!(
+                "the process lives on after the restart action ({action}): readiness back on; a later restart may come ({recent} of {} this hour)",
+                self.policy.max_per_hour
+            ),
+        )]);
+    }
+
+    /// Waits the drain timeout (at most [`SIGNAL_SETTLE`]) for the process to end after a
+    /// signal or callback action; false when the guard is stopped meanwhile (the process is
+    /// ending, or the service stopped the guard).
+    fn settle(&self) -> bool {
+        let deadline = Instant::now() + self.policy.drain_timeout.min(SIGNAL_SETTLE);
+        let mut stop = self.stop.lock();
+        while !*stop {
+            if self.wake.wait_until(&mut stop, deadline).timed_out() {
+                return !*stop;
+            }
+        }
+        false
     }
 
     fn run_restart(&self, reason: String) {
         use std::io::Write as _;
         self.ready.store(false, Ordering::SeqCst);
+        // Keep the listeners open through the drain, even if the service closes its own.
+        crate::handover::hold_for_restart();
         self.emit(vec![self.event(
             Level::Warn,
             EventKind::Restart,
@@ -120,10 +171,20 @@ impl Inner {
             }
         }
         self.emit(events);
-        // The post-mortem: profile and report, before the process image goes.
+        // The post-mortem: profile and report, before the process image goes; the profile
+        // only when the headroom to the limit allows it (it could cause the OOM kill the
+        // restart is meant to prevent). The outcome is said as an event; a failed dump does
+        // not stop the restart.
         if self.config.dump_dir.is_some() {
-            // The outcome is said as an event; a failed dump does not stop the restart.
-            let _ = self.dump_and_say(&format!("before a graceful restart ({reason})"));
+            let why = format!("before a graceful restart ({reason})");
+            let skip = self.short_headroom().map(|headroom| {
+                format!(
+                    "skipped: the headroom to the limit ({}) is under the {} a heap profile may need",
+                    crate::units::format_bytes(headroom),
+                    crate::units::format_bytes(DUMP_NEEDS)
+                )
+            });
+            let _ = self.dump_and_say_with(&why, skip);
         }
         let record = crate::handover::note_restart(self.clock.unix_seconds(), &reason);
         self.restarts.store(record.restarts_total, Ordering::SeqCst);
@@ -161,6 +222,11 @@ impl Inner {
                     EventKind::Restart,
                     format!("exiting with code {code} for the supervisor to restart the service"),
                 )]);
+                if let Some(f) = &self.before_exit
+                    && let Err(p) = catch_unwind(AssertUnwindSafe(|| f()))
+                {
+                    self.caught_panic("the before-exit hook panicked", &*p);
+                }
                 flush();
                 std::process::exit(*code);
             }
@@ -177,8 +243,14 @@ impl Inner {
                         format!("sending {name} failed: {e}"),
                     )]);
                 }
+                // A service that ends on the signal ends within the drain timeout; one that
+                // reloads (SIGHUP) or ignores it lives on.
+                if self.settle() {
+                    self.lives_on(&format!("signal {name}"));
+                }
             }
             RestartAction::None => {
+                crate::handover::release_held();
                 crate::handover::forget_restart();
                 self.restarts
                     .store(record.restarts_total.saturating_sub(1), Ordering::SeqCst);
@@ -196,12 +268,31 @@ impl Inner {
                 {
                     self.caught_panic("the restart callback panicked", &*p);
                 }
+                // The callback may end the process asynchronously (a gunicorn worker's graceful
+                // exit): give it the same time as a signal.
+                if self.settle() {
+                    self.lives_on("callback returned");
+                }
             }
         }
     }
 
-    /// Writes a post-mortem dump (heap profile and report) to the dump directory.
-    fn dump(&self, reason: &str) -> Result<crate::profile::DumpOutcome> {
+    /// The headroom to the limit when it is under [`DUMP_NEEDS`] (no limit known: `None`).
+    fn short_headroom(&self) -> Option<u64> {
+        let st = self.state.lock();
+        let limit = st.limit.as_ref()?.bytes;
+        let used = st.latest.as_ref()?.process.resident_bytes;
+        let headroom = limit.saturating_sub(used);
+        (headroom < DUMP_NEEDS).then_some(headroom)
+    }
+
+    /// Writes a post-mortem dump (heap profile and report) to the dump directory; with
+    /// `skip_profile`, the report only, saying why.
+    fn dump(
+        &self,
+        reason: &str,
+        skip_profile: Option<String>,
+    ) -> Result<crate::profile::DumpOutcome> {
         let Some(dir) = &self.config.dump_dir else {
             return Err(Error::config(
                 "LEAKGUARD_DUMP_DIR",
@@ -211,6 +302,9 @@ impl Inner {
         };
         let now = self.clock.unix_seconds();
         let report = Report::from_snapshot(self.snapshot(View::Report)).to_json();
+        if let Some(skipped) = skip_profile {
+            return crate::profile::write_dump(dir, reason, &report, Err(skipped), now);
+        }
         #[cfg(feature = "profiling")]
         let profile = crate::profile::heap_profile(now)
             .map(|p| p.to_pprof())
@@ -224,7 +318,16 @@ impl Inner {
 
     /// Dumps and reports the outcome as an event.
     pub(super) fn dump_and_say(&self, reason: &str) -> Result<crate::profile::DumpOutcome> {
-        let outcome = self.dump(reason);
+        self.dump_and_say_with(reason, None)
+    }
+
+    /// [`Inner::dump_and_say`], leaving the heap profile out (saying why) with `skip_profile`.
+    fn dump_and_say_with(
+        &self,
+        reason: &str,
+        skip_profile: Option<String>,
+    ) -> Result<crate::profile::DumpOutcome> {
+        let outcome = self.dump(reason, skip_profile);
         let event = match &outcome {
             Ok(o) => self.event(
                 Level::Info,

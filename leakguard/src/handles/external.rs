@@ -160,6 +160,11 @@ pub(crate) struct Frames {
 static TABLE: LazyLock<Mutex<Frames>> =
     LazyLock::new(|| Mutex::new(Frames::new(EXTERNAL_FRAME_CAPACITY)));
 
+/// The frame table's lock, taken around a fork (see [`crate::fork`]).
+pub(super) fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
+    out.push(&*TABLE);
+}
+
 impl Frames {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {

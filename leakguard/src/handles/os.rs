@@ -110,10 +110,17 @@ pub fn os_handles(proc_root: &Path) -> OsHandles {
     out
 }
 
+/// The last reading of the live `/proc`'s TCP sockets, and when it was taken.
+static LAST: parking_lot::Mutex<Option<(u64, TcpSockets)>> = parking_lot::Mutex::new(None);
+
+/// The last reading's lock, taken around a fork (see [`crate::fork`]).
+pub(super) fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
+    out.push(&LAST);
+}
+
 /// [`tcp_sockets`] of the live `/proc`, reused for [`TCP_REUSE`] (by the handle registry's
 /// clock); any other root is read every time.
 pub(crate) fn tcp_sockets_reused(proc_root: &Path) -> TcpSockets {
-    static LAST: parking_lot::Mutex<Option<(u64, TcpSockets)>> = parking_lot::Mutex::new(None);
     if proc_root != Path::new("/proc") {
         return tcp_sockets(proc_root);
     }

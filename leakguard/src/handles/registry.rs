@@ -504,6 +504,8 @@ pub(crate) fn register(name: &str) -> &'static Kind {
     if name == OTHER {
         return other();
     }
+    static FORK_SAFE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    crate::fork::install(crate::fork::Source::Handles, fork_locks, &FORK_SAFE);
     let mut names = NAMES.lock();
     if let Some(&i) = names.by_name.get(name)
         && let Some(kind) = KINDS[usize::from(i)].get()
@@ -549,6 +551,17 @@ pub(crate) fn at(index: u16) -> Option<&'static Kind> {
 }
 
 /// Every kind that exists, in registry order (`other` last).
+/// The names', clock's and every kind's locks, and those of the site and frame tables, taken
+/// around a fork (see [`crate::fork`]).
+fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
+    out.push(&*NAMES);
+    out.push(&*CLOCK);
+    out.extend(all().map(|kind| &kind.state as &dyn crate::fork::ForkLock));
+    super::sites::fork_locks(out);
+    super::external::fork_locks(out);
+    super::os::fork_locks(out);
+}
+
 pub(crate) fn all() -> impl Iterator<Item = &'static Kind> {
     KINDS.iter().filter_map(OnceLock::get)
 }

@@ -63,14 +63,16 @@ pub(crate) fn capture(out: &mut [usize; MAX_DEPTH]) -> usize {
         }
         n < depth
     };
+    // A section, so that no fork happens in the middle of the unwinder's own locks (libunwind
+    // has some); in a child forked in the middle of one, no stack is recorded.
     #[cfg(unix)]
-    // SAFETY: on unix targets the backtrace crate walks the stack with the system
-    // unwinder's `_Unwind_Backtrace`, which is thread-safe and shares no state between
-    // callers; the crate's global lock (which `trace` takes) is only needed on Windows,
-    // where dbghelp is single-threaded. Our callback does not panic and does not unwind.
-    unsafe {
-        backtrace::trace_unsynchronized(&mut record);
-    }
+    crate::fork::backtrace_section(|| {
+        // SAFETY: on unix targets the backtrace crate walks the stack with the system
+        // unwinder's `_Unwind_Backtrace`, which is thread-safe and shares no state between
+        // callers; the crate's global lock (which `trace` takes) is only needed on Windows,
+        // where dbghelp is single-threaded. Our callback does not panic and does not unwind.
+        unsafe { backtrace::trace_unsynchronized(&mut record) };
+    });
     #[cfg(not(unix))]
     backtrace::trace(&mut record);
     n
@@ -353,6 +355,12 @@ impl std::fmt::Display for SymFrame {
 static SYMBOLS: LazyLock<Mutex<HashMap<usize, Arc<[SymFrame]>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// The site table's and symbol cache's locks, taken around a fork (see [`crate::fork`]).
+pub(super) fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
+    out.push(&*TABLE);
+    out.push(&*SYMBOLS);
+}
+
 /// The frames one address stands for (several when calls were inlined), innermost first.
 fn resolve(address: usize, budget: &mut usize) -> Arc<[SymFrame]> {
     if let Some(frames) = super::external::resolve(address) {
@@ -375,12 +383,14 @@ fn resolve(address: usize, budget: &mut usize) -> Arc<[SymFrame]> {
     }
     *budget -= 1;
     let mut frames = Vec::new();
-    backtrace::resolve(address as *mut std::ffi::c_void, |symbol| {
-        frames.push(SymFrame {
-            function: symbol.name().map(|n| format!("{n:#}")),
-            file: symbol.filename().map(|p| p.display().to_string()),
-            line: symbol.lineno(),
-            address,
+    crate::fork::backtrace_section(|| {
+        backtrace::resolve(address as *mut std::ffi::c_void, |symbol| {
+            frames.push(SymFrame {
+                function: symbol.name().map(|n| format!("{n:#}")),
+                file: symbol.filename().map(|p| p.display().to_string()),
+                line: symbol.lineno(),
+                address,
+            });
         });
     });
     let frames: Arc<[SymFrame]> = if frames.is_empty() {
@@ -404,6 +414,7 @@ fn is_internal(frame: &SymFrame) -> bool {
     let name = name.trim_start_matches('<');
     name.starts_with("backtrace::")
         || name.starts_with("leakguard::handles::")
+        || name.starts_with("leakguard::fork::")
         || name.starts_with("leakguard::testing::")
         || name.starts_with("_Unwind_")
 }

@@ -25,12 +25,45 @@ fn io_error(what: String, source: std::io::Error) -> Error {
     Error::Io { what, source }
 }
 
-/// Writes `bytes` to `path` through a temporary name, so a reader never sees half a file.
+/// Creates `path` for writing: a new file (never an existing one, never through a symbolic
+/// link) readable by the owner only (0600), whatever the umask. Heap profiles and reports
+/// show what the service holds.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Writes `bytes` to `path` through a temporary name, so a reader never sees half a file; the
+/// file is created as [`create_private`] does (a name planted beforehand makes it fail, and
+/// the rename replaces a link at `path` rather than writing through it).
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let created = match create_private(&tmp) {
+        Ok(file) => file,
+        Err(source) => {
+            return Err(io_error(
+                format!(
+                    "cannot write {} (creating {})",
+                    path.display(),
+                    tmp.display()
+                ),
+                source,
+            ));
+        }
+    };
+    let written = {
+        let mut file = created;
+        file.write_all(bytes)
+    }
+    .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(source) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(io_error(format!("cannot write {}", path.display()), source));
@@ -153,6 +186,31 @@ pub fn write_dump(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dump_files_are_private_and_a_planted_link_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let out = write_dump(dir.path(), "test", "{}", Ok(vec![1]), 1_700_000_000.0).unwrap();
+        for file in &out.files {
+            let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
+        // Someone plants a link where the next file will be created: the victim is not
+        // written through it.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert!(create_private(&planted).is_err());
+        assert!(write_file(&planted, b"overwritten").is_ok());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let mut tmp = planted.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        assert!(write_file(&planted, b"overwritten").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
 
     #[test]
     fn dumps_are_written_and_the_oldest_removed_beyond_the_bound() {

@@ -79,7 +79,16 @@ fn dump_text() -> Result<String> {
         SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let name = path.to_string_lossy().into_owned();
-    prof_dump(&name)?;
+    // Created first, private (0600), new and not through a link: jemalloc then writes into
+    // this file (in a sticky temporary directory nobody else can replace it).
+    drop(
+        super::dump::create_private(&path)
+            .map_err(|e| perr(format!("cannot create the heap dump {name}: {e}")))?,
+    );
+    if let Err(e) = prof_dump(&name) {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     let result = std::fs::File::open(&path)
         .map_err(|e| perr(format!("cannot open the heap dump {name}: {e}")))
         .and_then(|mut f| read_bounded(&mut f));

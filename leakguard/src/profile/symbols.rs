@@ -28,8 +28,15 @@ pub(crate) struct Frame {
 static CACHE: LazyLock<Mutex<HashMap<usize, Arc<[Frame]>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// The symbol cache's lock, taken around a fork (see [`crate::fork`]).
+fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
+    out.push(&*CACHE);
+}
+
 /// The frames `address` (a return address) stands for, innermost first; never empty.
 pub(crate) fn resolve(address: usize) -> Arc<[Frame]> {
+    static FORK_SAFE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    crate::fork::install(crate::fork::Source::Symbols, fork_locks, &FORK_SAFE);
     if let Some(frames) = CACHE.lock().get(&address) {
         return Arc::clone(frames);
     }
@@ -52,31 +59,33 @@ fn resolve_uncached(address: usize) -> Arc<[Frame]> {
     let mut frames = Vec::new();
     // A return address points just past the call; the call itself is one byte earlier.
     let pc = address.saturating_sub(1);
-    backtrace::resolve(pc as *mut std::ffi::c_void, |symbol| {
-        let (function, system_name): (Arc<str>, Arc<str>) = match symbol.name() {
-            Some(name) => {
-                let demangled: Arc<str> = Arc::from(format!("{name:#}"));
-                let raw = String::from_utf8_lossy(name.as_bytes());
-                let raw: Arc<str> = if *raw == *demangled {
-                    Arc::clone(&demangled)
-                } else {
-                    Arc::from(raw.as_ref())
-                };
-                (demangled, raw)
-            }
-            None => {
-                let hex: Arc<str> = Arc::from(format!("{address:#x}"));
-                (Arc::clone(&hex), hex)
-            }
-        };
-        frames.push(Frame {
-            function,
-            system_name,
-            file: symbol
-                .filename()
-                .map(|p| Arc::from(p.to_string_lossy().as_ref())),
-            line: symbol.lineno().unwrap_or(0),
-        });
+    crate::fork::backtrace_section(|| {
+        backtrace::resolve(pc as *mut std::ffi::c_void, |symbol| {
+            let (function, system_name): (Arc<str>, Arc<str>) = match symbol.name() {
+                Some(name) => {
+                    let demangled: Arc<str> = Arc::from(format!("{name:#}"));
+                    let raw = String::from_utf8_lossy(name.as_bytes());
+                    let raw: Arc<str> = if *raw == *demangled {
+                        Arc::clone(&demangled)
+                    } else {
+                        Arc::from(raw.as_ref())
+                    };
+                    (demangled, raw)
+                }
+                None => {
+                    let hex: Arc<str> = Arc::from(format!("{address:#x}"));
+                    (Arc::clone(&hex), hex)
+                }
+            };
+            frames.push(Frame {
+                function,
+                system_name,
+                file: symbol
+                    .filename()
+                    .map(|p| Arc::from(p.to_string_lossy().as_ref())),
+                line: symbol.lineno().unwrap_or(0),
+            });
+        })
     });
     if frames.is_empty() {
         let hex: Arc<str> = Arc::from(format!("{address:#x}"));
