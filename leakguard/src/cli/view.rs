@@ -166,7 +166,7 @@ pub(crate) fn top_command(rest: &[String], out: &mut dyn Write) -> Result<(), Cl
     }
     let url = args::one_positional("top", &parsed, "URL")?;
     let interval = match parsed.value("--interval") {
-        Some(v) => crate::parse_duration("--interval", v)
+        Some(v) => crate::units::parse_duration("--interval", v)
             .map_err(|e| CliError::usage(format!("top: {e}")))?,
         None => Duration::from_secs(2),
     };
