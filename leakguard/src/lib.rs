@@ -135,3 +135,7 @@ struct GuideDoctests;
 /// Links between the README, the guides and the other top-level documents must resolve.
 #[cfg(test)]
 mod doc_links;
+
+/// The top-level modules depend on each other one way (no import cycles).
+#[cfg(test)]
+mod module_deps;

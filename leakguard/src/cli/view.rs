@@ -4,18 +4,78 @@
 //!
 //! The report is read as generic JSON, field by field, so the CLI renders reports of older and
 //! newer guards alike (the report's fields are added, never renamed); a missing field shows as
-//! `-` rather than failing.
+//! `-` rather than failing. What ties the paths it reads to the report is a test: every lookup
+//! is recorded while the view renders the report of a running guard, and each path must exist
+//! in that report.
 
 use super::args::{self, Spec};
-use super::fmt::{
-    at, bytes, clock, flag, iso, mb_per_hour, num, percent, show, signed_bytes, span, text,
-};
+use super::fmt::{bytes, clock, iso, mb_per_hour, percent, signed_bytes, span};
 use super::http::Endpoint;
 use super::{CliError, print};
 use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The view's lookups in the report: `at(r, &["leak", "reason"])`. A missing field reads as
+/// `None` (shown as `-`), so reports of older guards still render.
+///
+/// Under test every lookup is also recorded, so that a test can check each path the view reads
+/// against the report of a running guard (`tests::every_path_the_view_reads_is_in_a_real_report`).
+mod lookup {
+    use super::super::fmt;
+    use serde_json::Value;
+
+    /// A lookup: the address of the value looked in, and the path.
+    #[cfg(test)]
+    pub(super) type Read = (usize, Vec<String>);
+
+    #[cfg(test)]
+    thread_local! {
+        /// The lookups made while recording.
+        pub(super) static READS: std::cell::RefCell<Option<Vec<Read>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    #[cfg(test)]
+    fn record(v: &Value, path: &[&str]) {
+        READS.with(|reads| {
+            if let Some(reads) = reads.borrow_mut().as_mut() {
+                let address = std::ptr::from_ref(v) as usize;
+                reads.push((address, path.iter().map(|k| (*k).to_owned()).collect()));
+            }
+        });
+    }
+
+    #[cfg(not(test))]
+    fn record(_: &Value, _: &[&str]) {}
+
+    pub(super) fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+        record(v, path);
+        fmt::at(v, path)
+    }
+
+    pub(super) fn num(v: &Value, path: &[&str]) -> Option<f64> {
+        record(v, path);
+        fmt::num(v, path)
+    }
+
+    pub(super) fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+        record(v, path);
+        fmt::text(v, path)
+    }
+
+    pub(super) fn flag(v: &Value, path: &[&str]) -> Option<bool> {
+        record(v, path);
+        fmt::flag(v, path)
+    }
+
+    pub(super) fn show(v: &Value, path: &[&str]) -> String {
+        record(v, path);
+        fmt::show(v, path)
+    }
+}
+use lookup::{at, flag, num, show, text};
 
 /// How long one fetch may take (connect, send, read).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,7 +166,7 @@ pub(crate) fn top_command(rest: &[String], out: &mut dyn Write) -> Result<(), Cl
     }
     let url = args::one_positional("top", &parsed, "URL")?;
     let interval = match parsed.value("--interval") {
-        Some(v) => crate::parse_duration("--interval", v)
+        Some(v) => crate::units::parse_duration("--interval", v)
             .map_err(|e| CliError::usage(format!("top: {e}")))?,
         None => Duration::from_secs(2),
     };
@@ -984,6 +1044,260 @@ pub(crate) fn incident(r: &Value, url: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fs;
+
+    /// Paths the view reads that a report may lack, each with why. Reports of older guards may
+    /// lack more; the view shows `-` for any missing field.
+    const OPTIONAL: &[(&str, &str)] = &[];
+
+    /// A report from a running guard whose sampler reads fixture trees (a process whose memory
+    /// floor grows 60 MB/h under a saw-tooth, in a v2 cgroup), after enough samples to fill every
+    /// section: the warm-up over, a leak suspected, growth attributed to a cache and to a kind
+    /// of handle.
+    fn real_report() -> Value {
+        use crate::allocator::{Allocator, AllocatorChoice};
+        use crate::cgroup::CgroupReader;
+        use crate::process::ProcReader;
+        use crate::sample::Sampler;
+        use crate::{Guard, ManualClock};
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = |path: &str, content: &str| {
+            let path = dir.path().join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, content).unwrap();
+        };
+        file(
+            "proc/self/status",
+            "Name:\tsvc\nVmHWM:\t    2048 kB\nVmSwap:\t       0 kB\nThreads:\t4\n",
+        );
+        file(
+            "proc/self/stat",
+            "42 (svc) S 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 4 0 100 0 0\n",
+        );
+        file(
+            "proc/self/limits",
+            "Limit                     Soft Limit           Hard Limit           Units     \n\
+             Max open files            1024                 4096                 files     \n",
+        );
+        file("proc/stat", "btime 1700000000\n");
+        fs::create_dir_all(dir.path().join("proc/self/fd")).unwrap();
+        file("proc/self/cgroup", "0::/\n");
+        file(
+            "proc/self/mountinfo",
+            "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw\n",
+        );
+        file("sys/fs/cgroup/memory.max", "4294967296\n");
+        file("sys/fs/cgroup/memory.high", "max\n");
+        file("sys/fs/cgroup/memory.current", "400000000\n");
+        file(
+            "sys/fs/cgroup/memory.events",
+            "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
+        );
+        // SAFETY: sysconf only reads a configuration value.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+        let set_rss = |bytes: f64| {
+            let pages = bytes as u64 / page;
+            file(
+                "proc/self/statm",
+                &format!("{} {pages} 0 0 0 0 0\n", pages * 2),
+            );
+        };
+        set_rss(300e6);
+
+        let clock = ManualClock::new(1_700_000_000.0);
+        let guard = Guard::builder()
+            .ignore_env()
+            .no_endpoint()
+            .background(false)
+            .record_metrics(false)
+            .limit(2_000_000_000)
+            .clock(std::sync::Arc::new(clock.clone()))
+            .sampler(Sampler::with_readers(
+                ProcReader::with_root(dir.path().join("proc")),
+                Some(CgroupReader::with_root(dir.path())),
+                Allocator::new(AllocatorChoice::Auto),
+            ))
+            .start()
+            .unwrap();
+        let cache: crate::cache::LruCache<u32, u64> = crate::cache::LruCache::builder(10_000)
+            .name("view-paths")
+            .build();
+        let mut handles = Vec::new();
+        let step = 15.0;
+        let mut t = 0.0;
+        let mut ticks = 0u32;
+        // (The report is looked at every 5 minutes of samples: making it is the slow part.)
+        while t < 3.0 * 3600.0 && (!ticks.is_multiple_of(20) || !guard.report().leak.suspected) {
+            ticks += 1;
+            set_rss(300e6 + 60e6 * t / 3600.0 + 40e6 * ((t % 180.0) / 180.0));
+            clock.advance(Duration::from_secs_f64(step));
+            t += step;
+            guard.tick();
+            if t > 1200.0 && handles.len() < 3 {
+                // After the baseline: growth for the attribution to name.
+                handles.push(crate::track("view_paths"));
+                for i in 0..100 {
+                    cache.insert(handles.len() as u32 * 1000 + i, 0);
+                }
+            }
+        }
+        let report = guard.report();
+        assert!(
+            report.leak.suspected,
+            "never suspected: {}",
+            report.leak.reason
+        );
+        serde_json::from_str(&guard.report_json()).unwrap()
+    }
+
+    /// The path of every value inside `v`, by address; array elements as `[]`.
+    fn paths_by_address(v: &Value, path: &str, out: &mut BTreeMap<usize, String>) {
+        out.insert(std::ptr::from_ref(v) as usize, path.to_owned());
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .for_each(|(k, x)| paths_by_address(x, &join(k), out)),
+            Value::Array(a) => a.iter().for_each(|x| paths_by_address(x, &join("[]"), out)),
+            _ => {}
+        }
+    }
+
+    /// The paths of the report (`r`) written out in this file's code: `num(r, &["a", "b"])`.
+    fn literal_paths_from_the_root() -> BTreeSet<String> {
+        let source = include_str!("view.rs");
+        let code = source
+            .split("#[cfg(test)]\n#[allow(clippy::unwrap_used)]")
+            .next()
+            .unwrap();
+        let mut found = BTreeSet::new();
+        let opener = concat!("(r", ", &[");
+        for piece in code.split(opener).skip(1) {
+            let inside = piece.split(']').next().unwrap();
+            let keys: Vec<&str> = inside.split(',').map(str::trim).collect();
+            if keys
+                .iter()
+                .all(|k| k.len() >= 2 && k.starts_with('"') && k.ends_with('"'))
+            {
+                let keys: Vec<&str> = keys.iter().map(|k| &k[1..k.len() - 1]).collect();
+                found.insert(keys.join("."));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_path_the_view_reads_is_in_a_real_report() {
+        let report = real_report();
+        let mut addresses = BTreeMap::new();
+        paths_by_address(&report, "", &mut addresses);
+
+        lookup::READS.with(|r| *r.borrow_mut() = Some(Vec::new()));
+        let url = "http://127.0.0.1:1/debug/leakguard";
+        frame(&report, url, 1_700_000_000.0, true);
+        report_text(&report, url);
+        incident(&report, url);
+        let reads = lookup::READS.with(|r| r.borrow_mut().take()).unwrap();
+
+        // Each lookup as a path from the report's root: `show(a, &["summary"])` with `a` the
+        // attribution is `leak.attribution.summary`.
+        let mut read = BTreeSet::new();
+        for (address, keys) in &reads {
+            let mut full = addresses
+                .get(address)
+                .unwrap_or_else(|| panic!("{keys:?} was read in a value outside the report"))
+                .clone();
+            for k in keys {
+                if !full.is_empty() {
+                    full.push('.');
+                }
+                full.push_str(k);
+            }
+            read.insert(full);
+        }
+        // Check each read path against the real report's keys (arrays: any element).
+        fn has(v: &Value, keys: &[&str]) -> bool {
+            match keys.split_first() {
+                None => true,
+                Some((&"[]", rest)) => v.as_array().is_some_and(|a| a.iter().any(|x| has(x, rest))),
+                Some((k, rest)) => v.get(*k).is_some_and(|x| has(x, rest)),
+            }
+        }
+        let mut missing = BTreeSet::new();
+        for path in &read {
+            let keys: Vec<&str> = path.split('.').collect();
+            if !has(&report, &keys) {
+                missing.insert(path.clone());
+            }
+        }
+        let optional: BTreeSet<String> = OPTIONAL.iter().map(|(p, _)| (*p).to_owned()).collect();
+        let unexplained: Vec<&String> = missing.difference(&optional).collect();
+        assert!(
+            unexplained.is_empty(),
+            "the view reads fields a real report does not have (renamed? then rename them in \
+             the view too; optional? then list them in OPTIONAL with why): {unexplained:#?}\n\
+             the report: {report:#}"
+        );
+        let stale: Vec<&String> = optional.difference(&read).collect();
+        assert!(
+            stale.is_empty(),
+            "listed as optional but never read: {stale:?}"
+        );
+        let unexercised: Vec<String> = literal_paths_from_the_root()
+            .into_iter()
+            .filter(|p| !read.contains(p))
+            .collect();
+        assert!(
+            unexercised.is_empty(),
+            "paths written in the view that this test's report never made it read: {unexercised:?}"
+        );
+        // The relative reads were resolved: inside the attribution and the events.
+        for path in [
+            "leak.attribution.summary",
+            "leak.attribution.caches.[].name",
+            "events.[].message",
+        ] {
+            assert!(read.contains(path), "{path} not read: {read:#?}");
+        }
+    }
+
+    #[test]
+    fn an_older_report_with_fields_missing_still_renders() {
+        let url = "http://127.0.0.1:1/debug/leakguard";
+        let old = serde_json::json!({"version": "0.0.9", "state": "warn", "ready": true});
+        let screen = frame(&old, url, 1_700_000_000.0, false);
+        assert!(screen.starts_with("leakguard 0.0.9 at "), "{screen}");
+        assert!(
+            screen.contains("usage    - resident; no limit known"),
+            "{screen}"
+        );
+        assert!(screen.contains("leak     not in this report"), "{screen}");
+        let text = report_text(&old, url);
+        assert!(
+            text.contains("memory state     warn (ready: yes)"),
+            "{text}"
+        );
+        assert!(text.contains("process          no sample yet"), "{text}");
+        let update = incident(&old, url);
+        assert!(
+            update.contains("Status: INVESTIGATING, memory state warn"),
+            "{update}"
+        );
+        assert!(update.contains("Growth Rate: unknown yet"), "{update}");
+        for empty in [serde_json::json!({}), Value::Null] {
+            assert!(frame(&empty, url, 0.0, false).starts_with("leakguard - at "));
+            assert!(report_text(&empty, url).contains("generated - by leakguard -"));
+            assert!(incident(&empty, url).contains("Status: MONITORING"));
+        }
+    }
 
     #[test]
     fn bar_fills_to_the_ratio_and_marks_thresholds() {
