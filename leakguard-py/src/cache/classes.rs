@@ -27,9 +27,9 @@ pub(crate) struct CacheBase {
 #[pyclass(extends = CacheBase, subclass, frozen, module = "leakguard._leakguard", name = "_TTLCacheBase")]
 pub(crate) struct TtlCacheBase;
 
-/// The `key` and `default` of `get(key, default=None)`, from its arguments as received.
-#[inline]
-fn get_args<'py>(
+/// The `key` and `default` of `get(key, default=None)`, from its arguments as a tuple and a
+/// dict.
+pub(super) fn get_args<'py>(
     args: &Bound<'py, PyTuple>,
     kwargs: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
@@ -371,37 +371,6 @@ impl CacheBase {
         Ok(PyFloat::new(py, size).into_any().unbind())
     }
 
-    // `get(key, default=None)`, its arguments taken apart here: under the stable ABI a method
-    // receives a tuple and a dict, and reading a tuple of one or two items directly costs far
-    // less than the generic parsing of named parameters.
-    #[pyo3(signature = (*args, **kwargs), text_signature = "($self, key, default=None)")]
-    fn get(
-        slf: &Bound<'_, CacheBase>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let (key, default) = get_args(args, kwargs)?;
-        let key = &key;
-        let this = slf.get();
-        let cfg = this.cfg()?;
-        let now = this.now(py, cfg)?;
-        let default = || default.map_or_else(|| py.None(), Bound::unbind);
-        if cfg.hooks & (CONTAINS | GETITEM) != 0 {
-            let _frozen = match (&cfg.ttl, &now) {
-                (Some(t), Some(now)) => Some(t.timer.get().freeze(py, now)),
-                _ => None,
-            };
-            if this.contains_hook(slf, cfg, key, now.as_ref())? {
-                return Ok(slf.as_any().get_item(key)?.unbind());
-            }
-            return Ok(default());
-        }
-        Ok(this
-            .get_impl(py, cfg, key, now.as_ref())?
-            .unwrap_or_else(default))
-    }
-
     #[pyo3(signature = (key, *default))]
     fn pop(
         slf: &Bound<'_, CacheBase>,
@@ -516,6 +485,35 @@ impl CacheBase {
     }
 }
 
+impl CacheBase {
+    /// `get(key, default=None)` (declared to Python in `fastcall`, with the vectorcall
+    /// convention).
+    pub(super) fn get_value(
+        slf: &Bound<'_, CacheBase>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let cfg = this.cfg()?;
+        let now = this.now(py, cfg)?;
+        let default = || default.map_or_else(|| py.None(), Bound::unbind);
+        if cfg.hooks & (CONTAINS | GETITEM) != 0 {
+            let _frozen = match (&cfg.ttl, &now) {
+                (Some(t), Some(now)) => Some(t.timer.get().freeze(py, now)),
+                _ => None,
+            };
+            if this.contains_hook(slf, cfg, key, now.as_ref())? {
+                return Ok(slf.as_any().get_item(key)?.unbind());
+            }
+            return Ok(default());
+        }
+        Ok(this
+            .get_impl(py, cfg, key, now.as_ref())?
+            .unwrap_or_else(default))
+    }
+}
+
 #[pymethods]
 impl TtlCacheBase {
     #[new]
@@ -608,6 +606,7 @@ fn _maintain_caches(py: Python<'_>) {
 /// Registers the cache classes in the extension module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CacheBase>()?;
+    super::fastcall::install(&m.py().get_type::<CacheBase>())?;
     m.add_class::<TtlCacheBase>()?;
     m.add_class::<Timer>()?;
     m.add_function(wrap_pyfunction!(_cache_report, m)?)?;

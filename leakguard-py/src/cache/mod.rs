@@ -33,10 +33,13 @@
 //! - `stats`: configuration, counters and what the guard's registry sees ([`Shared`]);
 //! - `ops`: the operations under the lock, shared by the Python methods;
 //! - `copy`: copying and pickling;
+//! - `fastcall`: `get`, declared with the vectorcall convention (the stable ABI's methods
+//!   otherwise receive a tuple);
 //! - `classes`: the Python classes `_CacheBase`, `_TTLCacheBase` and the module's functions.
 
 mod classes;
 mod copy;
+mod fastcall;
 mod lock;
 mod ops;
 mod stats;
