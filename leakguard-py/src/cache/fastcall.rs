@@ -8,8 +8,14 @@
 //! fast-call flags, whose value and meaning are the same on every CPython from 3.8 (CPython
 //! checks that `self` is an instance of the class before the call). Arguments arrive as a
 //! C array: one or two positional ones are read directly; keywords (`default=...`) take the
-//! general path. The body runs inside `Python::attach` (which applies pyo3's deferred
-//! reference decrements, as pyo3's own wrappers do) and a panic becomes a Python exception.
+//! general path. A panic becomes a Python exception.
+//!
+//! The call does not go through pyo3's entry wrapper: the thread is attached (CPython is
+//! calling it), which `Python::assume_attached` states without the wrapper's bookkeeping
+//! (`Python::attach` would cost as much as the lookup: pyo3 does not count this entry, so
+//! it would take the GIL state API's path). What pyo3 defers without the count (the release
+//! of a `Py` dropped here, e.g. a time object of a non-float timer) is applied at the next
+//! call into any of pyo3's wrappers, as is whatever the guard's thread released.
 
 use super::classes::{CacheBase, get_args};
 use pyo3::exceptions::PyRuntimeError;
@@ -36,28 +42,20 @@ unsafe extern "C" fn get_fast(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method from a thread attached to the interpreter.
+    let py = unsafe { Python::assume_attached() };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        Python::attach(|py| {
-            // SAFETY: CPython calls this with a live `self`, `nargs` live positional arguments
-            // followed by one per name in `kwnames` (a tuple, or NULL), all borrowed for the
-            // call, from a thread attached to the interpreter.
-            let result = unsafe { get_call(py, slf, args, nargs, kwnames) };
-            match result {
-                Ok(value) => value.into_ptr(),
-                Err(err) => {
-                    err.restore(py);
-                    std::ptr::null_mut()
-                }
-            }
-        })
+        // SAFETY: CPython calls this with a live `self`, `nargs` live positional arguments
+        // followed by one per name in `kwnames` (a tuple, or NULL), all borrowed for the call.
+        unsafe { get_call(py, slf, args, nargs, kwnames) }
     }));
-    match outcome {
-        Ok(ptr) => ptr,
-        Err(_) => Python::attach(|py| {
-            PyRuntimeError::new_err("leakguard: internal error (panic) in cache.get").restore(py);
-            std::ptr::null_mut()
-        }),
-    }
+    let err = match outcome {
+        Ok(Ok(value)) => return value.into_ptr(),
+        Ok(Err(err)) => err,
+        Err(_) => PyRuntimeError::new_err("leakguard: internal error (panic) in cache.get"),
+    };
+    err.restore(py);
+    std::ptr::null_mut()
 }
 
 /// # Safety
