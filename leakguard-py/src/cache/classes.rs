@@ -27,6 +27,57 @@ pub(crate) struct CacheBase {
 #[pyclass(extends = CacheBase, subclass, frozen, module = "leakguard._leakguard", name = "_TTLCacheBase")]
 pub(crate) struct TtlCacheBase;
 
+/// The `key` and `default` of `get(key, default=None)`, from its arguments as a tuple and a
+/// dict.
+pub(super) fn get_args<'py>(
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
+    let n = args.len();
+    let mut key = if n >= 1 {
+        Some(args.get_item(0)?)
+    } else {
+        None
+    };
+    let mut default = if n >= 2 {
+        Some(args.get_item(1)?)
+    } else {
+        None
+    };
+    if n > 2 {
+        return Err(PyTypeError::new_err(format!(
+            "get() takes from 1 to 2 positional arguments but {n} were given"
+        )));
+    }
+    if let Some(kwargs) = kwargs {
+        for (name, value) in kwargs.iter() {
+            let slot = match name.extract::<String>()?.as_str() {
+                "key" => &mut key,
+                "default" => &mut default,
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "get() got an unexpected keyword argument {}",
+                        name.repr()?
+                    )));
+                }
+            };
+            if slot.is_some() {
+                return Err(PyTypeError::new_err(format!(
+                    "get() got multiple values for argument {}",
+                    name.repr()?
+                )));
+            }
+            *slot = Some(value);
+        }
+    }
+    match key {
+        Some(key) => Ok((key, default)),
+        None => Err(PyTypeError::new_err(
+            "get() missing 1 required positional argument: 'key'",
+        )),
+    }
+}
+
 fn new_base() -> CacheBase {
     CacheBase {
         shared: Arc::new(Shared {
@@ -320,32 +371,6 @@ impl CacheBase {
         Ok(PyFloat::new(py, size).into_any().unbind())
     }
 
-    #[pyo3(signature = (key, default = None))]
-    fn get(
-        slf: &Bound<'_, CacheBase>,
-        key: &Bound<'_, PyAny>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        let cfg = this.cfg()?;
-        let now = this.now(py, cfg)?;
-        let default = || default.unwrap_or_else(|| py.None());
-        if cfg.hooks & (CONTAINS | GETITEM) != 0 {
-            let _frozen = match (&cfg.ttl, &now) {
-                (Some(t), Some(now)) => Some(t.timer.get().freeze(py, now)),
-                _ => None,
-            };
-            if this.contains_hook(slf, cfg, key, now.as_ref())? {
-                return Ok(slf.as_any().get_item(key)?.unbind());
-            }
-            return Ok(default());
-        }
-        Ok(this
-            .get_impl(py, cfg, key, now.as_ref())?
-            .unwrap_or_else(default))
-    }
-
     #[pyo3(signature = (key, *default))]
     fn pop(
         slf: &Bound<'_, CacheBase>,
@@ -460,6 +485,35 @@ impl CacheBase {
     }
 }
 
+impl CacheBase {
+    /// `get(key, default=None)` (declared to Python in `fastcall`, with the vectorcall
+    /// convention).
+    pub(super) fn get_value(
+        slf: &Bound<'_, CacheBase>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let cfg = this.cfg()?;
+        let now = this.now(py, cfg)?;
+        let default = || default.map_or_else(|| py.None(), Bound::unbind);
+        if cfg.hooks & (CONTAINS | GETITEM) != 0 {
+            let _frozen = match (&cfg.ttl, &now) {
+                (Some(t), Some(now)) => Some(t.timer.get().freeze(py, now)),
+                _ => None,
+            };
+            if this.contains_hook(slf, cfg, key, now.as_ref())? {
+                return Ok(slf.as_any().get_item(key)?.unbind());
+            }
+            return Ok(default());
+        }
+        Ok(this
+            .get_impl(py, cfg, key, now.as_ref())?
+            .unwrap_or_else(default))
+    }
+}
+
 #[pymethods]
 impl TtlCacheBase {
     #[new]
@@ -552,6 +606,7 @@ fn _maintain_caches(py: Python<'_>) {
 /// Registers the cache classes in the extension module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CacheBase>()?;
+    super::fastcall::install(&m.py().get_type::<CacheBase>())?;
     m.add_class::<TtlCacheBase>()?;
     m.add_class::<Timer>()?;
     m.add_function(wrap_pyfunction!(_cache_report, m)?)?;

@@ -16,6 +16,7 @@ use std::time::Duration;
 /// An identifier of the current thread, never 0: `pthread_self()`, which reads the thread
 /// pointer (cheaper, in a shared library, than a Rust thread-local, which goes through
 /// `__tls_get_addr`).
+#[inline]
 fn thread_tag() -> usize {
     // SAFETY: pthread_self has no preconditions and cannot fail.
     unsafe { libc::pthread_self() as usize }
@@ -99,6 +100,7 @@ impl<T> PyLock<T> {
     }
 
     /// Locks if the lock is free, without waiting.
+    #[inline]
     pub(crate) fn try_lock(&self) -> Option<PyLockGuard<'_, T>> {
         self.raw.try_lock()?;
         Some(self.locked_by(thread_tag()))
@@ -111,6 +113,7 @@ impl<T> PyLock<T> {
     }
 
     /// The guard of a lock this thread has just taken.
+    #[inline]
     fn locked_by(&self, me: usize) -> PyLockGuard<'_, T> {
         self.owner.store(me, Relaxed);
         PyLockGuard {
@@ -136,6 +139,7 @@ impl<T> DerefMut for PyLockGuard<'_, T> {
 }
 
 impl<T> Drop for PyLockGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         self.lock.owner.store(0, Relaxed);
         // SAFETY: the guard was made when this thread took the lock, and guards are not Send,

@@ -33,10 +33,13 @@
 //! - `stats`: configuration, counters and what the guard's registry sees ([`Shared`]);
 //! - `ops`: the operations under the lock, shared by the Python methods;
 //! - `copy`: copying and pickling;
+//! - `fastcall`: `get`, declared with the vectorcall convention (the stable ABI's methods
+//!   otherwise receive a tuple);
 //! - `classes`: the Python classes `_CacheBase`, `_TTLCacheBase` and the module's functions.
 
 mod classes;
 mod copy;
+mod fastcall;
 mod lock;
 mod ops;
 mod stats;
@@ -86,7 +89,18 @@ impl<T> PyLock<T> {
     /// Locks from a thread attached to Python: waits with the GIL released (so that the
     /// holder, which may be inside a key's `__eq__`, can go on); a RuntimeError when this
     /// thread holds the lock already.
+    #[inline]
     fn lock(&self, py: Python<'_>) -> PyResult<PyLockGuard<'_, T>> {
+        // The uncontended case, every operation's, without the waiting machinery.
+        match self.try_lock() {
+            Some(guard) => Ok(guard),
+            None => self.lock_contended(py),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self, py: Python<'_>) -> PyResult<PyLockGuard<'_, T>> {
         self.lock_waiting(|acquire| py.detach(acquire))
             .map_err(|Reentered| {
                 PyRuntimeError::new_err(

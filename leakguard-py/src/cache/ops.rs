@@ -158,6 +158,7 @@ impl CacheBase {
         result
     }
 
+    #[inline]
     pub(super) fn get_impl(
         &self,
         py: Python<'_>,
@@ -188,6 +189,7 @@ impl CacheBase {
     /// `Cache.__setitem__` with the eviction loop, for a class that does not override
     /// `popitem` or `__delitem__`: all under one lock.
     #[allow(clippy::too_many_arguments)] // the parts of one write, passed on as they are
+    #[inline]
     pub(super) fn set_impl(
         &self,
         py: Python<'_>,
@@ -293,7 +295,12 @@ impl CacheBase {
         now: Option<Time>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let size = size_of(py, cfg, value)?;
+        // Without `getsizeof` every entry weighs 1 (checked against maxsize by `size_of`).
+        let size = if cfg.getsizeof.is_none() && cfg.maxsize >= 1.0 {
+            1.0
+        } else {
+            size_of(py, cfg, value)?
+        };
         let mut garbage = Garbage::new();
         let result = match (&cfg.ttl, now) {
             (Some(ttl), Some(now)) => {

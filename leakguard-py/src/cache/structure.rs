@@ -74,6 +74,68 @@ pub(super) struct Core {
     pub(super) currsize: f64,
 }
 
+/// `a == b` for two exact ints that fit in a C long, read without Python's rich comparison
+/// (the most common keys, compared at a fraction of the cost); `None` for anything else.
+#[inline]
+fn int_eq(a: *mut pyo3::ffi::PyObject, b: *mut pyo3::ffi::PyObject) -> Option<bool> {
+    // SAFETY: both are live objects (see `Core::find`) and the thread is attached; an exact
+    // int converts without error, an overflow is reported in `overflow`, not raised.
+    unsafe {
+        let int_type = std::ptr::addr_of_mut!(pyo3::ffi::PyLong_Type);
+        if pyo3::ffi::Py_TYPE(a) != int_type || pyo3::ffi::Py_TYPE(b) != int_type {
+            return None;
+        }
+        let mut overflow = 0;
+        let x = pyo3::ffi::PyLong_AsLongAndOverflow(a, &mut overflow);
+        if overflow != 0 {
+            return None;
+        }
+        let y = pyo3::ffi::PyLong_AsLongAndOverflow(b, &mut overflow);
+        if overflow != 0 {
+            return None;
+        }
+        Some(x == y)
+    }
+}
+
+/// The occupied slot `i` (every linked index is one).
+#[inline(always)]
+fn occupied(slots: &mut [Option<Node>], i: u32) -> &mut Node {
+    match slots.get_mut(i as usize) {
+        Some(Some(n)) => n,
+        _ => unreachable!("a linked slot is occupied"),
+    }
+}
+
+/// Moves the linked node `i` to the back of the list whose ends are `ends` and whose links
+/// `link` picks in a node.
+#[inline(always)]
+fn relink_back(
+    slots: &mut [Option<Node>],
+    ends: &mut Ends,
+    i: u32,
+    link: impl Fn(&mut Node) -> &mut Link,
+) {
+    let tail = ends.tail;
+    if tail == i {
+        return;
+    }
+    let Link { prev, next } = *link(occupied(slots, i));
+    // `i` is linked and not the tail: it has a next node.
+    if prev == NIL {
+        ends.head = next;
+    } else {
+        link(occupied(slots, prev)).next = next;
+    }
+    link(occupied(slots, next)).prev = prev;
+    link(occupied(slots, tail)).next = i;
+    *link(occupied(slots, i)) = Link {
+        prev: tail,
+        next: NIL,
+    };
+    ends.tail = i;
+}
+
 /// Which list of a node.
 #[derive(Clone, Copy)]
 pub(super) enum List {
@@ -152,52 +214,58 @@ impl Core {
         self.ends(list).tail = i;
     }
 
+    /// Moves node `i` to the back of `list` (the most recently used end of the LRU list):
+    /// the hot path of every hit, so written out once per list without the generic helpers.
+    #[inline]
     pub(super) fn move_back(&mut self, i: u32, list: List) {
-        if self.ends(list).tail != i {
-            self.unlink(i, list);
-            self.push_back(i, list);
+        match list {
+            List::Lru => relink_back(&mut self.slots, &mut self.lru, i, |n| &mut n.lru),
+            List::Ord => relink_back(&mut self.slots, &mut self.ord, i, |n| &mut n.ord),
         }
     }
 
     /// The node of `key`, comparing keys as a dict does (identity, then `==`).
+    #[inline]
     pub(super) fn find(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         hash: isize,
     ) -> PyResult<Option<u32>> {
-        let mut err = None;
+        let mut failed = false;
         let slots = &self.slots;
+        let key_ptr = key.as_ptr();
         let found = self.table.find(mix(hash), |&i| {
-            if err.is_some() {
-                return false;
-            }
-            let Some(n) = &slots[i as usize] else {
+            let Some(Some(n)) = slots.get(i as usize) else {
                 return false;
             };
-            if n.hash != hash {
+            if n.hash != hash || failed {
                 return false;
             }
-            if n.key.as_ptr() == key.as_ptr() {
+            if n.key.as_ptr() == key_ptr {
                 return true;
+            }
+            if let Some(equal) = int_eq(n.key.as_ptr(), key_ptr) {
+                return equal;
             }
             // SAFETY: both pointers are live objects (the node's key is owned by the node, `key`
             // is borrowed for the call) and this thread is attached to the interpreter.
             match unsafe {
-                pyo3::ffi::PyObject_RichCompareBool(n.key.as_ptr(), key.as_ptr(), pyo3::ffi::Py_EQ)
+                pyo3::ffi::PyObject_RichCompareBool(n.key.as_ptr(), key_ptr, pyo3::ffi::Py_EQ)
             } {
                 1 => true,
                 0 => false,
                 _ => {
-                    err = Some(PyErr::fetch(py));
+                    // The exception stays set; no further comparison runs.
+                    failed = true;
                     false
                 }
             }
         });
-        match err {
-            Some(e) => Err(e),
-            None => Ok(found.copied()),
+        if failed {
+            return Err(PyErr::fetch(py));
         }
+        Ok(found.copied())
     }
 
     pub(super) fn insert(&mut self, node: Node) -> u32 {
