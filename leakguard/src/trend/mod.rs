@@ -244,6 +244,9 @@ pub struct TrendDetector {
 /// Points per horizon evaluation at most: windows are merged (minimum of neighbours) beyond it,
 /// which keeps Theil–Sen's pairwise work bounded.
 const MAX_POINTS: usize = 48;
+/// The stretch whose lowest window is the settled floor a restart falls under, seconds: a
+/// garbage collector's cycle (up to several minutes) fits in it a few times.
+const SETTLED: f64 = 1800.0;
 /// Points a horizon needs before it is judged.
 const MIN_POINTS: usize = 8;
 /// Points the urgent judgement needs.
@@ -331,16 +334,19 @@ impl TrendDetector {
             self.top_v = v;
         }
         // A restart: usage falls back to the lifetime's start level at once (from one sample
-        // to the next), under the floor of the last windows, after the floor had risen well
-        // above it (a saw-tooth's drop only falls back to the floor).
-        let rise = self.top_v - self.start_v;
-        let level = self.level();
-        if rise > 16e6
-            && v <= self.start_v + 0.3 * rise
-            && previous - v >= 0.5 * rise
-            && level - v >= 0.5 * rise
-        {
-            return self.restart(t, v);
+        // to the next), under the settled floor (the lowest window of the last half hour),
+        // after that floor had risen well above the start level. A saw-tooth's drop, however
+        // slow its cycle, falls back to that floor, not under it: the floor is what a restart
+        // resets, not the peaks.
+        if let Some(level) = self.settled_level(t) {
+            let rise = self.top_v - self.start_v;
+            if rise > 16e6
+                && v <= self.start_v + 0.3 * rise
+                && previous - v >= 0.5 * rise
+                && level - v >= 0.5 * rise
+            {
+                return self.restart(t, v);
+            }
         }
         let first = self.first_t.unwrap_or(t);
         if t - first < self.config.warmup.as_secs_f64() {
@@ -367,7 +373,9 @@ impl TrendDetector {
                         self.floor.pop_front();
                     }
                     self.floor.push_back(min);
-                    self.top_v = self.top_v.max(self.level());
+                    if let Some(level) = self.settled_level(t) {
+                        self.top_v = self.top_v.max(level);
+                    }
                     let was = self.verdict.leak;
                     self.evaluate(t);
                     was != self.verdict.leak
@@ -377,18 +385,22 @@ impl TrendDetector {
         }
     }
 
-    /// The floor now: the lowest of the last three windows (a window can sit on a saw-tooth's
-    /// slope; three span its cycle); the lifetime's start level before there are windows.
-    fn level(&self) -> f64 {
-        if self.floor.is_empty() {
-            return self.start_v;
+    /// The settled floor at `now`: the lowest window of the last [`SETTLED`] seconds, once
+    /// the lifetime's floor covers most of that span (a saw-tooth's cycle fits in it several
+    /// times); `None` before.
+    fn settled_level(&self, now: f64) -> Option<f64> {
+        let first = self.floor.front()?;
+        if now - first.t < 0.8 * SETTLED {
+            return None;
         }
-        self.floor
+        let level = self
+            .floor
             .iter()
             .rev()
-            .take(3)
+            .take_while(|p| p.t >= now - SETTLED)
             .map(|p| p.v)
-            .fold(f64::INFINITY, f64::min)
+            .fold(f64::INFINITY, f64::min);
+        level.is_finite().then_some(level)
     }
 
     /// A new lifetime begins at `t`: the floor, the warm-up and the confirmation start over.
@@ -1223,6 +1235,32 @@ mod tests {
         let v = d.verdict();
         assert_eq!(v.lifetimes, 2);
         assert!(!v.leak);
+    }
+
+    #[test]
+    fn a_slow_saw_tooth_is_not_a_restart() {
+        // 80 MB allocated over 10 minutes, then collected back to a flat floor, eight hours
+        // every 15 s: each drop falls back to the floor, not under it.
+        let mut d = TrendDetector::new(TrendConfig::default());
+        for i in 0..(8 * 240) {
+            let t = f64::from(i) * 15.0;
+            let tooth = (t % 600.0) / 600.0 * 80e6;
+            let jitter = ((t / 60.0 * 1.7).sin() * 3e6).round();
+            d.observe(t, (600e6 + tooth + jitter) as u64);
+        }
+        let v = d.verdict();
+        assert_eq!(v.lifetimes, 1, "{v:?}");
+        assert!(!v.leak && !v.warming_up, "{v:?}");
+        // The same saw-tooth over a floor growing 40 MB/h is a leak.
+        let mut d = TrendDetector::new(TrendConfig::default());
+        for i in 0..(8 * 240) {
+            let t = f64::from(i) * 15.0;
+            let tooth = (t % 600.0) / 600.0 * 80e6;
+            d.observe(t, (600e6 + 40e6 * t / 3600.0 + tooth) as u64);
+        }
+        let v = d.verdict();
+        assert_eq!(v.lifetimes, 1, "{v:?}");
+        assert!(v.leak, "{v:?}");
     }
 
     #[test]
