@@ -236,6 +236,8 @@ pub struct TrendDetector {
     verdict: Verdict,
     out_of_order: u64,
     streak: u32,
+    /// Whether each of the last urgent judgements passed, one bit each (newest lowest).
+    urgent_history: u8,
     lifetimes: u32,
     /// Whether a leak was flagged in the previous lifetime.
     previous_leak: bool,
@@ -286,6 +288,7 @@ impl TrendDetector {
             },
             out_of_order: 0,
             streak: 0,
+            urgent_history: 0,
             lifetimes: 1,
             previous_leak: false,
         }
@@ -414,6 +417,7 @@ impl TrendDetector {
         self.current = None;
         self.floor.clear();
         self.streak = 0;
+        self.urgent_history = 0;
         let reasons = vec![format!(
             "restarted: lifetime {} began (usage fell back to its start level){}",
             self.lifetimes,
@@ -521,15 +525,21 @@ impl TrendDetector {
         } else {
             0
         };
+        // The urgent judgement's last evaluations, one bit each (newest lowest).
+        let urgent_passes = urgent.as_ref().is_some_and(|u| u.passes);
+        self.urgent_history = (self.urgent_history << 1) | u8::from(urgent_passes);
         let was_leak = self.verdict.leak;
-        // Urgent growth is confirmed twice; slow growth (under the warning rate), whose
+        // Urgent growth is confirmed twice (two of the last three urgent judgements: a short
+        // fit is rough, one rough evaluation must not cost a fast leak its minutes); slow growth (under the warning rate), whose
         // evidence is thinnest, two more times than the rest.
         let needed = match &passing {
             Some(p) if p.urgent => 2,
             Some(p) if p.slope < self.config.warn_rate => self.config.confirmations.max(1) + 2,
             _ => self.config.confirmations.max(1),
         };
-        let deciding = passing.filter(|_| was_leak || self.streak >= needed);
+        let urgent_confirmed = urgent_passes && (self.urgent_history & 0b111).count_ones() >= 2;
+        let deciding =
+            passing.filter(|p| was_leak || self.streak >= needed || (p.urgent && urgent_confirmed));
         match deciding {
             Some(e) => {
                 let severity = if e.slope >= self.config.critical_rate {
@@ -698,6 +708,17 @@ impl TrendDetector {
         if slope * span < 6.0 * sigma {
             return Some(e.fail("fast rise within noise"));
         }
+        // Above everything of the half hour before: a slow saw-tooth's rising stretch is as
+        // steep as a fast leak, but it only climbs back to where its previous cycles were.
+        let before = self
+            .floor
+            .iter()
+            .filter(|p| p.t < a.t && p.t >= a.t - SETTLED)
+            .map(|p| p.v)
+            .fold(f64::NEG_INFINITY, f64::max);
+        if level <= before {
+            return Some(e.fail("fast rise back to an earlier level (a saw-tooth's cycle)"));
+        }
         // Both halves carry a fair share of the rise (a step is not a leak), and it goes on.
         let mid = a.t + span / 2.0;
         let first: Vec<(f64, f64)> = xy.iter().copied().filter(|p| p.0 <= mid).collect();
@@ -707,6 +728,12 @@ impl TrendDetector {
             |h: &[(f64, f64)]| h.last().map_or(0.0, |l| l.1) - h.first().map_or(0.0, |f| f.1);
         if total <= 0.0 || rise_of(&first) < 0.2 * total || rise_of(&second) < 0.2 * total {
             return Some(e.fail("fast rise in one step"));
+        }
+        // Urgent at the recent pace too: a ramp's second half is slower than its first, and
+        // the limit is further away at that pace.
+        let recent_slope = theil_sen(&second).0;
+        if recent_slope < slope && !self.is_urgent(self.eta(level, recent_slope), recent_slope) {
+            return Some(e.fail("fast rise slowing down: not urgent at its recent pace"));
         }
         if let Some(plateau) = self.plateau(&xy, 0.9, 2, Some(sigma)) {
             // Levelling off with a quarter of the headroom to spare, not just under the limit:

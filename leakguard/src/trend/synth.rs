@@ -51,10 +51,10 @@ pub enum Shape {
     FastLeak,
     /// A leak on top of the daily cycle, starting on the second day.
     LeakOnCycle,
-    /// Not a leak: a slow saw-tooth (a collection every 5–15 minutes, 20–120 MB) on a flat
+    /// Not a leak: a slow saw-tooth (a collection every 5–15 minutes, 20–80 MB) on a flat
     /// floor: each drop falls back to the floor, which is not a restart.
     SlowSawtoothFlat,
-    /// A leak: growth under a slow saw-tooth (a collection every 5–15 minutes, 20–120 MB).
+    /// A leak: growth under a slow saw-tooth (a collection every 5–15 minutes, 20–80 MB).
     SlowSawtoothGrowth,
 }
 
@@ -256,12 +256,12 @@ pub fn generate(shape: Shape, seed: u64, step: f64, duration: f64) -> Series {
             Box::new(move |t, _| rate * (t - start).max(0.0))
         }
         Shape::SlowSawtoothFlat => {
-            let mut saw = Sawtooth::with_period(&mut rng, 20.0, 120.0, 5.0, 15.0);
+            let mut saw = Sawtooth::with_period(&mut rng, 20.0, 80.0, 5.0, 15.0);
             Box::new(move |t, rng| saw.at(t, rng))
         }
         Shape::SlowSawtoothGrowth => {
             let rate = log_uniform(&mut rng, 15.0, 300.0) * MB / HOUR;
-            let mut saw = Sawtooth::with_period(&mut rng, 20.0, 120.0, 5.0, 15.0);
+            let mut saw = Sawtooth::with_period(&mut rng, 20.0, 80.0, 5.0, 15.0);
             let start = boot_time;
             leak_start = Some(start);
             leak_rate = Some(rate);
