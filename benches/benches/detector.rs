@@ -6,8 +6,8 @@
 //! DETECTOR_SEEDS=20 cargo bench -p leakguard-benches --bench detector   # a quicker run
 //! ```
 //!
-//! The corpus is `leakguard::trend::synth`: every shape of `Shape::ALL` (nine that are not
-//! leaks, seven that are), `DETECTOR_SEEDS` seeds each (default 100), a sample every 15 s (a
+//! The corpus is `leakguard::trend::synth`: every shape of `Shape::ALL` (ten that are not
+//! leaks, eight that are), `DETECTOR_SEEDS` seeds each (default 100), a sample every 15 s (a
 //! Prometheus scrape), `Shape::corpus_duration` long (8 to 16 h; three days for the daily
 //! cycles), each with its limit (`Series::limit`). Each series is replayed through:
 //! - leakguard: a fresh `TrendDetector` with the default settings and the series' limit (what

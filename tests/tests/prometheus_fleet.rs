@@ -236,13 +236,9 @@ fn fleet_scan_against_a_real_prometheus() {
     assert!(lines[2].contains(r#"instance="api-1:9100""#), "{text}");
     assert!(lines[3].starts_with("warning "), "{text}");
     assert!(lines[3].contains(r#"instance="api-3:9100""#), "{text}");
-    // The flat series and the saw-tooth are not leaks (`no`, or `unknown` while the detector
-    // has too little of a series to judge).
+    // The flat series and the saw-tooth are not leaks (a saw-tooth's drops are not restarts).
     for row in &lines[4..6] {
-        assert!(
-            row.starts_with("no ") || row.starts_with("unknown "),
-            "{text}"
-        );
+        assert!(row.starts_with("no "), "{text}");
         assert!(row.contains("mem_bytes{instance="), "{text}");
     }
     assert_eq!(lines[6], "2 of 4 series show a leak.", "{text}");

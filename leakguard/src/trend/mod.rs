@@ -236,6 +236,8 @@ pub struct TrendDetector {
     verdict: Verdict,
     out_of_order: u64,
     streak: u32,
+    /// Whether each of the last urgent judgements passed, one bit each (newest lowest).
+    urgent_history: u8,
     lifetimes: u32,
     /// Whether a leak was flagged in the previous lifetime.
     previous_leak: bool,
@@ -244,6 +246,9 @@ pub struct TrendDetector {
 /// Points per horizon evaluation at most: windows are merged (minimum of neighbours) beyond it,
 /// which keeps Theil–Sen's pairwise work bounded.
 const MAX_POINTS: usize = 48;
+/// The stretch whose lowest window is the settled floor a restart falls under, seconds: a
+/// garbage collector's cycle (up to several minutes) fits in it a few times.
+const SETTLED: f64 = 1800.0;
 /// Points a horizon needs before it is judged.
 const MIN_POINTS: usize = 8;
 /// Points the urgent judgement needs.
@@ -283,6 +288,7 @@ impl TrendDetector {
             },
             out_of_order: 0,
             streak: 0,
+            urgent_history: 0,
             lifetimes: 1,
             previous_leak: false,
         }
@@ -331,16 +337,19 @@ impl TrendDetector {
             self.top_v = v;
         }
         // A restart: usage falls back to the lifetime's start level at once (from one sample
-        // to the next), under the floor of the last windows, after the floor had risen well
-        // above it (a saw-tooth's drop only falls back to the floor).
-        let rise = self.top_v - self.start_v;
-        let level = self.level();
-        if rise > 16e6
-            && v <= self.start_v + 0.3 * rise
-            && previous - v >= 0.5 * rise
-            && level - v >= 0.5 * rise
-        {
-            return self.restart(t, v);
+        // to the next), under the settled floor (the lowest window of the last half hour),
+        // after that floor had risen well above the start level. A saw-tooth's drop, however
+        // slow its cycle, falls back to that floor, not under it: the floor is what a restart
+        // resets, not the peaks.
+        if let Some(level) = self.settled_level(t) {
+            let rise = self.top_v - self.start_v;
+            if rise > 16e6
+                && v <= self.start_v + 0.3 * rise
+                && previous - v >= 0.5 * rise
+                && level - v >= 0.5 * rise
+            {
+                return self.restart(t, v);
+            }
         }
         let first = self.first_t.unwrap_or(t);
         if t - first < self.config.warmup.as_secs_f64() {
@@ -367,7 +376,9 @@ impl TrendDetector {
                         self.floor.pop_front();
                     }
                     self.floor.push_back(min);
-                    self.top_v = self.top_v.max(self.level());
+                    if let Some(level) = self.settled_level(t) {
+                        self.top_v = self.top_v.max(level);
+                    }
                     let was = self.verdict.leak;
                     self.evaluate(t);
                     was != self.verdict.leak
@@ -377,18 +388,22 @@ impl TrendDetector {
         }
     }
 
-    /// The floor now: the lowest of the last three windows (a window can sit on a saw-tooth's
-    /// slope; three span its cycle); the lifetime's start level before there are windows.
-    fn level(&self) -> f64 {
-        if self.floor.is_empty() {
-            return self.start_v;
+    /// The settled floor at `now`: the lowest window of the last [`SETTLED`] seconds, once
+    /// the lifetime's floor covers most of that span (a saw-tooth's cycle fits in it several
+    /// times); `None` before.
+    fn settled_level(&self, now: f64) -> Option<f64> {
+        let first = self.floor.front()?;
+        if now - first.t < 0.8 * SETTLED {
+            return None;
         }
-        self.floor
+        let level = self
+            .floor
             .iter()
             .rev()
-            .take(3)
+            .take_while(|p| p.t >= now - SETTLED)
             .map(|p| p.v)
-            .fold(f64::INFINITY, f64::min)
+            .fold(f64::INFINITY, f64::min);
+        level.is_finite().then_some(level)
     }
 
     /// A new lifetime begins at `t`: the floor, the warm-up and the confirmation start over.
@@ -402,6 +417,7 @@ impl TrendDetector {
         self.current = None;
         self.floor.clear();
         self.streak = 0;
+        self.urgent_history = 0;
         let reasons = vec![format!(
             "restarted: lifetime {} began (usage fell back to its start level){}",
             self.lifetimes,
@@ -509,15 +525,21 @@ impl TrendDetector {
         } else {
             0
         };
+        // The urgent judgement's last evaluations, one bit each (newest lowest).
+        let urgent_passes = urgent.as_ref().is_some_and(|u| u.passes);
+        self.urgent_history = (self.urgent_history << 1) | u8::from(urgent_passes);
         let was_leak = self.verdict.leak;
-        // Urgent growth is confirmed twice; slow growth (under the warning rate), whose
+        // Urgent growth is confirmed twice (two of the last three urgent judgements: a short
+        // fit is rough, one rough evaluation must not cost a fast leak its minutes); slow growth (under the warning rate), whose
         // evidence is thinnest, two more times than the rest.
         let needed = match &passing {
             Some(p) if p.urgent => 2,
             Some(p) if p.slope < self.config.warn_rate => self.config.confirmations.max(1) + 2,
             _ => self.config.confirmations.max(1),
         };
-        let deciding = passing.filter(|_| was_leak || self.streak >= needed);
+        let urgent_confirmed = urgent_passes && (self.urgent_history & 0b111).count_ones() >= 2;
+        let deciding =
+            passing.filter(|p| was_leak || self.streak >= needed || (p.urgent && urgent_confirmed));
         match deciding {
             Some(e) => {
                 let severity = if e.slope >= self.config.critical_rate {
@@ -686,6 +708,17 @@ impl TrendDetector {
         if slope * span < 6.0 * sigma {
             return Some(e.fail("fast rise within noise"));
         }
+        // Above everything of the half hour before: a slow saw-tooth's rising stretch is as
+        // steep as a fast leak, but it only climbs back to where its previous cycles were.
+        let before = self
+            .floor
+            .iter()
+            .filter(|p| p.t < a.t && p.t >= a.t - SETTLED)
+            .map(|p| p.v)
+            .fold(f64::NEG_INFINITY, f64::max);
+        if level <= before {
+            return Some(e.fail("fast rise back to an earlier level (a saw-tooth's cycle)"));
+        }
         // Both halves carry a fair share of the rise (a step is not a leak), and it goes on.
         let mid = a.t + span / 2.0;
         let first: Vec<(f64, f64)> = xy.iter().copied().filter(|p| p.0 <= mid).collect();
@@ -695,6 +728,12 @@ impl TrendDetector {
             |h: &[(f64, f64)]| h.last().map_or(0.0, |l| l.1) - h.first().map_or(0.0, |f| f.1);
         if total <= 0.0 || rise_of(&first) < 0.2 * total || rise_of(&second) < 0.2 * total {
             return Some(e.fail("fast rise in one step"));
+        }
+        // Urgent at the recent pace too: a ramp's second half is slower than its first, and
+        // the limit is further away at that pace.
+        let recent_slope = theil_sen(&second).0;
+        if recent_slope < slope && !self.is_urgent(self.eta(level, recent_slope), recent_slope) {
+            return Some(e.fail("fast rise slowing down: not urgent at its recent pace"));
         }
         if let Some(plateau) = self.plateau(&xy, 0.9, 2, Some(sigma)) {
             // Levelling off with a quarter of the headroom to spare, not just under the limit:
@@ -1223,6 +1262,32 @@ mod tests {
         let v = d.verdict();
         assert_eq!(v.lifetimes, 2);
         assert!(!v.leak);
+    }
+
+    #[test]
+    fn a_slow_saw_tooth_is_not_a_restart() {
+        // 80 MB allocated over 10 minutes, then collected back to a flat floor, eight hours
+        // every 15 s: each drop falls back to the floor, not under it.
+        let mut d = TrendDetector::new(TrendConfig::default());
+        for i in 0..(8 * 240) {
+            let t = f64::from(i) * 15.0;
+            let tooth = (t % 600.0) / 600.0 * 80e6;
+            let jitter = ((t / 60.0 * 1.7).sin() * 3e6).round();
+            d.observe(t, (600e6 + tooth + jitter) as u64);
+        }
+        let v = d.verdict();
+        assert_eq!(v.lifetimes, 1, "{v:?}");
+        assert!(!v.leak && !v.warming_up, "{v:?}");
+        // The same saw-tooth over a floor growing 40 MB/h is a leak.
+        let mut d = TrendDetector::new(TrendConfig::default());
+        for i in 0..(8 * 240) {
+            let t = f64::from(i) * 15.0;
+            let tooth = (t % 600.0) / 600.0 * 80e6;
+            d.observe(t, (600e6 + 40e6 * t / 3600.0 + tooth) as u64);
+        }
+        let v = d.verdict();
+        assert_eq!(v.lifetimes, 1, "{v:?}");
+        assert!(v.leak, "{v:?}");
     }
 
     #[test]

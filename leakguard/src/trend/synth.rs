@@ -51,6 +51,11 @@ pub enum Shape {
     FastLeak,
     /// A leak on top of the daily cycle, starting on the second day.
     LeakOnCycle,
+    /// Not a leak: a slow saw-tooth (a collection every 5–15 minutes, 20–80 MB) on a flat
+    /// floor: each drop falls back to the floor, which is not a restart.
+    SlowSawtoothFlat,
+    /// A leak: growth under a slow saw-tooth (a collection every 5–15 minutes, 20–80 MB).
+    SlowSawtoothGrowth,
 }
 
 impl Shape {
@@ -68,7 +73,7 @@ impl Shape {
     ];
 
     /// The production shapes added to them.
-    pub const PRODUCTION: [Shape; 7] = [
+    pub const PRODUCTION: [Shape; 9] = [
         Shape::LongWarmup,
         Shape::DeployRamp,
         Shape::DailyCycle,
@@ -76,10 +81,12 @@ impl Shape {
         Shape::RecurringLeak,
         Shape::FastLeak,
         Shape::LeakOnCycle,
+        Shape::SlowSawtoothFlat,
+        Shape::SlowSawtoothGrowth,
     ];
 
     /// Every shape.
-    pub const ALL: [Shape; 16] = [
+    pub const ALL: [Shape; 18] = [
         Shape::WarmupPlateau,
         Shape::StepThenFlat,
         Shape::Spikes,
@@ -89,6 +96,7 @@ impl Shape {
         Shape::DeployRamp,
         Shape::DailyCycle,
         Shape::Restarts,
+        Shape::SlowSawtoothFlat,
         Shape::Linear,
         Shape::SawtoothGrowth,
         Shape::Staircase,
@@ -96,6 +104,7 @@ impl Shape {
         Shape::RecurringLeak,
         Shape::FastLeak,
         Shape::LeakOnCycle,
+        Shape::SlowSawtoothGrowth,
     ];
 
     /// Whether series of this shape are leaks.
@@ -109,6 +118,7 @@ impl Shape {
                 | Shape::RecurringLeak
                 | Shape::FastLeak
                 | Shape::LeakOnCycle
+                | Shape::SlowSawtoothGrowth
         )
     }
 
@@ -244,6 +254,18 @@ pub fn generate(shape: Shape, seed: u64, step: f64, duration: f64) -> Series {
             leak_start = Some(start);
             leak_rate = Some(rate);
             Box::new(move |t, _| rate * (t - start).max(0.0))
+        }
+        Shape::SlowSawtoothFlat => {
+            let mut saw = Sawtooth::with_period(&mut rng, 20.0, 80.0, 5.0, 15.0);
+            Box::new(move |t, rng| saw.at(t, rng))
+        }
+        Shape::SlowSawtoothGrowth => {
+            let rate = log_uniform(&mut rng, 15.0, 300.0) * MB / HOUR;
+            let mut saw = Sawtooth::with_period(&mut rng, 20.0, 80.0, 5.0, 15.0);
+            let start = boot_time;
+            leak_start = Some(start);
+            leak_rate = Some(rate);
+            Box::new(move |t, rng| rate * (t - start).max(0.0) + saw.at(t, rng))
         }
         Shape::SawtoothGrowth => {
             let rate = log_uniform(&mut rng, 15.0, 300.0) * MB / HOUR;
@@ -386,7 +408,12 @@ struct Sawtooth {
 
 impl Sawtooth {
     fn new(rng: &mut Rng, lo_mb: f64, hi_mb: f64) -> Self {
-        let mean_period = rng.range(0.5, 5.0) * MIN;
+        Self::with_period(rng, lo_mb, hi_mb, 0.5, 5.0)
+    }
+
+    /// A saw-tooth of `lo_mb`–`hi_mb` whose mean cycle is `lo_min`–`hi_min` minutes.
+    fn with_period(rng: &mut Rng, lo_mb: f64, hi_mb: f64, lo_min: f64, hi_min: f64) -> Self {
+        let mean_period = rng.range(lo_min, hi_min) * MIN;
         Self {
             height: rng.range(lo_mb, hi_mb) * MB,
             mean_period,
