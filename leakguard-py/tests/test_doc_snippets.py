@@ -18,8 +18,10 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
@@ -142,3 +144,86 @@ def test_readme_snippets_compose_in_one_process(tmp_path: Path) -> None:
     proc = run(program, tmp_path)
     check(proc, "the README's snippets together")
     assert proc.stdout.strip().endswith("ok")
+
+
+GUNICORN_APP = """
+def app(environ, start_response):
+    users[environ["PATH_INFO"]] = {"id": 1}
+    body = f"{os.getpid()} {render(len(users))}".encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def test_readme_snippets_as_a_gunicorn_app_with_the_documented_config(
+    tmp_path: Path, clean_env: Dict[str, str], free_port: Callable[[], int]
+) -> None:
+    """The README's guard and cache snippets as the app, docs/python.md's gunicorn config
+    snippet as the config file, under a real gunicorn with two workers: both workers boot
+    and answer, the app's own start() gives way to the hooks' guard (said in the log)."""
+    readme = [c for f, _, c in SNIPPETS if f == "README.md"]
+    start = next(c for c in readme if "leakguard.start(" in c)
+    caches = next(c for c in readme if "leakguard.cached(" in c)
+    conf = next(c for _, _, c in SNIPPETS if "from leakguard.gunicorn import" in c)
+    app = "import os\n" + caches + start.replace("leakguard.stop()\n", "") + GUNICORN_APP
+    (tmp_path / "app.py").write_text(app, encoding="utf-8")
+    (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
+    port = free_port()
+    env = dict(clean_env, LEAKGUARD_ADDR="off")
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn",
+                "-c", str(tmp_path / "gunicorn.conf.py"),
+                "--workers", "2",
+                "--bind", f"127.0.0.1:{port}",
+                "--chdir", str(tmp_path),
+                "--log-level", "info",
+                "app:app",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    pids: Dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        ignored: List[str] = []
+        while len(ignored) < 2 or not pids:
+            assert server.poll() is None, "gunicorn exited:\n" + log.read_text()[-4000:]
+            assert time.monotonic() < deadline, "no answer:\n" + log.read_text()[-4000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/u{len(pids)}", timeout=10) as r:
+                    pid, body = r.read().decode().split(" ", 1)
+                    pids[int(pid)] = body
+            except OSError:
+                time.sleep(0.05)
+            ignored = re.findall(r"leakguard\.start\(\) ignored in process (\d+)", log.read_text())
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    text = log.read_text()
+    assert "Exception in worker process" not in text and "HaltServer" not in text, text[-3000:]
+    assert len(set(ignored)) == len(ignored) == 2, (ignored, text[-3000:])  # once per worker
+    assert pids and set(pids) <= {int(p) for p in ignored}, (pids, ignored, text[-3000:])
+    assert all(body == "None" for body in pids.values()), pids  # render()'s body is `...`
+
+
+def test_every_doc_with_rust_snippets_is_a_doctest() -> None:
+    """The Rust snippets run as doctests of the core crate: every document with one is
+    included in leakguard/src/lib.rs (ReadmeDoctests, GuideDoctests)."""
+    lib = (REPO_ROOT / "leakguard" / "src" / "lib.rs").read_text(encoding="utf-8")
+    included = set(re.findall(r'include_str!\("\.\./\.\./([^"]+\.md)"\)', lib))
+    with_rust = {
+        str(doc.relative_to(REPO_ROOT))
+        for doc in DOCS
+        if re.search(r"^```rust", doc.read_text(encoding="utf-8"), re.M)
+    }
+    assert with_rust, "no Rust snippet found in the docs"
+    assert with_rust <= included, sorted(with_rust - included)
