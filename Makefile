@@ -7,6 +7,7 @@
 #   make bench   criterion benches against peer crates
 #   make fuzz    every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each; see FUZZING.md
 #   make py-dev  build the extension in place into .venv (maturin develop), for quick iteration
+#   make py-versions  the cache tests on every other CPython >= 3.9 found (pyenv, python3.X)
 #   make wheels  the release wheels (manylinux2014 x86_64/aarch64, musllinux_1_2) and the sdist
 #   make demo    run the README's demo service
 #
@@ -33,10 +34,10 @@ WHEEL_DIR := target/wheels
 # The Python tests: the package's own, and any at the top level.
 PY_TESTS := $(PY_CRATE)/tests $(wildcard tests/python tests/test_*.py)
 
-.PHONY: test cargo-test wheel wheels demo-bin py-test promtool venv lint fmt bench py-dev demo clean-venv stubtest fuzz fuzz-build cargo-fuzz chromium
+.PHONY: test cargo-test wheel wheels demo-bin py-test py-versions promtool venv lint fmt bench py-dev demo clean-venv stubtest fuzz fuzz-build cargo-fuzz chromium
 
 ## test: wheel build + install, cargo tests, Python tests. A cold run takes a few minutes.
-test: wheel cargo-test py-test
+test: wheel cargo-test py-test py-versions
 
 # The heap-profile test needs jemalloc built with profiling support: a feature of the tests
 # crate, so that every other test runs against the default jemalloc build. The fleet scan's
@@ -103,6 +104,51 @@ py-test: venv promtool chromium wheel demo-bin
 		echo "error: pytest collected no tests from $(PY_TESTS)" >&2; exit 1; \
 	fi; \
 	exit "$$status"
+
+## py-versions: the wheel claims CPython >= 3.9 (abi3); this runs the caches' tests and
+## cachetools' own suite (8.0.1 on >= 3.11, 5.5.2 below: see test_cachetools_suite.py) on every
+## CPython >= 3.9 found besides the one of .venv (py-test covers that one): pyenv's
+## ($$PYENV_ROOT/versions, default ~/.pyenv/versions) and python3.X on PATH, one per minor
+## version. Each gets a venv in target/py-versions/3.X with pytest and cachetools from PyPI
+## (once) and the test wheel installed from its file. It prints which versions ran, and says
+## plainly when it found none besides .venv's (that is not a failure: the machine has one).
+PY_VERSION_TESTS := $(PY_CRATE)/tests/test_cache.py $(PY_CRATE)/tests/test_cache_decorators.py $(PY_CRATE)/tests/test_cachetools_suite.py
+PY_VERSIONS_DIR := target/py-versions
+GETSIZEOF_ORACLE := test_lru_with_getsizeof_matches_cachetools
+py-versions: wheel
+	@own=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	declare -A found=(); \
+	for cand in "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/*/bin/python3 $$(compgen -c python3. | sort -u); do \
+		exe=$$(command -v "$$cand" 2>/dev/null) || continue; \
+		ver=$$("$$exe" -c 'import sys; print("%d.%d" % sys.version_info[:2]) if sys.implementation.name == "cpython" and sys.version_info >= (3, 9) else None' 2>/dev/null) || continue; \
+		case $$ver in 3.*) ;; *) continue;; esac; \
+		[ "$$ver" = "$$own" ] || [ -n "$${found[$$ver]:-}" ] || found[$$ver]=$$exe; \
+	done; \
+	versions=$$(printf '%s\n' "$${!found[@]}" | sort -t. -k2,2n); \
+	if [ -z "$$versions" ]; then \
+		echo "py-versions: found no CPython >= 3.9 besides .venv's $$own: the cache tests run on $$own only (py-test)"; \
+		exit 0; \
+	fi; \
+	wheel=$$(ls $(TEST_WHEEL_DIR)/leakguard_oom-*.whl); ran=(); failed=(); \
+	for ver in $$versions; do \
+		venv=$(PY_VERSIONS_DIR)/$$ver; \
+		echo "== py-versions: Python $$ver ($${found[$$ver]})"; \
+		if [ ! -e $$venv/.installed ]; then \
+			rm -rf $$venv; "$${found[$$ver]}" -m venv $$venv; \
+			$$venv/bin/python -m pip install --quiet --disable-pip-version-check "pytest>=8.3,<10" \
+				'cachetools==8.0.1; python_version >= "3.11"' 'cachetools==5.5.2; python_version < "3.11"'; \
+			touch $$venv/.installed; \
+		fi; \
+		$$venv/bin/python -m pip install --quiet --disable-pip-version-check --no-index --no-deps --force-reinstall "$$wheel"; \
+		deselect=(); \
+		if [ "$${ver#3.}" -lt 11 ]; then \
+			echo "py-versions: Python $$ver has cachetools 5.5.2 as the oracle: test_cache.py::$(GETSIZEOF_ORACLE) deselected (cachetools 5 evicts for the whole new size when a key gets a larger value, 8 for the difference; leakguard follows 8)"; \
+			deselect=(-k "not $(GETSIZEOF_ORACLE)"); \
+		fi; \
+		if $$venv/bin/python -m pytest -q -p no:cacheprovider "$${deselect[@]}" $(PY_VERSION_TESTS); then ran+=("$$ver"); else failed+=("$$ver"); fi; \
+	done; \
+	echo "py-versions: the cache tests passed on Python $${ran[*]:-(none)}$${failed:+, FAILED on $${failed[*]}} ($$own, .venv's, is py-test's)"; \
+	[ $${#failed[@]} -eq 0 ]
 
 ## venv: .venv with the tools of requirements-dev.txt (re-installed when that file changes).
 venv: $(VENV)/.installed
