@@ -18,7 +18,7 @@
 //! - `DEMO_LEAK_MAX`: the background leak stops here (default: 110% of the limit), so an
 //!   unattended demo never eats the machine.
 //! - `DEMO_DRAIN_DELAY`: how long readiness is off before the drain at a restart (default 2s).
-//! - `DEMO_TREND_SPEEDUP`: divide the leak detector's warm-up, window, minimum span and
+//! - `DEMO_TREND_SPEEDUP`: divide the leak detector's warm-up, window, minimum spans, season and
 //!   horizons by this factor (1 to 3600; default 1), so that with e.g. 120 the detector flags
 //!   the leak and the page at `/debug/leakguard/ui` draws its trend and projected OOM within
 //!   half a minute instead of 40.
@@ -261,8 +261,8 @@ async fn child_env() -> (axum::http::StatusCode, String) {
     }
 }
 
-/// The leak detector's settings: the defaults, or every duration divided by
-/// `DEMO_TREND_SPEEDUP`.
+/// The leak detector's settings: the defaults, or every span of the series it looks at divided
+/// by `DEMO_TREND_SPEEDUP` (not `urgent_eta`: the time left until the limit is real time).
 fn trend_config() -> TrendConfig {
     let mut config = TrendConfig::default();
     let Ok(value) = std::env::var("DEMO_TREND_SPEEDUP") else {
@@ -277,6 +277,8 @@ fn trend_config() -> TrendConfig {
     config.warmup /= speedup;
     config.window /= speedup;
     config.min_span /= speedup;
+    config.urgent_span /= speedup;
+    config.season /= speedup;
     for horizon in &mut config.horizons {
         *horizon /= speedup;
     }

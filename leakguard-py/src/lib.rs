@@ -171,6 +171,8 @@ fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound
 #[pyfunction]
 fn sample(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let value = with_state(py, |state| {
+        // A sample asked for is fresh: the allocator's cadence is for the guard's own ticks.
+        state.sampler.refresh_allocator();
         let sample = state.sampler.sample(&state.clock);
         serde_json::to_value(&sample)
     })?;

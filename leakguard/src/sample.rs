@@ -110,6 +110,13 @@ impl Sampler {
         self.allocator_every
     }
 
+    /// Makes the next [`Sampler::sample`] read the allocator whatever its cadence: for a sample
+    /// that someone asked for (a caller comparing two samples around an allocation wants both
+    /// fresh), not for the sampler's own ticks.
+    pub fn refresh_allocator(&mut self) {
+        self.last_allocator = None;
+    }
+
     /// Takes one sample: a full reading first and then every [`FULL_EVERY`] of clock time, fast
     /// readings otherwise. Sources that fail are listed in [`MemorySample::errors`]; the rest of
     /// the sample is still filled in.
