@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// Creation sites listed per kind in a report.
 pub const SITES_PER_KIND: usize = 10;
-/// Fraction of the fd limit at which [`LimitMonitor`] warns.
+/// Fraction of the fd limit at which [`HandleLimitMonitor`] warns.
 pub const FD_WARN_RATIO: f64 = 0.80;
 /// Fraction of the fd limit under which the fd warning is re-armed.
 pub const FD_REARM_RATIO: f64 = 0.75;
@@ -480,19 +480,21 @@ impl std::fmt::Display for LimitEvent {
     }
 }
 
-/// Watches the per-kind limits and the fd limit, and reports each crossing once.
+/// Watches the handle limits (each kind's `max_open` and `max_age`, and the process's fd
+/// limit, `RLIMIT_NOFILE`) and reports each crossing once. Not the memory limit: that is the
+/// guard's business (`LimitSetting`).
 ///
-/// The guard's sampler calls [`LimitMonitor::check`] every interval. A limit that is
+/// The guard's sampler calls [`HandleLimitMonitor::check`] every interval. A limit that is
 /// crossed yields one warning; it is re-armed (with an `info` event) once the value is
 /// back under: `max_open` when at most 90 % of it is open, `max_age` when the oldest open
 /// handle is within it, the fd limit under [`FD_REARM_RATIO`] (it warns at
 /// [`FD_WARN_RATIO`]).
 ///
 /// ```
-/// use leakguard::handles::{self, KindConfig, LimitMonitor};
+/// use leakguard::handles::{self, KindConfig, HandleLimitMonitor};
 ///
 /// handles::configure("doc_limited", KindConfig::new().max_open(1)).unwrap();
-/// let mut monitor = LimitMonitor::new();
+/// let mut monitor = HandleLimitMonitor::new();
 /// let a = leakguard::track("doc_limited");
 /// let b = leakguard::track("doc_limited");
 /// let events = monitor.check(None);
@@ -502,19 +504,23 @@ impl std::fmt::Display for LimitEvent {
 /// assert!(monitor.check(None).iter().any(|e| !e.exceeded));
 /// ```
 #[derive(Debug, Clone)]
-pub struct LimitMonitor {
+pub struct HandleLimitMonitor {
     over_open: Vec<bool>,
     over_age: Vec<bool>,
     over_fds: bool,
 }
 
-impl Default for LimitMonitor {
+/// The former name of [`HandleLimitMonitor`]: "limit" alone reads as the memory limit.
+#[deprecated(note = "renamed `HandleLimitMonitor`: it watches handle and fd limits, not memory")]
+pub type LimitMonitor = HandleLimitMonitor;
+
+impl Default for HandleLimitMonitor {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl LimitMonitor {
+impl HandleLimitMonitor {
     /// A monitor with every limit armed.
     pub fn new() -> Self {
         Self {
@@ -669,7 +675,7 @@ mod tests {
 
     #[test]
     fn the_fd_limit_warns_at_80_percent_once_and_rearms_under_75() {
-        let mut monitor = LimitMonitor::new();
+        let mut monitor = HandleLimitMonitor::new();
         let at = |open| ProcessStats {
             open_fds: open,
             max_fds: Some(100),
@@ -693,6 +699,6 @@ mod tests {
             max_fds: None,
             ..ProcessStats::default()
         };
-        assert!(fds(LimitMonitor::new().check(Some(&unlimited))).is_empty());
+        assert!(fds(HandleLimitMonitor::new().check(Some(&unlimited))).is_empty());
     }
 }
