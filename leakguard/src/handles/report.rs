@@ -4,7 +4,7 @@ use super::os::{self, OsHandles, TCP_STATES};
 use super::registry::{self, Kind, KindStats, MAX_KINDS};
 use super::sites::{self, SYMBOLIZE_BUDGET, SamplingStats, SiteGroup};
 use crate::event::Level;
-use crate::exposition::{Family, Kind as MetricKind, Labels};
+use crate::exposition::{Families, Family, Kind as MetricKind, Labels};
 use crate::process::ProcessStats;
 use serde::Serialize;
 use std::path::Path;
@@ -284,23 +284,6 @@ pub fn open_by_kind() -> Vec<(String, u64)> {
 // ---------------------------------------------------------------------------------------
 // Metrics.
 
-fn family(
-    name: &'static str,
-    help: &'static str,
-    kind: MetricKind,
-    series: Vec<(Labels, f64)>,
-    out: &mut Vec<Family>,
-) {
-    if !series.is_empty() {
-        out.push(Family {
-            name,
-            help,
-            kind,
-            series,
-        });
-    }
-}
-
 /// The handle metric families, with TCP states read from the real `/proc`.
 pub(crate) fn families() -> Vec<Family> {
     families_at(Path::new("/proc"))
@@ -317,41 +300,36 @@ pub(crate) fn families_at(proc_root: &Path) -> Vec<Family> {
             .filter_map(|v| f(v).map(|x| (vec![("kind", v.kind.name.to_string())], x)))
             .collect()
     };
-    let mut out = Vec::new();
-    family(
+    let mut out = Families::default();
+    out.add(
         "leakguard_handles_open",
         "Handles open now, by kind.",
         MetricKind::Gauge,
         by_kind(&|v| Some(v.stats.open as f64)),
-        &mut out,
     );
-    family(
+    out.add(
         "leakguard_handles_opened_total",
         "Handles opened, by kind.",
         MetricKind::Counter,
         by_kind(&|v| Some(v.stats.opened as f64)),
-        &mut out,
     );
-    family(
+    out.add(
         "leakguard_handles_closed_total",
         "Handles closed, by kind.",
         MetricKind::Counter,
         by_kind(&|v| Some(v.stats.closed as f64)),
-        &mut out,
     );
-    family(
+    out.add(
         "leakguard_handles_peak",
         "Highest number of handles open at once observed, by kind.",
         MetricKind::Gauge,
         by_kind(&|v| Some(v.stats.peak as f64)),
-        &mut out,
     );
-    family(
+    out.add(
         "leakguard_handles_oldest_age_seconds",
         "Age of the oldest open handle (a lower bound, accurate to a generation), by kind.",
         MetricKind::Gauge,
         by_kind(&|v| v.oldest.map(|(lo, _)| seconds(lo))),
-        &mut out,
     );
     let mut exceeded = Vec::new();
     for v in &views {
@@ -374,39 +352,35 @@ pub(crate) fn families_at(proc_root: &Path) -> Vec<Family> {
             ));
         }
     }
-    family(
+    out.add(
         "leakguard_handles_limit_exceeded",
         "1 while a kind is over its configured limit (max_open or max_age).",
         MetricKind::Gauge,
         exceeded,
-        &mut out,
     );
     let (folded, _) = registry::folded();
-    family(
+    out.add(
         "leakguard_handles_folded_kinds",
         "Distinct kind names counted as kind=\"other\" because the kind capacity was reached.",
         MetricKind::Gauge,
         vec![(Vec::new(), folded as f64)],
-        &mut out,
     );
     let sampling = sites::stats();
-    family(
+    out.add(
         "leakguard_handles_sampled_open",
         "Open sampled handles whose creation site is recorded.",
         MetricKind::Gauge,
         vec![(Vec::new(), sampling.table_used as f64)],
-        &mut out,
     );
-    family(
+    out.add(
         "leakguard_handles_samples_dropped_total",
         "Sampled opens not recorded because the table of sampled handles was full.",
         MetricKind::Counter,
         vec![(Vec::new(), sampling.dropped_table_full as f64)],
-        &mut out,
     );
     let tcp = os::tcp_sockets_reused(proc_root);
     if tcp.note.is_none() || tcp.lines_read > 0 {
-        family(
+        out.add(
             "leakguard_tcp_sockets",
             "This process's TCP sockets by state (from /proc/net/tcp and tcp6, read at most every 5 s).",
             MetricKind::Gauge,
@@ -419,17 +393,15 @@ pub(crate) fn families_at(proc_root: &Path) -> Vec<Family> {
                     )
                 })
                 .collect(),
-            &mut out,
         );
-        family(
+        out.add(
             "leakguard_tcp_table_truncated",
             "1 when /proc/net/tcp was longer than leakguard reads: the counts are lower bounds.",
             MetricKind::Gauge,
             vec![(Vec::new(), f64::from(u8::from(tcp.truncated)))],
-            &mut out,
         );
     }
-    out
+    out.into_vec()
 }
 
 // ---------------------------------------------------------------------------------------
