@@ -6,17 +6,18 @@ builds and installs into ``.venv``), in a real interpreter, on the real ``/proc`
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import socket
-import subprocess
 from pathlib import Path
 from typing import Any, Callable, Dict
 
 import pytest
+from cargo_workspace import REPO_ROOT
+from cargo_workspace import free_port as _free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# Fixtures defined in cargo_workspace (shared with the end-to-end tests), registered here by
+# importing them.
+from cargo_workspace import cargo_metadata as cargo_metadata
+from cargo_workspace import cargo_target_dir as cargo_target_dir
 
 
 @pytest.fixture(scope="session")
@@ -26,42 +27,12 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def cargo_metadata() -> Dict[str, Any]:
-    """``cargo metadata --no-deps`` of the workspace (honours CARGO_TARGET_DIR)."""
-    cargo = shutil.which("cargo")
-    if cargo is None:
-        pytest.fail("cargo is not on PATH: the tests read the workspace's metadata with it")
-    out = subprocess.run(
-        [cargo, "metadata", "--format-version", "1", "--no-deps"],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    metadata: Dict[str, Any] = json.loads(out)
-    return metadata
-
-
-@pytest.fixture(scope="session")
-def cargo_target_dir(cargo_metadata: Dict[str, Any]) -> Path:
-    """Cargo's target directory (``target/`` unless CARGO_TARGET_DIR says otherwise)."""
-    return Path(cargo_metadata["target_directory"])
-
-
-@pytest.fixture(scope="session")
 def crate_version(cargo_metadata: Dict[str, Any]) -> str:
     """The version of the leakguard-py crate, which the wheel must carry."""
     for package in cargo_metadata["packages"]:
         if package["name"] == "leakguard-py":
             return str(package["version"])
     pytest.fail("leakguard-py is not a member of the workspace")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,63 @@ pub struct MemorySample {
     /// How long taking this sample took.
     #[serde(serialize_with = "ser_micros", rename = "duration_us")]
     pub duration: Duration,
-    /// Sources that failed this time, with the reason (bounded).
+    /// Sources that failed this time, as `"source: reason"` (bounded): the display form of
+    /// [`MemorySample::failures`], kept for the report and for code that reads strings.
     pub errors: Vec<String>,
+    /// Sources that failed this time, typed (bounded, same order as `errors`).
+    #[serde(skip)]
+    pub failures: Vec<SampleError>,
+}
+
+/// A source the sampler reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `/proc/self`.
+    Process,
+    /// The allocator's statistics.
+    Allocator,
+    /// The cgroup memory controller.
+    Cgroup,
+}
+
+impl Source {
+    /// The name used in reports and events: `process`, `allocator`, `cgroup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Process => "process",
+            Source::Allocator => "allocator",
+            Source::Cgroup => "cgroup",
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One source that failed while a sample was taken, and why. Displays (and serializes) as
+/// `"source: reason"`, the form [`MemorySample::errors`] holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleError {
+    /// Which source failed.
+    pub source: Source,
+    /// Why, as the source's error displays.
+    pub message: String,
+}
+
+impl std::fmt::Display for SampleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+impl Serialize for SampleError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 fn ser_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -118,7 +173,8 @@ impl Sampler {
     }
 
     /// Takes one sample: a full reading first and then every [`FULL_EVERY`] of clock time, fast
-    /// readings otherwise. Sources that fail are listed in [`MemorySample::errors`]; the rest of
+    /// readings otherwise. Sources that fail are listed in [`MemorySample::failures`] (and as
+    /// strings in [`MemorySample::errors`]); the rest of
     /// the sample is still filled in.
     ///
     /// `/proc` and the cgroup are read every time. The allocator is read on the first sample
@@ -135,14 +191,17 @@ impl Sampler {
             self.last_full = Some(now);
         }
         self.taken += 1;
-        let mut errors = Vec::new();
-        let mut note = |source: &str, e: &dyn std::fmt::Display| {
-            if errors.len() < MAX_ERRORS {
-                errors.push(format!("{source}: {e}"));
+        let mut failures = Vec::new();
+        let mut note = |source: Source, e: &dyn std::fmt::Display| {
+            if failures.len() < MAX_ERRORS {
+                failures.push(SampleError {
+                    source,
+                    message: e.to_string(),
+                });
             }
         };
         let process = self.process.read(full).unwrap_or_else(|e| {
-            note("process", &e);
+            note(Source::Process, &e);
             ProcessStats::default()
         });
         let allocator = match &self.last_allocator {
@@ -157,7 +216,7 @@ impl Sampler {
                 // must not make the allocator's numbers stale for a minute.
                 let read_started = thread_cpu_seconds();
                 let stats = self.allocator.read().unwrap_or_else(|e| {
-                    note("allocator", &e);
+                    note(Source::Allocator, &e);
                     None
                 });
                 // At least 0.1 µs (a cadence of 20 ms): a coarse CPU clock may see nothing.
@@ -177,7 +236,7 @@ impl Sampler {
         };
         let cgroup = match self.cgroup.as_mut() {
             Some(reader) => reader.read(full).unwrap_or_else(|e| {
-                note("cgroup", &e);
+                note(Source::Cgroup, &e);
                 None
             }),
             None => None,
@@ -189,7 +248,8 @@ impl Sampler {
             allocator,
             cgroup,
             duration: started.elapsed(),
-            errors,
+            errors: failures.iter().map(ToString::to_string).collect(),
+            failures,
         }
     }
 }
@@ -245,5 +305,37 @@ mod tests {
         clock.advance(ALLOCATOR_MAX_AGE);
         let again = sampler.sample(&clock).allocator.expect("read again");
         assert_eq!(again.age_seconds, 0.0);
+    }
+
+    #[test]
+    fn a_failing_source_is_named_by_type_and_in_the_same_words_as_before() {
+        let missing =
+            std::env::temp_dir().join(format!("leakguard-no-proc-{}", std::process::id()));
+        let mut sampler = Sampler::with_readers(
+            ProcReader::with_root(&missing),
+            None,
+            Allocator::new(AllocatorChoice::Glibc),
+        );
+        let sample = sampler.sample(&ManualClock::new(0.0));
+        let process: Vec<&SampleError> = sample
+            .failures
+            .iter()
+            .filter(|f| f.source == Source::Process)
+            .collect();
+        assert_eq!(process.len(), 1, "{:?}", sample.failures);
+        let shown: Vec<String> = sample.failures.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, sample.errors);
+        assert!(
+            sample.errors[0].starts_with("process: "),
+            "{:?}",
+            sample.errors
+        );
+        let json = serde_json::to_value(&sample).expect("serializes");
+        assert_eq!(json["errors"], serde_json::json!(sample.errors));
+        assert!(json.get("failures").is_none(), "{json}");
+        assert_eq!(
+            serde_json::to_value(process[0]).expect("serializes"),
+            serde_json::json!(sample.errors[0])
+        );
     }
 }

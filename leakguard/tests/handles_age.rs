@@ -2,7 +2,7 @@
 //! clock is process-wide, so the tests in this binary take turns.
 #![allow(clippy::unwrap_used)]
 
-use leakguard::handles::{self, KindConfig, KindReport, LimitEvent, LimitMonitor, LimitName};
+use leakguard::handles::{self, HandleLimitMonitor, KindConfig, KindReport, LimitEvent, LimitName};
 use leakguard::{HandleGuard, ManualClock, track};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -109,7 +109,7 @@ fn events_for(events: Vec<LimitEvent>, kind: &str) -> Vec<(LimitName, bool)> {
 fn max_open_warns_once_per_crossing_and_rearms_when_back_under() {
     let (_clock, _turn) = clock();
     handles::configure("age_max_open", KindConfig::new().max_open(10)).unwrap();
-    let mut monitor = LimitMonitor::new();
+    let mut monitor = HandleLimitMonitor::new();
     let mut open: Vec<HandleGuard> = (0..10).map(|_| track("age_max_open")).collect();
     assert_eq!(events_for(monitor.check(None), "age_max_open"), vec![]);
 
@@ -153,7 +153,7 @@ fn max_age_warns_once_when_the_oldest_handle_is_surely_too_old_and_rearms() {
         KindConfig::new().max_age(secs(30)).sample_every(0),
     )
     .unwrap();
-    let mut monitor = LimitMonitor::new();
+    let mut monitor = HandleLimitMonitor::new();
     let handle = track("age_max_age");
     // The guard's sampler checks every second.
     let mut crossed_at = Vec::new();
@@ -186,7 +186,7 @@ fn a_sampled_handle_crosses_max_age_on_time() {
         KindConfig::new().max_age(secs(30)).sample_every(1),
     )
     .unwrap();
-    let mut monitor = LimitMonitor::new();
+    let mut monitor = HandleLimitMonitor::new();
     let _handle = track("age_max_age_sampled");
     clock.advance(secs(30));
     assert_eq!(

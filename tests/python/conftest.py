@@ -6,33 +6,19 @@ on PATH and installs headless Chromium with its WebDriver (`make chromium`).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Iterator, List
 
 import pytest
-from leakguard_e2e import LEAKED_CONNECTIONS, REPO_ROOT, STARTUP_TIMEOUT_S, Demo, free_port, http
+from leakguard_e2e import LEAKED_CONNECTIONS, STARTUP_TIMEOUT_S, Demo, free_port, http
 
-
-@pytest.fixture(scope="session")
-def cargo_target_dir() -> Path:
-    """Cargo's target directory (``target/`` unless CARGO_TARGET_DIR says otherwise)."""
-    cargo = shutil.which("cargo")
-    if cargo is None:
-        pytest.fail("cargo is not on PATH: the tests find the demo binary with `cargo metadata`")
-    out = subprocess.run(
-        [cargo, "metadata", "--format-version", "1", "--no-deps"],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    return Path(json.loads(out)["target_directory"])
+# After leakguard_e2e, which puts the shared workspace helpers on the path.
+# Fixtures defined in cargo_workspace, registered here by importing them.
+from cargo_workspace import cargo_metadata as cargo_metadata  # noqa: E402
+from cargo_workspace import cargo_target_dir as cargo_target_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")

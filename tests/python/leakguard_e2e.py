@@ -4,7 +4,7 @@ real HTTP requests, and a running demo's addresses and output. The fixtures are 
 from __future__ import annotations
 
 import json
-import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +14,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The workspace helpers shared with the binding's tests (leakguard-py/tests/cargo_workspace.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "leakguard-py" / "tests"))
+from cargo_workspace import REPO_ROOT as REPO_ROOT, free_port as free_port  # noqa: E402
+
 STARTUP_TIMEOUT_S = 60.0
 # Opened by the leaking demo through its /leak_conn endpoint: tracked as `upstream_conn`.
 LEAKED_CONNECTIONS = 7
@@ -41,13 +44,6 @@ def get_json(url: str, token: Optional[str] = None) -> Any:
     status, _, body = http("GET", url, token)
     assert status == 200, f"GET {url}: {status} {body[:500]!r}"
     return json.loads(body)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

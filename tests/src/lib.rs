@@ -401,3 +401,58 @@ impl Running {
         self.child.try_wait().unwrap().is_none()
     }
 }
+
+/// The `leaky_service` example (the README's demo) as a child process: its service and its
+/// leakguard endpoint on free loopback ports, sampling every 100 ms.
+#[derive(Debug)]
+pub struct Demo {
+    /// The child process.
+    pub run: Running,
+    /// The demo's own HTTP service.
+    pub service: SocketAddr,
+    /// leakguard's endpoint.
+    pub endpoint: SocketAddr,
+}
+
+impl Demo {
+    /// Starts the demo with `env` added to its environment (an entry given twice: the last
+    /// one counts) and returns at once, without waiting for it to answer.
+    pub fn spawn(env: &[(&str, &str)]) -> Demo {
+        let service: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let endpoint: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut all = vec![
+            ("DEMO_ADDR", service.to_string()),
+            ("LEAKGUARD_ADDR", endpoint.to_string()),
+            ("LEAKGUARD_INTERVAL", "100ms".to_owned()),
+        ];
+        all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let run = Running::start(&example_binary("leaky_service"), &all);
+        Demo {
+            run,
+            service,
+            endpoint,
+        }
+    }
+
+    /// Starts the demo as [`Demo::spawn`] does and waits until both its endpoint's
+    /// `/healthz` and its service answer 200 (panicking with its output if they never do).
+    pub fn start(env: &[(&str, &str)]) -> Demo {
+        let demo = Demo::spawn(env);
+        assert!(
+            wait_until_ok(demo.endpoint, "/healthz", Duration::from_secs(60)),
+            "{}",
+            demo.run.text()
+        );
+        assert!(
+            wait_until_ok(demo.service, "/", Duration::from_secs(10)),
+            "{}",
+            demo.run.text()
+        );
+        demo
+    }
+
+    /// The endpoint's JSON report, `/debug/leakguard`.
+    pub fn report(&self) -> serde_json::Value {
+        get(self.endpoint, "/debug/leakguard").json()
+    }
+}

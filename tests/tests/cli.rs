@@ -4,33 +4,19 @@
 #![allow(clippy::unwrap_used)]
 
 use leakguard_tests::cli::{leakguard_binary, run_leakguard};
-use leakguard_tests::{Running, example_binary, free_port, get, wait_until_ok};
+use leakguard_tests::{Demo, Running, get};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The demo with its background leak off, its endpoint on a free port, sampling every 100 ms.
+/// The demo with its background leak off and no restart action, answering.
 fn start_demo() -> (Running, SocketAddr, SocketAddr) {
-    let service: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let endpoint: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let run = Running::start(
-        &example_binary("leaky_service"),
-        &[
-            ("DEMO_ADDR", service.to_string()),
-            ("DEMO_LEAK_KIB_PER_SEC", "0".into()),
-            ("LEAKGUARD_ADDR", endpoint.to_string()),
-            ("LEAKGUARD_INTERVAL", "100ms".into()),
-            ("LEAKGUARD_RESTART_ACTION", "none".into()),
-        ],
-    );
-    assert!(
-        wait_until_ok(endpoint, "/healthz", Duration::from_secs(60)),
-        "{}",
-        run.text()
-    );
-    assert!(wait_until_ok(service, "/", Duration::from_secs(10)));
-    (run, service, endpoint)
+    let demo = Demo::start(&[
+        ("DEMO_LEAK_KIB_PER_SEC", "0"),
+        ("LEAKGUARD_RESTART_ACTION", "none"),
+    ]);
+    (demo.run, demo.service, demo.endpoint)
 }
 
 fn ok_stdout(args: &[&str]) -> String {

@@ -1,36 +1,13 @@
 //! The README's demo, run as a child process and checked over real HTTP.
 #![allow(clippy::unwrap_used)]
 
-use leakguard_tests::{Running, example_binary, free_port, get, request, wait_until_ok};
+use leakguard_tests::{Demo, Running, example_binary, free_port, get, request, wait_until_ok};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-struct Demo {
-    run: Running,
-    service: SocketAddr,
-    endpoint: SocketAddr,
-}
-
-fn start_demo(extra: &[(&str, &str)]) -> Demo {
-    let service: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let endpoint: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut env = vec![
-        ("DEMO_ADDR", service.to_string()),
-        ("LEAKGUARD_ADDR", endpoint.to_string()),
-        ("LEAKGUARD_INTERVAL", "100ms".to_owned()),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let run = Running::start(&example_binary("leaky_service"), &env);
-    Demo {
-        run,
-        service,
-        endpoint,
-    }
-}
-
 #[test]
 fn demo_serves_the_endpoints_over_http() {
-    let demo = start_demo(&[("DEMO_LEAK_KIB_PER_SEC", "0")]);
+    let demo = Demo::spawn(&[("DEMO_LEAK_KIB_PER_SEC", "0")]);
     assert!(
         wait_until_ok(demo.endpoint, "/healthz", Duration::from_secs(60)),
         "{}",
@@ -96,7 +73,7 @@ fn demo_serves_the_endpoints_over_http() {
 #[test]
 fn demo_leak_raises_the_state_to_restart_and_reports_it() {
     // A 64 MiB limit and an 8 MiB/s leak: warn, critical and restart within seconds.
-    let demo = start_demo(&[("DEMO_LIMIT", "64MiB"), ("DEMO_LEAK_KIB_PER_SEC", "8192")]);
+    let demo = Demo::spawn(&[("DEMO_LIMIT", "64MiB"), ("DEMO_LEAK_KIB_PER_SEC", "8192")]);
     for step in ["normal -> warn", "warn -> critical", "critical -> restart"] {
         demo.run
             .wait_for_output(&format!("memory state {step}"), Duration::from_secs(60));
@@ -124,7 +101,7 @@ fn demo_leak_raises_the_state_to_restart_and_reports_it() {
 
 #[test]
 fn bad_configuration_is_refused_with_the_variable_named() {
-    let mut demo = start_demo(&[("LEAKGUARD_LIMIT", "lots")]);
+    let mut demo = Demo::spawn(&[("LEAKGUARD_LIMIT", "lots")]);
     assert_eq!(demo.run.wait_exit(Duration::from_secs(60)), Some(2));
     let out = demo.run.text();
     assert!(
@@ -161,7 +138,7 @@ fn a_taken_endpoint_port_leaves_the_service_running() {
 
 #[test]
 fn endpoint_can_be_switched_off() {
-    let demo = start_demo(&[("LEAKGUARD_ADDR", "off"), ("DEMO_LEAK_KIB_PER_SEC", "0")]);
+    let demo = Demo::spawn(&[("LEAKGUARD_ADDR", "off"), ("DEMO_LEAK_KIB_PER_SEC", "0")]);
     assert!(wait_until_ok(demo.service, "/", Duration::from_secs(60)));
     demo.run
         .wait_for_output("endpoint off", Duration::from_secs(10));
@@ -170,7 +147,7 @@ fn endpoint_can_be_switched_off() {
 
 #[test]
 fn leaked_connections_show_in_the_report_with_their_site() {
-    let demo = start_demo(&[("DEMO_LEAK_KIB_PER_SEC", "0")]);
+    let demo = Demo::spawn(&[("DEMO_LEAK_KIB_PER_SEC", "0")]);
     assert!(wait_until_ok(
         demo.endpoint,
         "/healthz",

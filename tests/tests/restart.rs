@@ -3,57 +3,34 @@
 #![allow(clippy::unwrap_used)]
 
 use leakguard_tests::{
-    KeepAlive, Running, example_binary, free_port, get, request, request_with, wait_until_ok,
+    Demo, KeepAlive, Running, example_binary, free_port, get, request, request_with, wait_until_ok,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-struct Demo {
-    run: Running,
-    service: SocketAddr,
-    endpoint: SocketAddr,
-}
-
+/// The demo with a 128 MiB limit, no background leak, a 2 s minimum uptime and a 1 s drain
+/// delay, answering, and past its minimum uptime.
 fn start(extra: &[(&str, &str)]) -> Demo {
-    let service: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let endpoint: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut env = vec![
-        ("DEMO_ADDR", service.to_string()),
-        ("LEAKGUARD_ADDR", endpoint.to_string()),
-        ("LEAKGUARD_INTERVAL", "100ms".to_owned()),
-        ("LEAKGUARD_MIN_UPTIME", "2s".to_owned()),
-        ("DEMO_LIMIT", "128MiB".to_owned()),
-        ("DEMO_LEAK_KIB_PER_SEC", "0".to_owned()),
-        ("DEMO_DRAIN_DELAY", "1s".to_owned()),
+        ("LEAKGUARD_MIN_UPTIME", "2s"),
+        ("DEMO_LIMIT", "128MiB"),
+        ("DEMO_LEAK_KIB_PER_SEC", "0"),
+        ("DEMO_DRAIN_DELAY", "1s"),
     ];
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let run = Running::start(&example_binary("leaky_service"), &env);
-    assert!(
-        wait_until_ok(endpoint, "/healthz", Duration::from_secs(60)),
-        "{}",
-        run.text()
-    );
-    assert!(wait_until_ok(service, "/", Duration::from_secs(10)));
+    env.extend_from_slice(extra);
+    let demo = Demo::start(&env);
     // Past the minimum uptime.
     std::thread::sleep(Duration::from_millis(2200));
-    Demo {
-        run,
-        service,
-        endpoint,
-    }
-}
-
-fn report(d: &Demo) -> serde_json::Value {
-    get(d.endpoint, "/debug/leakguard").json()
+    demo
 }
 
 #[test]
 fn restart_in_place_under_load_drops_no_request() {
     let mut demo = start(&[]);
     let pid = demo.run.pid();
-    let baseline = report(&demo)["memory"]["resident_bytes"].as_u64().unwrap();
+    let baseline = demo.report()["memory"]["resident_bytes"].as_u64().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
@@ -156,7 +133,7 @@ fn restart_in_place_under_load_drops_no_request() {
     assert!(out.contains(&format!(
         "running after graceful restart #1 in place (pid {pid})"
     )));
-    let after = report(&demo);
+    let after = demo.report();
     let rss = after["memory"]["resident_bytes"].as_u64().unwrap();
     assert!(
         rss < baseline + (24 << 20),
@@ -341,7 +318,7 @@ fn a_failing_exec_falls_back_to_exit_with_a_clear_message() {
 fn caches_shrink_under_pressure_before_a_restart() {
     let demo = start(&[("LEAKGUARD_RESTART_ACTION", "none")]);
     let pages_weight = |d: &Demo| {
-        report(d)["caches"]
+        d.report()["caches"]
             .as_array()
             .unwrap()
             .iter()

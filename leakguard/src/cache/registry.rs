@@ -3,7 +3,7 @@
 //! pressure shrinking and expiry maintenance.
 
 use super::{CacheStats, EvictionCause};
-use crate::exposition::{Family, Kind, Labels};
+use crate::exposition::{Families, Family, Kind, Labels};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -503,30 +503,20 @@ fn series(
 pub(crate) fn families() -> Vec<Family> {
     let reports = report();
     let n = |v: u64| v as f64;
-    let mut out = Vec::new();
-    let mut add = |name, help, kind, series: Vec<(Labels, f64)>| {
-        if !series.is_empty() {
-            out.push(Family {
-                name,
-                help,
-                kind,
-                series,
-            });
-        }
-    };
-    add(
+    let mut out = Families::default();
+    out.add(
         "leakguard_cache_entries",
         "Entries held by the cache.",
         Kind::Gauge,
         series(&reports, |r| Some(n(r.entries))),
     );
-    add(
+    out.add(
         "leakguard_cache_weight_bytes",
         "Bytes held by the cache: its weigher's total, or a shallow estimate without one.",
         Kind::Gauge,
         series(&reports, |r| Some(n(r.weight_bytes))),
     );
-    add(
+    out.add(
         "leakguard_cache_capacity_entries",
         "Capacity of a cache bounded by entries.",
         Kind::Gauge,
@@ -534,7 +524,7 @@ pub(crate) fn families() -> Vec<Family> {
             (r.capacity_unit == CapacityUnit::Entries).then(|| n(r.capacity))
         }),
     );
-    add(
+    out.add(
         "leakguard_cache_capacity_bytes",
         "Capacity of a cache bounded by weight (its weigher's unit, by convention bytes).",
         Kind::Gauge,
@@ -542,25 +532,25 @@ pub(crate) fn families() -> Vec<Family> {
             (r.capacity_unit == CapacityUnit::Weight).then(|| n(r.capacity))
         }),
     );
-    add(
+    out.add(
         "leakguard_cache_hits_total",
         "Cache lookups that found a live entry.",
         Kind::Counter,
         series(&reports, |r| Some(n(r.hits))),
     );
-    add(
+    out.add(
         "leakguard_cache_misses_total",
         "Cache lookups that found nothing or an expired entry.",
         Kind::Counter,
         series(&reports, |r| Some(n(r.misses))),
     );
-    add(
+    out.add(
         "leakguard_cache_inserts_total",
         "Cache inserts and replacements.",
         Kind::Counter,
         series(&reports, |r| Some(n(r.inserts))),
     );
-    add(
+    out.add(
         "leakguard_cache_evictions_total",
         "Entries that left the cache, by cause.",
         Kind::Counter,
@@ -576,13 +566,13 @@ pub(crate) fn families() -> Vec<Family> {
             })
             .collect(),
     );
-    add(
+    out.add(
         "leakguard_cache_registrations_rejected_total",
         "Named caches not registered because the registry was full.",
         Kind::Counter,
         vec![(Vec::new(), n(rejected_registrations()))],
     );
-    out
+    out.into_vec()
 }
 
 #[cfg(test)]

@@ -387,7 +387,7 @@ impl GuardBuilder {
             restarting: AtomicBool::new(false),
             restart_thread: Mutex::new(None),
             restart_deferred: Mutex::new(None),
-            handle_limits: Mutex::new(crate::handles::LimitMonitor::new()),
+            handle_limits: Mutex::new(crate::handles::HandleLimitMonitor::new()),
             pressure_fraction: self.pressure_fraction,
             stop: Mutex::new(false),
             wake: Condvar::new(),

@@ -279,7 +279,7 @@ struct Inner {
     /// Why a wanted restart is being held back (reported once per reason).
     restart_deferred: Mutex<Option<String>>,
     /// Per-kind handle limits and the fd limit, each crossing reported once.
-    handle_limits: Mutex<crate::handles::LimitMonitor>,
+    handle_limits: Mutex<crate::handles::HandleLimitMonitor>,
     /// Registered caches shrink to this fraction when the critical threshold is reached.
     pressure_fraction: f64,
     /// Extra routes, report sections and purge hooks.

@@ -111,9 +111,11 @@ pub use self::os::{
 pub use self::registry::{DEFAULT_SAMPLE_EVERY, GENERATION, MAX_KINDS, MAX_NAME_BYTES, OTHER};
 // `families` is for the guard's /metrics (the watchdog wires it in).
 pub(crate) use self::registry::{now_nanos, swap_tag};
+#[allow(deprecated)]
+pub use self::report::LimitMonitor;
 pub use self::report::{
-    FD_REARM_RATIO, FD_WARN_RATIO, HandlesReport, KindReport, LimitEvent, LimitMonitor, LimitName,
-    SITES_PER_KIND, SiteReport, open_by_kind, report, report_at,
+    FD_REARM_RATIO, FD_WARN_RATIO, HandleLimitMonitor, HandlesReport, KindReport, LimitEvent,
+    LimitName, SITES_PER_KIND, SiteReport, open_by_kind, report, report_at,
 };
 #[allow(unused_imports)]
 pub(crate) use self::report::{families, site_reports};

@@ -4,14 +4,14 @@ use super::os::{self, OsHandles, TCP_STATES};
 use super::registry::{self, Kind, KindStats, MAX_KINDS};
 use super::sites::{self, SYMBOLIZE_BUDGET, SamplingStats, SiteGroup};
 use crate::event::Level;
-use crate::exposition::{Family, Kind as MetricKind, Labels};
+use crate::exposition::{Families, Family, Kind as MetricKind, Labels};
 use crate::process::ProcessStats;
 use serde::Serialize;
 use std::path::Path;
 
 /// Creation sites listed per kind in a report.
 pub const SITES_PER_KIND: usize = 10;
-/// Fraction of the fd limit at which [`LimitMonitor`] warns.
+/// Fraction of the fd limit at which [`HandleLimitMonitor`] warns.
 pub const FD_WARN_RATIO: f64 = 0.80;
 /// Fraction of the fd limit under which the fd warning is re-armed.
 pub const FD_REARM_RATIO: f64 = 0.75;
@@ -284,23 +284,6 @@ pub fn open_by_kind() -> Vec<(String, u64)> {
 // ---------------------------------------------------------------------------------------
 // Metrics.
 
-fn family(
-    name: &'static str,
-    help: &'static str,
-    kind: MetricKind,
-    series: Vec<(Labels, f64)>,
-    out: &mut Vec<Family>,
-) {
-    if !series.is_empty() {
-        out.push(Family {
-            name,
-            help,
-            kind,
-            series,
-        });
-    }
-}
-
 /// The handle metric families, with TCP states read from the real `/proc`.
 pub(crate) fn families() -> Vec<Family> {
     families_at(Path::new("/proc"))
@@ -317,41 +300,36 @@ pub(crate) fn families_at(proc_root: &Path) -> Vec<Family> {
             .filter_map(|v| f(v).map(|x| (vec![("kind", v.kind.name.to_string())], x)))
             .collect()
     };
-    let mut out = Vec::new();
-    family(
+    let mut out = Families::default();
+    out.add(
         "leakguard_handles_open",
         "Handles open now, by kind.",
         MetricKind::Gauge,
         by_kind(&|v| Some(v.stats.open as f64)),
-        &mut out,
     );
-    family(
+    out.add(
         "leakguard_handles_opened_total",
         "Handles opened, by kind.",
         MetricKind::Counter,
         by_kind(&|v| Some(v.stats.opened as f64)),
-        &mut out,
     );
-    family(
+    out.add(
         "leakguard_handles_closed_total",
         "Handles closed, by kind.",
         MetricKind::Counter,
         by_kind(&|v| Some(v.stats.closed as f64)),
-        &mut out,
     );
-    family(
+    out.add(
         "leakguard_handles_peak",
         "Highest number of handles open at once observed, by kind.",
         MetricKind::Gauge,
         by_kind(&|v| Some(v.stats.peak as f64)),
-        &mut out,
     );
-    family(
+    out.add(
         "leakguard_handles_oldest_age_seconds",
         "Age of the oldest open handle (a lower bound, accurate to a generation), by kind.",
         MetricKind::Gauge,
         by_kind(&|v| v.oldest.map(|(lo, _)| seconds(lo))),
-        &mut out,
     );
     let mut exceeded = Vec::new();
     for v in &views {
@@ -374,39 +352,35 @@ pub(crate) fn families_at(proc_root: &Path) -> Vec<Family> {
             ));
         }
     }
-    family(
+    out.add(
         "leakguard_handles_limit_exceeded",
         "1 while a kind is over its configured limit (max_open or max_age).",
         MetricKind::Gauge,
         exceeded,
-        &mut out,
     );
     let (folded, _) = registry::folded();
-    family(
+    out.add(
         "leakguard_handles_folded_kinds",
         "Distinct kind names counted as kind=\"other\" because the kind capacity was reached.",
         MetricKind::Gauge,
         vec![(Vec::new(), folded as f64)],
-        &mut out,
     );
     let sampling = sites::stats();
-    family(
+    out.add(
         "leakguard_handles_sampled_open",
         "Open sampled handles whose creation site is recorded.",
         MetricKind::Gauge,
         vec![(Vec::new(), sampling.table_used as f64)],
-        &mut out,
     );
-    family(
+    out.add(
         "leakguard_handles_samples_dropped_total",
         "Sampled opens not recorded because the table of sampled handles was full.",
         MetricKind::Counter,
         vec![(Vec::new(), sampling.dropped_table_full as f64)],
-        &mut out,
     );
     let tcp = os::tcp_sockets_reused(proc_root);
     if tcp.note.is_none() || tcp.lines_read > 0 {
-        family(
+        out.add(
             "leakguard_tcp_sockets",
             "This process's TCP sockets by state (from /proc/net/tcp and tcp6, read at most every 5 s).",
             MetricKind::Gauge,
@@ -419,17 +393,15 @@ pub(crate) fn families_at(proc_root: &Path) -> Vec<Family> {
                     )
                 })
                 .collect(),
-            &mut out,
         );
-        family(
+        out.add(
             "leakguard_tcp_table_truncated",
             "1 when /proc/net/tcp was longer than leakguard reads: the counts are lower bounds.",
             MetricKind::Gauge,
             vec![(Vec::new(), f64::from(u8::from(tcp.truncated)))],
-            &mut out,
         );
     }
-    out
+    out.into_vec()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -480,19 +452,21 @@ impl std::fmt::Display for LimitEvent {
     }
 }
 
-/// Watches the per-kind limits and the fd limit, and reports each crossing once.
+/// Watches the handle limits (each kind's `max_open` and `max_age`, and the process's fd
+/// limit, `RLIMIT_NOFILE`) and reports each crossing once. Not the memory limit: that is the
+/// guard's business (`LimitSetting`).
 ///
-/// The guard's sampler calls [`LimitMonitor::check`] every interval. A limit that is
+/// The guard's sampler calls [`HandleLimitMonitor::check`] every interval. A limit that is
 /// crossed yields one warning; it is re-armed (with an `info` event) once the value is
 /// back under: `max_open` when at most 90 % of it is open, `max_age` when the oldest open
 /// handle is within it, the fd limit under [`FD_REARM_RATIO`] (it warns at
 /// [`FD_WARN_RATIO`]).
 ///
 /// ```
-/// use leakguard::handles::{self, KindConfig, LimitMonitor};
+/// use leakguard::handles::{self, KindConfig, HandleLimitMonitor};
 ///
 /// handles::configure("doc_limited", KindConfig::new().max_open(1)).unwrap();
-/// let mut monitor = LimitMonitor::new();
+/// let mut monitor = HandleLimitMonitor::new();
 /// let a = leakguard::track("doc_limited");
 /// let b = leakguard::track("doc_limited");
 /// let events = monitor.check(None);
@@ -502,19 +476,23 @@ impl std::fmt::Display for LimitEvent {
 /// assert!(monitor.check(None).iter().any(|e| !e.exceeded));
 /// ```
 #[derive(Debug, Clone)]
-pub struct LimitMonitor {
+pub struct HandleLimitMonitor {
     over_open: Vec<bool>,
     over_age: Vec<bool>,
     over_fds: bool,
 }
 
-impl Default for LimitMonitor {
+/// The former name of [`HandleLimitMonitor`]: "limit" alone reads as the memory limit.
+#[deprecated(note = "renamed `HandleLimitMonitor`: it watches handle and fd limits, not memory")]
+pub type LimitMonitor = HandleLimitMonitor;
+
+impl Default for HandleLimitMonitor {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl LimitMonitor {
+impl HandleLimitMonitor {
     /// A monitor with every limit armed.
     pub fn new() -> Self {
         Self {
@@ -669,7 +647,7 @@ mod tests {
 
     #[test]
     fn the_fd_limit_warns_at_80_percent_once_and_rearms_under_75() {
-        let mut monitor = LimitMonitor::new();
+        let mut monitor = HandleLimitMonitor::new();
         let at = |open| ProcessStats {
             open_fds: open,
             max_fds: Some(100),
@@ -693,6 +671,6 @@ mod tests {
             max_fds: None,
             ..ProcessStats::default()
         };
-        assert!(fds(LimitMonitor::new().check(Some(&unlimited))).is_empty());
+        assert!(fds(HandleLimitMonitor::new().check(Some(&unlimited))).is_empty());
     }
 }
