@@ -98,11 +98,6 @@ fn resolve_limit(rules: &Rules, sample: &MemorySample) -> Option<Limit> {
     }
 }
 
-/// The source name of an error string `"source: reason"`.
-fn source_of(error: &str) -> &str {
-    error.split(':').next().unwrap_or(error)
-}
-
 /// Applies one sample to the state and says what follows from it; `now` (wall seconds)
 /// stamps the events.
 pub(crate) fn observe(st: &mut State, sample: &MemorySample, now: f64) -> Outcome {
@@ -194,14 +189,14 @@ pub(crate) fn observe(st: &mut State, sample: &MemorySample, now: f64) -> Outcom
         });
     }
     let failing: Vec<String> = sample
-        .errors
+        .failures
         .iter()
-        .map(|e| source_of(e).to_owned())
+        .map(|f| f.source.to_string())
         .collect();
-    for e in &sample.errors {
-        if !st.failing.iter().any(|f| f == source_of(e)) {
+    for e in &sample.failures {
+        if !st.failing.iter().any(|f| f == e.source.as_str()) {
             out.events
-                .push(event(Level::Warn, EventKind::SourceFailed, e.clone()));
+                .push(event(Level::Warn, EventKind::SourceFailed, e.to_string()));
         }
     }
     for f in &st.failing {
@@ -254,6 +249,7 @@ mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
     use crate::process::ProcessStats;
+    use crate::sample::{SampleError, Source};
     use crate::threshold::Thresholds;
     use crate::trend::{MB_PER_HOUR, TrendConfig};
 
@@ -459,9 +455,17 @@ mod tests {
         let mut st = state(&clock, LimitSetting::Cgroup, TrendConfig::default());
         let mut with_errors = |errors: &[&str]| {
             clock.advance(Duration::from_secs(1));
+            let failures: Vec<SampleError> = errors
+                .iter()
+                .map(|e| SampleError {
+                    source: Source::Allocator,
+                    message: e.trim_start_matches("allocator: ").to_owned(),
+                })
+                .collect();
             let sample = MemorySample {
                 monotonic: clock.monotonic(),
-                errors: errors.iter().map(|e| (*e).to_owned()).collect(),
+                errors: failures.iter().map(ToString::to_string).collect(),
+                failures,
                 ..MemorySample::default()
             };
             kinds(&observe(&mut st, &sample, clock.unix_seconds()))
