@@ -363,6 +363,9 @@ impl GuardBuilder {
             limit_origin: config.limit_origin,
             restart: config.restart,
             drain: self.policy.drain_delay + self.policy.drain_timeout + config.interval,
+            interval: config.interval,
+            warn: config.warn,
+            consecutive: config.consecutive_samples,
             started_mono,
             started_unix,
         };
@@ -387,6 +390,7 @@ impl GuardBuilder {
             restarting: AtomicBool::new(false),
             restart_thread: Mutex::new(None),
             restart_deferred: Mutex::new(None),
+            cadence: Mutex::new(config.interval),
             handle_limits: Mutex::new(crate::handles::LimitMonitor::new()),
             pressure_fraction: self.pressure_fraction,
             stop: Mutex::new(false),

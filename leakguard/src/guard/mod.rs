@@ -276,6 +276,8 @@ struct Inner {
     restarting: AtomicBool,
     /// The thread carrying out the restart under way, for a guard dropped meanwhile to wait.
     restart_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The sampler thread's next interval, as the last sample decided.
+    cadence: Mutex<std::time::Duration>,
     /// Why a wanted restart is being held back (reported once per reason).
     restart_deferred: Mutex<Option<String>>,
     /// Per-kind handle limits and the fd limit, each crossing reported once.

@@ -30,15 +30,21 @@ impl Inner {
             .into_iter()
             .map(|e| self.event(e.level, EventKind::HandleLimit, e.message))
             .collect();
+        // Taken here, outside the state lock, so that `observe` stays pure.
+        let context = crate::trend::Context {
+            bounded_cache_bytes: crate::cache::weight_by_cache().iter().map(|(_, b)| b).sum(),
+            open_handles: crate::handles::open_by_kind().iter().map(|(_, n)| n).sum(),
+        };
         let outcome = {
             let mut st = self.state.lock();
-            let outcome = observe(&mut st, &sample, self.clock.unix_seconds());
+            let outcome = observe(&mut st, &sample, self.clock.unix_seconds(), context);
             if let Some(t) = outcome.baseline_due {
                 st.baseline = Some(current_quantities(&sample, t));
             }
             outcome
         };
         events.extend(outcome.events);
+        *self.cadence.lock() = outcome.next_interval;
         // Heap profiles (feature `profiling`), outside the state lock: the baseline at the end
         // of the warm-up, the growth since while a leak is suspected.
         if outcome.baseline_due.is_some()
@@ -74,7 +80,7 @@ impl Inner {
             }
         }
         if let Some(reason) = outcome.restart {
-            self.want_restart(reason, &mut events);
+            self.want_restart(reason, outcome.at_limit, &mut events);
         } else {
             *self.restart_deferred.lock() = None;
         }
@@ -85,11 +91,12 @@ impl Inner {
         sample
     }
 
-    /// The sampler thread: a tick every interval until stopped. A panic in a tick is caught,
+    /// The sampler thread: a tick every interval (shorter while usage is high and rising, as
+    /// the last sample decided) until stopped. A panic in a tick is caught,
     /// counted and reported, and the loop goes on.
     pub(super) fn run(self: &Arc<Self>) {
         loop {
-            let next = Instant::now() + self.config.interval;
+            let next = Instant::now() + *self.cadence.lock();
             {
                 let mut stop = self.stop.lock();
                 while !*stop {
