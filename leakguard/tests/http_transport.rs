@@ -1096,3 +1096,45 @@ fn a_stopped_guard_releases_its_endpoint_port() {
     assert_eq!(again.endpoint_addr(), Some(addr));
     assert_eq!(get(addr, "/healthz").status, 200);
 }
+
+#[test]
+fn while_closing_every_answer_closes_its_keep_alive_connection() {
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&closing);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server = Server::start_closing_when(
+        listener,
+        Arc::new(TestRoutes),
+        ServerOptions::default(),
+        Arc::new(move || flag.load(std::sync::atomic::Ordering::SeqCst)),
+    )
+    .expect("start the server");
+    // Before the drain: a keep-alive connection stays open for the next request.
+    let mut stream = served_connection(server.local_addr());
+    // The drain begins: the in-flight request on the same connection is answered with
+    // `Connection: close`, and the server closes the connection after it.
+    closing.store(true, std::sync::atomic::Ordering::SeqCst);
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let reply = read_reply(&mut stream, false).expect("a reply during the drain");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    wait_for_close(&mut stream, Instant::now(), CLIENT_TIMEOUT);
+    // Probes too.
+    let mut probe = connect(server.local_addr());
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let reply = read_reply(&mut probe, false).expect("a probe's reply");
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    wait_for_close(&mut probe, Instant::now(), CLIENT_TIMEOUT);
+    // After it, keep-alive again.
+    closing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut stream = served_connection(server.local_addr());
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let reply = read_reply(&mut stream, false).expect("the connection was kept");
+    assert_eq!(reply.header("connection"), None, "{reply:?}");
+}

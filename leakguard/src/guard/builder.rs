@@ -446,7 +446,18 @@ impl GuardBuilder {
             Some(addr) => {
                 let routes: Arc<dyn Routes> = Arc::new(GuardRoutes(Arc::clone(&inner)));
                 let started = crate::handover::listener("leakguard", addr).and_then(|l| {
-                    crate::http::Server::start(l, routes, crate::http::ServerOptions::default())
+                    // Readiness is off only while a restart is under way: its drain.
+                    let weak = Arc::downgrade(&inner);
+                    let draining = move || {
+                        weak.upgrade()
+                            .is_some_and(|i| !i.ready.load(std::sync::atomic::Ordering::SeqCst))
+                    };
+                    crate::http::Server::start_closing_when(
+                        l,
+                        routes,
+                        crate::http::ServerOptions::default(),
+                        Arc::new(draining),
+                    )
                 });
                 match started {
                     Ok(server) => {
