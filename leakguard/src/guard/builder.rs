@@ -391,6 +391,7 @@ impl GuardBuilder {
             restart_thread: Mutex::new(None),
             restart_deferred: Mutex::new(None),
             cadence: Mutex::new(config.interval),
+            recorded_caches: Mutex::new(Default::default()),
             handle_limits: Mutex::new(crate::handles::LimitMonitor::new()),
             pressure_fraction: self.pressure_fraction,
             stop: Mutex::new(false),

@@ -15,6 +15,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+/// The gauges of a cache that are zero once it is dropped.
+const DROPPED_CACHE_GAUGES: [&str; 4] = [
+    "leakguard_cache_entries",
+    "leakguard_cache_weight_bytes",
+    "leakguard_cache_capacity_entries",
+    "leakguard_cache_capacity_bytes",
+];
+
 impl Inner {
     /// Takes one sample and applies what it decides; returns the sample.
     pub(super) fn tick(self: &Arc<Self>) -> MemorySample {
@@ -85,10 +93,33 @@ impl Inner {
             *self.restart_deferred.lock() = None;
         }
         if self.record_metrics {
-            crate::exposition::record(&families(&self.snapshot(View::Metrics)));
+            let families = families(&self.snapshot(View::Metrics));
+            crate::exposition::record(&families);
+            self.zero_dropped_caches(&families);
         }
         self.emit(events);
         sample
+    }
+
+    /// A recorder keeps the series of a cache that was dropped (the `metrics` facade cannot
+    /// remove them): its gauges are set to zero once, as it holds nothing any more, and its
+    /// series are not updated again.
+    fn zero_dropped_caches(&self, families: &[crate::exposition::Family]) {
+        let now: std::collections::BTreeSet<String> = families
+            .iter()
+            .filter(|f| f.name.starts_with("leakguard_cache_"))
+            .flat_map(|f| &f.series)
+            .flat_map(|(labels, _)| labels.iter())
+            .filter(|(k, _)| *k == "cache")
+            .map(|(_, v)| v.clone())
+            .collect();
+        let mut recorded = self.recorded_caches.lock();
+        for gone in recorded.difference(&now) {
+            for name in DROPPED_CACHE_GAUGES {
+                metrics::gauge!(name, "cache" => gone.clone()).set(0.0);
+            }
+        }
+        *recorded = now;
     }
 
     /// The sampler thread: a tick every interval (shorter while usage is high and rising, as
@@ -114,5 +145,57 @@ impl Inner {
                 self.caught_panic("the sampler panicked", &*payload);
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    #[test]
+    fn a_dropped_caches_gauges_go_to_zero_and_stay() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let guard = crate::Guard::builder()
+            .ignore_env()
+            .no_endpoint()
+            .background(false)
+            .limit(32 << 30)
+            .start()
+            .unwrap();
+        let entries = || {
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .find(|(key, _, _, _)| {
+                    key.key().name() == "leakguard_cache_entries"
+                        && key
+                            .key()
+                            .labels()
+                            .any(|l| l.key() == "cache" && l.value() == "tick-dropped")
+                })
+                .map(|(_, _, _, v)| v)
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let cache: crate::cache::LruCache<u32, u32> = crate::cache::LruCache::builder(10)
+                .name("tick-dropped")
+                .build();
+            for i in 0..3 {
+                cache.insert(i, i);
+            }
+            guard.tick();
+            match entries() {
+                Some(DebugValue::Gauge(v)) => assert_eq!(v.into_inner(), 3.0),
+                other => panic!("entries of the live cache: {other:?}"),
+            }
+            drop(cache);
+            guard.tick();
+            match entries() {
+                Some(DebugValue::Gauge(v)) => assert_eq!(v.into_inner(), 0.0),
+                other => panic!("entries of the dropped cache: {other:?}"),
+            }
+        });
     }
 }
