@@ -365,7 +365,7 @@ const LEAK_CHILD: &str = "LEAKGUARD_BENCH_LEAK_CHILD";
 
 /// The leaking child: a guard with the default thresholds (warn 80%, restart 95%) and
 /// cadence (1 s), no drain hook, and a callback action that prints the resident size when it
-/// runs; the process jumps to half the limit, holds still for 7 s, then leaks (touched pages) at the given rate.
+/// runs; the process jumps to half the limit, holds still past the minimum uptime, then leaks (touched pages) at the given rate.
 fn leak_child(spec: &str) {
     let (rate, limit) = spec.split_once(':').expect("rate:limit");
     let rate: f64 = rate.parse().expect("rate");
@@ -380,7 +380,7 @@ fn leak_child(spec: &str) {
         .ignore_env()
         .no_endpoint()
         .limit(limit)
-        .min_uptime(Duration::from_secs(1))
+        .min_uptime(Duration::from_secs(15))
         .restart_policy(leakguard::restart::RestartPolicy {
             drain_delay: Duration::ZERO,
             ..Default::default()
@@ -394,8 +394,13 @@ fn leak_child(spec: &str) {
     let mut held: Vec<Vec<u8>> = Vec::new();
     let jump = (limit / 2).saturating_sub(resident()) as usize;
     held.push(vec![0x5A; jump]);
-    // Steady for longer than the guard's recent-slope window (5 s): the jump is not a leak.
-    std::thread::sleep(Duration::from_secs(7));
+    // Steady for longer than the guard's recent-slope window (5 s), and until the minimum
+    // uptime (15 s) has passed: filling the jump's pages takes seconds on a busy machine, and
+    // that growth is not the leak measured here.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(16) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let began = Instant::now();
     let mut leaked = 0.0_f64;
     loop {
@@ -415,7 +420,7 @@ fn leak_child(spec: &str) {
 fn overshoot() {
     let limit: u64 = 512 << 20;
     println!(
-        "leak overshoot: limit {} MiB, leak from 50% of it after 7 s steady, default thresholds and 1 s interval, drain with no hook\n",
+        "leak overshoot: limit {} MiB, leak from 50% of it after 16 s steady, minimum uptime 15 s, default thresholds and 1 s interval, drain with no hook\n",
         limit >> 20
     );
     println!("| warn→limit | leak rate | usage at the action / limit | reason |");
