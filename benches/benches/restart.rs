@@ -3,7 +3,12 @@
 //! ```sh
 //! cargo bench -p leakguard-benches --bench restart
 //! cargo bench -p leakguard-benches --bench restart -- --rounds 5
+//! cargo bench -p leakguard-benches --bench restart -- --overshoot
 //! ```
+//!
+//! `--overshoot`: peak usage relative to the limit against the leak rate, for a child process
+//! (this binary) leaking at several rates under a guard whose callback action records the
+//! resident size when it runs (see [`overshoot`]).
 //!
 //! The demo (`leaky_service`, release build, built first through `$CARGO` if needed; found
 //! next to this bench under the target directory) runs as a child process on fresh loopback
@@ -355,8 +360,105 @@ fn ms(v: f64) -> String {
     format!("{:.1}", v * 1000.0)
 }
 
+/// Set in the leaking child of the overshoot section: `RATE_MIB_PER_S:LIMIT_BYTES`.
+const LEAK_CHILD: &str = "LEAKGUARD_BENCH_LEAK_CHILD";
+
+/// The leaking child: a guard with the default thresholds (warn 80%, restart 95%) and
+/// cadence (1 s), no drain hook, and a callback action that prints the resident size when it
+/// runs; the process jumps to half the limit, holds still past the minimum uptime, then leaks (touched pages) at the given rate.
+fn leak_child(spec: &str) {
+    let (rate, limit) = spec.split_once(':').expect("rate:limit");
+    let rate: f64 = rate.parse().expect("rate");
+    let limit: u64 = limit.parse().expect("limit");
+    let resident = || {
+        leakguard::process::ProcReader::new()
+            .read(false)
+            .expect("/proc")
+            .resident_bytes
+    };
+    let _guard = leakguard::Guard::builder()
+        .ignore_env()
+        .no_endpoint()
+        .limit(limit)
+        .min_uptime(Duration::from_secs(15))
+        .restart_policy(leakguard::restart::RestartPolicy {
+            drain_delay: Duration::ZERO,
+            ..Default::default()
+        })
+        .on_restart(move |reason| {
+            println!("ACTION {} {reason}", resident());
+            std::process::exit(0);
+        })
+        .start()
+        .expect("start the guard");
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let jump = (limit / 2).saturating_sub(resident()) as usize;
+    held.push(vec![0x5A; jump]);
+    // Steady for longer than the guard's recent-slope window (5 s), and until the minimum
+    // uptime (15 s) has passed: filling the jump's pages takes seconds on a busy machine, and
+    // that growth is not the leak measured here.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(16) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let began = Instant::now();
+    let mut leaked = 0.0_f64;
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let due = rate * began.elapsed().as_secs_f64() * 1_048_576.0;
+        let step = (due - leaked).max(0.0) as usize;
+        if step > 0 {
+            held.push(vec![0x5A; step]);
+            leaked += step as f64;
+        }
+        std::hint::black_box(&held);
+    }
+}
+
+/// Peak usage relative to the limit against leak rate: for each time from the warn threshold
+/// to the limit, a child leaks from half the limit; the usage when the restart action runs.
+fn overshoot() {
+    let limit: u64 = 512 << 20;
+    println!(
+        "leak overshoot: limit {} MiB, leak from 50% of it after 16 s steady, minimum uptime 15 s, default thresholds and 1 s interval, drain with no hook\n",
+        limit >> 20
+    );
+    println!("| warn→limit | leak rate | usage at the action / limit | reason |");
+    println!("| ---: | ---: | ---: | --- |");
+    for warn_to_limit in [5.0_f64, 10.0, 20.0, 40.0] {
+        let rate = 0.2 * (limit >> 20) as f64 / warn_to_limit;
+        let out = std::process::Command::new(std::env::current_exe().expect("bench binary"))
+            .env(LEAK_CHILD, format!("{rate}:{limit}"))
+            .output()
+            .expect("run the leaking child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("ACTION "))
+            .unwrap_or("");
+        let mut parts = line.splitn(3, ' ').skip(1);
+        let at: f64 = parts
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+        let reason = parts.next().unwrap_or("(no action)");
+        println!(
+            "| {warn_to_limit:.0} s | {rate:.1} MiB/s | {:.1}% | {reason} |",
+            at * 100.0 / limit as f64
+        );
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var(LEAK_CHILD) {
+        leak_child(&spec);
+        return;
+    }
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--overshoot") {
+        overshoot();
+        return;
+    }
     let bench = args.iter().any(|a| a == "--bench");
     let mut rounds = if bench { 5 } else { 1 };
     if let Some(i) = args.iter().position(|a| a == "--rounds")

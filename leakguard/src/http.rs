@@ -311,6 +311,22 @@ impl Server {
         routes: Arc<dyn Routes>,
         options: ServerOptions,
     ) -> Result<Server> {
+        Self::start_closing_when(listener, routes, options, Arc::new(|| false))
+    }
+
+    /// [`Server::start`], and while `closing()` is true every answer carries
+    /// `Connection: close` and the connection is closed after it: during a restart's drain,
+    /// a keep-alive client does not reuse a connection that is about to close.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::start`].
+    pub fn start_closing_when(
+        listener: std::net::TcpListener,
+        routes: Arc<dyn Routes>,
+        options: ServerOptions,
+        closing: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Result<Server> {
         options.validate()?;
         let local_addr = listener.local_addr().map_err(|source| Error::Io {
             what: "reading the debug endpoint's listening address".to_owned(),
@@ -333,6 +349,7 @@ impl Server {
         let worker = Worker {
             jobs,
             loopback: local_addr.ip().is_loopback(),
+            closing,
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
@@ -716,7 +733,12 @@ async fn serve_connection(
         let pacer = Arc::clone(&pacer);
         let activity = service_activity.clone();
         async move {
-            let response = respond(request, routes.as_ref(), &worker, &options, &pacer).await;
+            let mut response = respond(request, routes.as_ref(), &worker, &options, &pacer).await;
+            if (worker.closing)() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             // A long handler must not count as idleness.
             activity.touch();
             Ok::<_, Infallible>(response)
@@ -844,6 +866,8 @@ struct Worker {
     jobs: std::sync::mpsc::SyncSender<Job>,
     /// Whether the endpoint listens on a loopback address (the `Host` header is checked).
     loopback: bool,
+    /// While true, every answer closes its connection (a restart's drain).
+    closing: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl Worker {

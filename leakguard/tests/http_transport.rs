@@ -96,6 +96,41 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// The established TCP connections to `port` of this host, from `/proc/net/tcp`: the receive
+/// queue of each server side, and the send queue of each client side.
+fn loopback_queues(port: u16) -> (Vec<u64>, Vec<u64>) {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port_of = |address: &str| {
+        address
+            .split_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    let (mut server_side, mut client_side) = (Vec::new(), Vec::new());
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl, local address, remote address, state (01: established), tx_queue:rx_queue.
+        let [_, local, remote, state, queues, ..] = fields[..] else {
+            continue;
+        };
+        let Some((tx, rx)) = queues.split_once(':') else {
+            continue;
+        };
+        let (tx, rx) = (
+            u64::from_str_radix(tx, 16).unwrap_or(u64::MAX),
+            u64::from_str_radix(rx, 16).unwrap_or(u64::MAX),
+        );
+        if state != "01" {
+            continue;
+        }
+        if port_of(local) == Some(port) {
+            server_side.push(rx);
+        } else if port_of(remote) == Some(port) {
+            client_side.push(tx);
+        }
+    }
+    (server_side, client_side)
+}
+
 fn start(options: ServerOptions) -> Server {
     Server::bind("127.0.0.1:0", Arc::new(TestRoutes), options).expect("start the server")
 }
@@ -643,8 +678,12 @@ fn client_that_stops_reading_is_closed_after_the_idle_timeout() {
     stream
         .write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("send");
-    // Do not read while the server is stuck on a full socket buffer.
-    thread::sleep(Duration::from_millis(1500));
+    // Do not read while the server is stuck on a full socket buffer, until the server has
+    // given the connection up (its side is no longer established).
+    let port = server.local_addr().port();
+    wait_until("the server to give the stalled connection up", || {
+        loopback_queues(port).0.is_empty()
+    });
     let mut received = Vec::new();
     stream
         .set_read_timeout(Some(CLIENT_TIMEOUT))
@@ -913,7 +952,15 @@ fn requests_beyond_the_rate_wait_their_turn_and_probes_do_not() {
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(100));
+    // Wait until the server has read all ten requests: each of their connections is
+    // established with nothing left in flight (the client's send queue and the server's
+    // receive queue empty), besides the keep-alive connection above.
+    wait_until("the ten requests read by the server", || {
+        let (server_side, client_side) = loopback_queues(addr.port());
+        server_side.len() >= 11
+            && server_side.iter().all(|rx| *rx == 0)
+            && client_side.iter().all(|tx| *tx == 0)
+    });
     let probing = Instant::now();
     let probe = exchange(
         addr,
@@ -1095,4 +1142,46 @@ fn a_stopped_guard_releases_its_endpoint_port() {
         .expect("start again");
     assert_eq!(again.endpoint_addr(), Some(addr));
     assert_eq!(get(addr, "/healthz").status, 200);
+}
+
+#[test]
+fn while_closing_every_answer_closes_its_keep_alive_connection() {
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&closing);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server = Server::start_closing_when(
+        listener,
+        Arc::new(TestRoutes),
+        ServerOptions::default(),
+        Arc::new(move || flag.load(std::sync::atomic::Ordering::SeqCst)),
+    )
+    .expect("start the server");
+    // Before the drain: a keep-alive connection stays open for the next request.
+    let mut stream = served_connection(server.local_addr());
+    // The drain begins: the in-flight request on the same connection is answered with
+    // `Connection: close`, and the server closes the connection after it.
+    closing.store(true, std::sync::atomic::Ordering::SeqCst);
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let reply = read_reply(&mut stream, false).expect("a reply during the drain");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    wait_for_close(&mut stream, Instant::now(), CLIENT_TIMEOUT);
+    // Probes too.
+    let mut probe = connect(server.local_addr());
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let reply = read_reply(&mut probe, false).expect("a probe's reply");
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    wait_for_close(&mut probe, Instant::now(), CLIENT_TIMEOUT);
+    // After it, keep-alive again.
+    closing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut stream = served_connection(server.local_addr());
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let reply = read_reply(&mut stream, false).expect("the connection was kept");
+    assert_eq!(reply.header("connection"), None, "{reply:?}");
 }

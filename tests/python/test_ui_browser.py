@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
@@ -28,6 +27,34 @@ CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 WAIT_S = 30.0
 MiB = 2**20
 GiB = 2**30
+
+
+COUNT_FETCHES = """
+window.leakguardTestInFlight = 0;
+(function () {
+  // A request counts from fetch() until the page has read its body and a task has passed
+  // since (the page renders in the promise callbacks that follow, before any later task).
+  var done = function () {
+    window.setTimeout(function () { window.leakguardTestInFlight -= 1; }, 0);
+  };
+  var fetch = window.fetch.bind(window);
+  window.fetch = function () {
+    window.leakguardTestInFlight += 1;
+    return fetch.apply(null, arguments).catch(function (e) { done(); throw e; });
+  };
+  var text = Response.prototype.text;
+  Response.prototype.text = function () {
+    var read = text.call(this);
+    read.then(done, done);
+    return read;
+  };
+})();
+"""
+
+
+def settled(driver: webdriver.Chrome) -> bool:
+    """No request of the page is in flight."""
+    return bool(driver.execute_script("return window.leakguardTestInFlight === 0"))
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +75,9 @@ def browser() -> Iterator[webdriver.Chrome]:
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    # Count the page's requests in flight (window.leakguardTestInFlight), so that a test can
+    # wait until the page is still instead of sleeping.
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": COUNT_FETCHES})
     try:
         yield driver
     finally:
@@ -110,7 +140,7 @@ def test_page_draws_the_history_and_tables_of_the_running_demo(
     wait(browser, "the trend and the projection", lambda d: series(d, "projection") and series(d, "trend"))
     # Hold the page still while it is read: refresh off, and any request in flight landed.
     Select(browser.find_element(By.ID, "refresh")).select_by_value("0")
-    time.sleep(2.0)
+    wait(browser, "no request in flight", settled)
     report = leaking_demo.report()
 
     # Every series of the chart is drawn, with a visible extent.
@@ -241,6 +271,6 @@ def test_page_asks_for_the_token_when_every_endpoint_needs_it(
     browser.find_element(By.ID, "forget").click()
     wait(browser, "the token form again", lambda d: d.find_element(By.ID, "auth").is_displayed())
     assert browser.execute_script("return window.sessionStorage.getItem('leakguard-token')") is None
-    time.sleep(0.1)
+    wait(browser, "the page's requests answered", settled)
     severe = [m for m in console(browser) if m.startswith("SEVERE") and " 401 " not in m]
     assert not severe, severe

@@ -363,6 +363,9 @@ impl GuardBuilder {
             limit_origin: config.limit_origin,
             restart: config.restart,
             drain: self.policy.drain_delay + self.policy.drain_timeout + config.interval,
+            interval: config.interval,
+            warn: config.warn,
+            consecutive: config.consecutive_samples,
             started_mono,
             started_unix,
         };
@@ -387,6 +390,8 @@ impl GuardBuilder {
             restarting: AtomicBool::new(false),
             restart_thread: Mutex::new(None),
             restart_deferred: Mutex::new(None),
+            cadence: Mutex::new(config.interval),
+            recorded_caches: Mutex::new(Default::default()),
             handle_limits: Mutex::new(crate::handles::HandleLimitMonitor::new()),
             pressure_fraction: self.pressure_fraction,
             stop: Mutex::new(false),
@@ -442,7 +447,18 @@ impl GuardBuilder {
             Some(addr) => {
                 let routes: Arc<dyn Routes> = Arc::new(GuardRoutes(Arc::clone(&inner)));
                 let started = crate::handover::listener("leakguard", addr).and_then(|l| {
-                    crate::http::Server::start(l, routes, crate::http::ServerOptions::default())
+                    // Readiness is off only while a restart is under way: its drain.
+                    let weak = Arc::downgrade(&inner);
+                    let draining = move || {
+                        weak.upgrade()
+                            .is_some_and(|i| !i.ready.load(std::sync::atomic::Ordering::SeqCst))
+                    };
+                    crate::http::Server::start_closing_when(
+                        l,
+                        routes,
+                        crate::http::ServerOptions::default(),
+                        Arc::new(draining),
+                    )
                 });
                 match started {
                     Ok(server) => {

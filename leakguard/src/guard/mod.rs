@@ -276,6 +276,10 @@ struct Inner {
     restarting: AtomicBool,
     /// The thread carrying out the restart under way, for a guard dropped meanwhile to wait.
     restart_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The caches whose series were recorded at the last sample (bounded by the registry).
+    recorded_caches: Mutex<std::collections::BTreeSet<String>>,
+    /// The sampler thread's next interval, as the last sample decided.
+    cadence: Mutex<std::time::Duration>,
     /// Why a wanted restart is being held back (reported once per reason).
     restart_deferred: Mutex<Option<String>>,
     /// Per-kind handle limits and the fd limit, each crossing reported once.

@@ -12,7 +12,15 @@ use crate::snapshot::Limit;
 use crate::threshold::{MemoryState, ThresholdTracker, Transition};
 use crate::trend::{Severity, TrendDetector};
 use crate::units::format_bytes;
+use std::collections::VecDeque;
 use std::time::Duration;
+
+/// The shortest sampling interval, used while usage is high and rising.
+pub(crate) const FASTEST_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How far back the recent slope looks, and how many samples it keeps at most.
+const RECENT_SPAN: f64 = 5.0;
+const RECENT_POINTS: usize = 64;
 
 /// The settings [`observe`] decides with, fixed at start.
 #[derive(Debug, Clone)]
@@ -26,6 +34,12 @@ pub(crate) struct Rules {
     /// Drain delay, drain timeout and one interval: a leak predicted to reach the limit
     /// within this wants a restart now.
     pub drain: Duration,
+    /// The configured sampling interval.
+    pub interval: Duration,
+    /// The warn threshold, a fraction of the limit: above it, rising usage is sampled faster.
+    pub warn: f64,
+    /// Samples in a row a decision needs (the thresholds' `consecutive_samples`).
+    pub consecutive: u32,
     /// The clock's monotonic time at start.
     pub started_mono: Duration,
     /// The clock's wall time at start.
@@ -45,6 +59,10 @@ pub(crate) struct State {
     /// Taken when the detector's warm-up ends.
     pub baseline: Option<Baseline>,
     pub rules: Rules,
+    /// Recent (detector time, resident bytes), for the slope the projection uses (bounded).
+    pub recent: VecDeque<(f64, u64)>,
+    /// Samples in a row whose projection reached the limit.
+    pub projected_run: u32,
 }
 
 impl State {
@@ -58,6 +76,8 @@ impl State {
             trend,
             baseline: None,
             rules,
+            recent: VecDeque::new(),
+            projected_run: 0,
         }
     }
 }
@@ -77,6 +97,12 @@ pub(crate) struct Outcome {
     pub leak_flipped: bool,
     /// Why a restart is wanted, if it is.
     pub restart: Option<String>,
+    /// Usage reached the limit itself: the restart overrides the minimum uptime (the hourly
+    /// cap still applies).
+    pub at_limit: bool,
+    /// When to take the next sample: the configured interval, shorter while usage is above
+    /// the warn threshold and rising.
+    pub next_interval: Duration,
 }
 
 /// The limit in force for this sample: the configured one, or the cgroup's.
@@ -98,9 +124,33 @@ fn resolve_limit(rules: &Rules, sample: &MemorySample) -> Option<Limit> {
     }
 }
 
+/// Least-squares slope (bytes per second) of the recent samples; `None` with fewer than three
+/// or a span under half a second.
+fn recent_slope(recent: &VecDeque<(f64, u64)>) -> Option<f64> {
+    let n = recent.len();
+    let (first, last) = (recent.front()?.0, recent.back()?.0);
+    if n < 3 || last - first < 0.5 {
+        return None;
+    }
+    let mean_t = recent.iter().map(|p| p.0).sum::<f64>() / n as f64;
+    let mean_b = recent.iter().map(|p| p.1 as f64).sum::<f64>() / n as f64;
+    let (mut num, mut den) = (0.0, 0.0);
+    for &(t, b) in recent {
+        num += (t - mean_t) * (b as f64 - mean_b);
+        den += (t - mean_t) * (t - mean_t);
+    }
+    (den > 0.0).then(|| num / den).filter(|s| s.is_finite())
+}
+
 /// Applies one sample to the state and says what follows from it; `now` (wall seconds)
-/// stamps the events.
-pub(crate) fn observe(st: &mut State, sample: &MemorySample, now: f64) -> Outcome {
+/// stamps the events, `context` is the registered caches' weight and the open tracked
+/// handles at the sample (taken by the loop, so that this stays pure).
+pub(crate) fn observe(
+    st: &mut State,
+    sample: &MemorySample,
+    now: f64,
+    context: crate::trend::Context,
+) -> Outcome {
     let event = |level, kind, message| Event {
         unix_seconds: now,
         level,
@@ -155,10 +205,6 @@ pub(crate) fn observe(st: &mut State, sample: &MemorySample, now: f64) -> Outcom
     // Urgency is judged against the limit; growth inside the registered (bounded) caches, or
     // memory that follows the open tracked handles, is load.
     st.trend.set_limit(st.limit.as_ref().map(|l| l.bytes));
-    let context = crate::trend::Context {
-        bounded_cache_bytes: crate::cache::weight_by_cache().iter().map(|(_, b)| b).sum(),
-        open_handles: crate::handles::open_by_kind().iter().map(|(_, n)| n).sum(),
-    };
     let flipped = st
         .trend
         .observe_with(t, sample.process.resident_bytes, context);
@@ -211,34 +257,85 @@ pub(crate) fn observe(st: &mut State, sample: &MemorySample, now: f64) -> Outcom
     st.failing = failing;
     st.history.push(sample);
     st.latest = Some(sample.clone());
-    out.restart = restart_reason(st, sample);
+    st.recent.push_back((t, sample.process.resident_bytes));
+    while st.recent.len() > RECENT_POINTS
+        || st.recent.front().is_some_and(|p| t - p.0 > RECENT_SPAN)
+    {
+        st.recent.pop_front();
+    }
+    let slope = recent_slope(&st.recent).filter(|s| *s > 0.0);
+    out.next_interval = st.rules.interval;
+    if slope.is_some() && ratio.is_some_and(|r| r >= st.rules.warn) {
+        out.next_interval = (st.rules.interval / 5)
+            .max(FASTEST_INTERVAL)
+            .min(st.rules.interval);
+    }
+    out.at_limit = st
+        .limit
+        .as_ref()
+        .is_some_and(|l| sample.process.resident_bytes >= l.bytes);
+    out.restart = restart_reason(st, sample, slope, out.next_interval);
     out
 }
 
-/// Why a restart is wanted now, if it is: the restart threshold held (the tracker already
-/// asks for consecutive samples), or a leak that reaches the limit within the drain time.
-fn restart_reason(st: &State, sample: &MemorySample) -> Option<String> {
-    let limit = st.limit.as_ref()?;
+/// Why a restart is wanted now, if it is: usage reached the limit, the restart threshold
+/// held (the tracker already asks for consecutive samples), or usage projected at the recent
+/// slope reaches the limit by the time the restart would complete (the confirmation still
+/// needed plus the drain), for `consecutive` samples in a row.
+fn restart_reason(
+    st: &mut State,
+    sample: &MemorySample,
+    slope: Option<f64>,
+    next_interval: Duration,
+) -> Option<String> {
+    let Some(limit) = st.limit.as_ref() else {
+        st.projected_run = 0;
+        return None;
+    };
     let rss = sample.process.resident_bytes;
+    let percent = rss as f64 * 100.0 / limit.bytes.max(1) as f64;
+    // The projection keeps counting whatever else decides, so that its run is honest.
+    let need = st.rules.consecutive.max(1);
+    // The drain plus the confirming samples, one interval each: counted in full for every
+    // sample of the run (a sample comes up to an interval after the moment it would be due).
+    let ahead = st.rules.drain + next_interval * need;
+    let eta = slope.map(|s| limit.bytes.saturating_sub(rss) as f64 / s);
+    // Rising at this sample too: a step up followed by a plateau is not a leak.
+    let rising = st.recent.len() >= 2 && st.recent[st.recent.len() - 2].1 < rss;
+    let projected = rising && eta.is_some_and(|eta| eta <= ahead.as_secs_f64());
+    st.projected_run = if projected { st.projected_run + 1 } else { 0 };
+    if rss >= limit.bytes {
+        return Some(format!(
+            "resident {} reached the {} limit ({percent:.1}%)",
+            format_bytes(rss),
+            format_bytes(limit.bytes),
+        ));
+    }
     if st.tracker.state() == MemoryState::Restart {
         return Some(format!(
-            "resident {} is {:.1}% of the {} limit (restart threshold {:.0}%)",
+            "resident {} is {percent:.1}% of the {} limit (restart threshold {:.0}%)",
             format_bytes(rss),
-            rss as f64 * 100.0 / limit.bytes.max(1) as f64,
             format_bytes(limit.bytes),
             st.rules.restart * 100.0
         ));
     }
+    if let Some(eta) = eta.filter(|_| projected && st.projected_run >= need) {
+        return Some(format!(
+            "predicted OOM in {eta:.0} s at the recent growth of {}/s, within the confirmation and drain time ({:.0} s)",
+            format_bytes(slope.unwrap_or(0.0) as u64),
+            ahead.as_secs_f64()
+        ));
+    }
+    // A suspected leak (noisy growth the recent slope misses) predicted to reach the limit.
     let v = st.trend.verdict();
-    let drain = st.rules.drain;
     let eta = v
         .slope_bytes_per_second
         .filter(|s| v.leak && *s > 0.0)
         .map(|s| limit.bytes.saturating_sub(rss) as f64 / s)?;
-    (eta <= drain.as_secs_f64()).then(|| {
+    (eta <= ahead.as_secs_f64()).then(|| {
         format!(
-            "predicted OOM in {eta:.0} s, within the drain time ({:.0} s)",
-            drain.as_secs_f64()
+            "predicted OOM in {eta:.0} s, within the confirmation and drain time ({:.0} s)",
+            ahead.as_secs_f64()
         )
     })
 }
@@ -268,6 +365,9 @@ mod tests {
             limit_origin: "builder",
             restart: 0.95,
             drain: Duration::from_secs(40),
+            interval: Duration::from_secs(1),
+            warn: 0.80,
+            consecutive: 2,
             started_mono: clock.monotonic(),
             started_unix: clock.unix_seconds(),
         };
@@ -290,7 +390,7 @@ mod tests {
             },
             ..MemorySample::default()
         };
-        observe(st, &sample, clock.unix_seconds())
+        observe(st, &sample, clock.unix_seconds(), Default::default())
     }
 
     fn kinds(o: &Outcome) -> Vec<EventKind> {
@@ -408,7 +508,8 @@ mod tests {
             ..TrendConfig::default()
         };
         // Growth of 10 MB/s reaches the 4,000 MiB limit in about 420 s: the prediction (40 s
-        // of drain) comes before the restart threshold (95%, 21 s before the limit).
+        // of drain and the confirming samples) comes before the restart threshold (95%, 21 s
+        // before the limit).
         let limit = 4_000 * MB;
         let mut st = state(&clock, LimitSetting::Bytes(limit), trend);
         let rate = 36_000.0 * MB_PER_HOUR;
@@ -422,31 +523,120 @@ mod tests {
                 assert_eq!(kinds(&o).last(), Some(&EventKind::LeakSuspected));
                 flipped_at = Some(i);
             }
-            if let Some(r) = o.restart {
+            if let Some(r) = o.restart
+                && restart.is_none()
+            {
                 restart = Some((i, r));
+            }
+            if restart.is_some() && flipped_at.is_some() {
                 break;
             }
         }
         let flipped_at = flipped_at.expect("the leak is suspected");
         let (at, reason) = restart.expect("a restart is wanted before the limit");
-        assert!(at >= flipped_at, "the restart follows the verdict");
-        // The predicted time to the limit is within the drain time (40 s), and the limit is
-        // not reached yet.
+        assert!(flipped_at > 0);
+        // The predicted time to the limit is within the drain time (40 s) and the two
+        // confirming samples, and the limit is not reached yet.
         let eta: f64 = reason["predicted OOM in ".len()..]
             .split(' ')
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no time in {reason:?}"));
-        assert!(eta <= 40.0 && eta > 20.0, "{reason}");
+        // (These steps are 1 s apart whatever cadence the guard asks for above the warn
+        // threshold, so the margin of the confirming samples is short by up to a second.)
+        assert!(eta <= 42.0 && eta > 38.0, "{reason}");
         assert!(
             10 * MB + (rate * at as f64) as u64 <= limit,
             "{reason} at {at} s"
         );
         assert!(reason.starts_with("predicted OOM in"), "{reason}");
         assert!(
-            st.tracker.state() < MemoryState::Restart,
+            10 * MB + ((rate * at as f64) as u64) < limit * 95 / 100,
             "before the restart threshold"
         );
+    }
+
+    /// A leak from half the limit, sampled at the cadence `observe` asks for: returns the
+    /// usage when the restart is wanted and when it would complete (one drain later), and
+    /// the shortest interval asked for.
+    fn leak_until_restart(warn_to_limit: f64) -> (u64, u64, Duration, Outcome) {
+        let clock = ManualClock::new(0.0);
+        let limit = 1_000 * MB;
+        let mut st = state(&clock, LimitSetting::Bytes(limit), TrendConfig::default());
+        let drain = st.rules.drain.as_secs_f64();
+        // From the warn threshold (80%) to the limit in `warn_to_limit` seconds.
+        let rate = 0.2 * limit as f64 / warn_to_limit;
+        let start = 500 * MB;
+        let mut elapsed = 0.0;
+        let mut interval = Duration::from_secs(1);
+        let mut fastest = interval;
+        for _ in 0..100_000 {
+            clock.advance(interval);
+            elapsed += interval.as_secs_f64();
+            let rss = start + (rate * (elapsed - 10.0).max(0.0)) as u64;
+            let sample = MemorySample {
+                unix_seconds: clock.unix_seconds(),
+                monotonic: clock.monotonic(),
+                process: ProcessStats {
+                    resident_bytes: rss,
+                    ..ProcessStats::default()
+                },
+                ..MemorySample::default()
+            };
+            let o = observe(&mut st, &sample, clock.unix_seconds(), Default::default());
+            interval = o.next_interval;
+            fastest = fastest.min(interval);
+            if o.restart.is_some() {
+                return (rss, rss + (rate * drain) as u64, fastest, o);
+            }
+        }
+        panic!("no restart for a leak of {warn_to_limit} s from warn to limit");
+    }
+
+    #[test]
+    fn a_fast_leak_restarts_early_enough_to_complete_under_the_limit() {
+        let limit = 1_000 * MB;
+        for warn_to_limit in [20.0, 30.0, 60.0, 120.0, 600.0, 3_600.0] {
+            let (at, done, fastest, o) = leak_until_restart(warn_to_limit);
+            assert!(
+                done < limit,
+                "{warn_to_limit} s warn->limit: restart wanted at {} MiB completes at {} MiB: {:?}",
+                at / MB,
+                done / MB,
+                o.restart
+            );
+            assert!(!o.at_limit);
+            // Not absurdly early either: the completion lands within the last fifth.
+            assert!(
+                done > limit * 4 / 5,
+                "{warn_to_limit} s: completes at {} MiB",
+                done / MB
+            );
+            if warn_to_limit >= 120.0 {
+                // Slow leaks cross the warn threshold first, and are then sampled faster.
+                assert!(at > limit * 4 / 5, "{warn_to_limit} s: at {} MiB", at / MB);
+                assert_eq!(fastest, Duration::from_millis(200), "{warn_to_limit} s");
+            }
+        }
+    }
+
+    #[test]
+    fn flat_usage_above_warn_keeps_the_interval_and_reaching_the_limit_is_urgent() {
+        let clock = ManualClock::new(0.0);
+        let mut st = state(
+            &clock,
+            LimitSetting::Bytes(100 * MB),
+            TrendConfig::default(),
+        );
+        for _ in 0..30 {
+            let o = step(&mut st, &clock, 85 * MB);
+            assert!(o.restart.is_none() && !o.at_limit);
+            assert_eq!(o.next_interval, Duration::from_secs(1), "not rising");
+        }
+        // A single sample at the limit wants the restart at once, overriding the uptime.
+        let o = step(&mut st, &clock, 100 * MB);
+        assert!(o.at_limit);
+        assert!(o.restart.unwrap().contains("reached the"), "limit reason");
     }
 
     #[test]
@@ -468,7 +658,12 @@ mod tests {
                 failures,
                 ..MemorySample::default()
             };
-            kinds(&observe(&mut st, &sample, clock.unix_seconds()))
+            kinds(&observe(
+                &mut st,
+                &sample,
+                clock.unix_seconds(),
+                Default::default(),
+            ))
         };
         assert_eq!(
             with_errors(&["allocator: no stats"]),

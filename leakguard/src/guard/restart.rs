@@ -25,13 +25,19 @@ pub(crate) const DUMP_NEEDS: u64 = 64 << 20;
 
 impl Inner {
     /// Starts the wanted restart unless the uptime or the rate limit holds it back (said once
-    /// per cause, not every sample).
-    pub(super) fn want_restart(self: &Arc<Self>, reason: String, events: &mut Vec<Event>) {
+    /// per cause, not every sample). Usage `at_limit` overrides the minimum uptime: waiting
+    /// would let the kernel's OOM killer strike first (the hourly cap still prevents loops).
+    pub(super) fn want_restart(
+        self: &Arc<Self>,
+        reason: String,
+        at_limit: bool,
+        events: &mut Vec<Event>,
+    ) {
         if self.restarting.load(Ordering::SeqCst) {
             return;
         }
         let uptime = self.clock.monotonic().saturating_sub(self.started_mono);
-        let held = if uptime < self.config.min_uptime {
+        let held = if uptime < self.config.min_uptime && !at_limit {
             Some((
                 "uptime",
                 format!(
@@ -353,5 +359,71 @@ impl Inner {
         };
         self.emit(vec![event]);
         outcome
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::event::EventKind;
+    use crate::restart::RestartPolicy;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn resident() -> u64 {
+        crate::process::ProcReader::new()
+            .read(false)
+            .unwrap()
+            .resident_bytes
+    }
+
+    /// Starts a guard with an hour of minimum uptime whose restart action reports its reason.
+    fn guard(limit: u64, restart: f64) -> (crate::Guard, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let guard = crate::Guard::builder()
+            .ignore_env()
+            .no_endpoint()
+            .background(false)
+            .record_metrics(false)
+            .limit(limit)
+            .warn(restart / 3.0)
+            .critical(restart / 2.0)
+            .restart(restart)
+            .min_uptime(Duration::from_secs(3600))
+            .restart_policy(RestartPolicy {
+                drain_delay: Duration::ZERO,
+                ..Default::default()
+            })
+            .on_restart(move |reason| {
+                let _ = tx.lock().unwrap().send(reason.to_owned());
+            })
+            .start()
+            .unwrap();
+        (guard, rx)
+    }
+
+    #[test]
+    fn reaching_the_limit_overrides_the_minimum_uptime_and_the_threshold_does_not() {
+        // Over the restart threshold but far under the limit: held back by the uptime.
+        let (held, rx) = guard(resident() + (256 << 20), 0.03);
+        for _ in 0..5 {
+            held.tick();
+        }
+        let events = held.events();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.kind == EventKind::Restart && e.message.contains("minimum")),
+            "{events:?}"
+        );
+        assert!(rx.try_recv().is_err(), "held back by the minimum uptime");
+        held.stop();
+
+        // At the limit: one sample is enough, whatever the uptime.
+        let (urgent, rx) = guard(resident() / 2, 0.95);
+        urgent.tick();
+        let reason = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(reason.contains("reached the"), "{reason}");
     }
 }

@@ -15,6 +15,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+/// The gauges of a cache that are zero once it is dropped.
+const DROPPED_CACHE_GAUGES: [&str; 4] = [
+    "leakguard_cache_entries",
+    "leakguard_cache_weight_bytes",
+    "leakguard_cache_capacity_entries",
+    "leakguard_cache_capacity_bytes",
+];
+
 impl Inner {
     /// Takes one sample and applies what it decides; returns the sample.
     pub(super) fn tick(self: &Arc<Self>) -> MemorySample {
@@ -30,15 +38,21 @@ impl Inner {
             .into_iter()
             .map(|e| self.event(e.level, EventKind::HandleLimit, e.message))
             .collect();
+        // Taken here, outside the state lock, so that `observe` stays pure.
+        let context = crate::trend::Context {
+            bounded_cache_bytes: crate::cache::weight_by_cache().iter().map(|(_, b)| b).sum(),
+            open_handles: crate::handles::open_by_kind().iter().map(|(_, n)| n).sum(),
+        };
         let outcome = {
             let mut st = self.state.lock();
-            let outcome = observe(&mut st, &sample, self.clock.unix_seconds());
+            let outcome = observe(&mut st, &sample, self.clock.unix_seconds(), context);
             if let Some(t) = outcome.baseline_due {
                 st.baseline = Some(current_quantities(&sample, t));
             }
             outcome
         };
         events.extend(outcome.events);
+        *self.cadence.lock() = outcome.next_interval;
         // Heap profiles (feature `profiling`), outside the state lock: the baseline at the end
         // of the warm-up, the growth since while a leak is suspected.
         if outcome.baseline_due.is_some()
@@ -74,22 +88,46 @@ impl Inner {
             }
         }
         if let Some(reason) = outcome.restart {
-            self.want_restart(reason, &mut events);
+            self.want_restart(reason, outcome.at_limit, &mut events);
         } else {
             *self.restart_deferred.lock() = None;
         }
         if self.record_metrics {
-            crate::exposition::record(&families(&self.snapshot(View::Metrics)));
+            let families = families(&self.snapshot(View::Metrics));
+            crate::exposition::record(&families);
+            self.zero_dropped_caches(&families);
         }
         self.emit(events);
         sample
     }
 
-    /// The sampler thread: a tick every interval until stopped. A panic in a tick is caught,
+    /// A recorder keeps the series of a cache that was dropped (the `metrics` facade cannot
+    /// remove them): its gauges are set to zero once, as it holds nothing any more, and its
+    /// series are not updated again.
+    fn zero_dropped_caches(&self, families: &[crate::exposition::Family]) {
+        let now: std::collections::BTreeSet<String> = families
+            .iter()
+            .filter(|f| f.name.starts_with("leakguard_cache_"))
+            .flat_map(|f| &f.series)
+            .flat_map(|(labels, _)| labels.iter())
+            .filter(|(k, _)| *k == "cache")
+            .map(|(_, v)| v.clone())
+            .collect();
+        let mut recorded = self.recorded_caches.lock();
+        for gone in recorded.difference(&now) {
+            for name in DROPPED_CACHE_GAUGES {
+                metrics::gauge!(name, "cache" => gone.clone()).set(0.0);
+            }
+        }
+        *recorded = now;
+    }
+
+    /// The sampler thread: a tick every interval (shorter while usage is high and rising, as
+    /// the last sample decided) until stopped. A panic in a tick is caught,
     /// counted and reported, and the loop goes on.
     pub(super) fn run(self: &Arc<Self>) {
         loop {
-            let next = Instant::now() + self.config.interval;
+            let next = Instant::now() + *self.cadence.lock();
             {
                 let mut stop = self.stop.lock();
                 while !*stop {
@@ -107,5 +145,57 @@ impl Inner {
                 self.caught_panic("the sampler panicked", &*payload);
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    #[test]
+    fn a_dropped_caches_gauges_go_to_zero_and_stay() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let guard = crate::Guard::builder()
+            .ignore_env()
+            .no_endpoint()
+            .background(false)
+            .limit(32 << 30)
+            .start()
+            .unwrap();
+        let entries = || {
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .find(|(key, _, _, _)| {
+                    key.key().name() == "leakguard_cache_entries"
+                        && key
+                            .key()
+                            .labels()
+                            .any(|l| l.key() == "cache" && l.value() == "tick-dropped")
+                })
+                .map(|(_, _, _, v)| v)
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let cache: crate::cache::LruCache<u32, u32> = crate::cache::LruCache::builder(10)
+                .name("tick-dropped")
+                .build();
+            for i in 0..3 {
+                cache.insert(i, i);
+            }
+            guard.tick();
+            match entries() {
+                Some(DebugValue::Gauge(v)) => assert_eq!(v.into_inner(), 3.0),
+                other => panic!("entries of the live cache: {other:?}"),
+            }
+            drop(cache);
+            guard.tick();
+            match entries() {
+                Some(DebugValue::Gauge(v)) => assert_eq!(v.into_inner(), 0.0),
+                other => panic!("entries of the dropped cache: {other:?}"),
+            }
+        });
     }
 }
