@@ -337,7 +337,9 @@ def test_the_app_s_own_start_composes_with_the_hooks_and_events_reach_the_log(
     assert failures == [], failures[:5]
     # The guard's events reach gunicorn's log through the `leakguard` logger.
     assert "started: sampling every" in text, text[-3000:]
-    assert "memory state normal -> warn" in text, text[-3000:]
+    # A warning-level event too: the leak (tens of MiB/s) is fast enough that the restart is
+    # wanted on its projection, before or after the warn threshold is crossed.
+    assert "graceful restart begins" in text, text[-3000:]
 
 
 def test_restart_actions_a_worker_may_take() -> None:

@@ -270,6 +270,14 @@ impl Config {
         }
         if let Some(v) = lookup("LEAKGUARD_TOKEN") {
             let v = v.trim().to_owned();
+            if v.chars().any(char::is_control) {
+                // The value is a secret: the error does not repeat it.
+                return Err(Error::config(
+                    "LEAKGUARD_TOKEN",
+                    "(hidden)",
+                    "must be a string without control characters; leave it unset for no token",
+                ));
+            }
             next.token = if v.is_empty() { None } else { Some(v) };
         }
         if let Some(v) = lookup("LEAKGUARD_AUTH") {
@@ -520,5 +528,15 @@ mod tests {
             let err = c.apply_env(env(&[(k, v)])).unwrap_err().to_string();
             assert!(err.contains(v), "{k}={v}: {err}");
         }
+        // A token with a control character is named, and its value (a secret) not repeated.
+        let err = c
+            .apply_env(env(&[("LEAKGUARD_TOKEN", "abc\u{b}AUTH=all")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("LEAKGUARD_TOKEN") && !err.contains("abc"),
+            "{err}"
+        );
+        assert_eq!(c.token, None, "nothing applied on error");
     }
 }
