@@ -3,58 +3,18 @@
 //! samples by a manual clock.
 #![allow(clippy::unwrap_used)]
 
-use leakguard::allocator::{Allocator, AllocatorChoice};
-use leakguard::process::ProcReader;
-use leakguard::{EventKind, Guard, ManualClock, Sampler};
-use std::fs;
-use std::sync::Arc;
+use super::fixture::{START, fixture_guard, set_rss};
+use leakguard::{EventKind, ManualClock};
 use std::time::Duration;
-
-const STATUS: &str = "Name:\tsvc\nVmHWM:\t    2048 kB\nVmSwap:\t       0 kB\nThreads:\t4\n";
-const STAT: &str = "42 (svc) S 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 4 0 100 0 0\n";
-const LIMITS: &str = "Limit                     Soft Limit           Hard Limit           Units     \n\
-Max open files            1024                 4096                 files     \n";
-
-fn page() -> u64 {
-    // SAFETY: sysconf only reads a configuration value.
-    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap()
-}
 
 #[test]
 fn a_growing_floor_is_flagged_explained_and_cleared_when_it_stops() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    fs::create_dir_all(root.join("self/fd")).unwrap();
-    fs::write(root.join("self/status"), STATUS).unwrap();
-    fs::write(root.join("self/stat"), STAT).unwrap();
-    fs::write(root.join("self/limits"), LIMITS).unwrap();
-    fs::write(root.join("stat"), "btime 1700000000\n").unwrap();
-    let set_rss = |bytes: f64| {
-        let pages = (bytes as u64) / page();
-        fs::write(
-            root.join("self/statm"),
-            format!("{} {pages} 0 0 0 0 0\n", pages * 2),
-        )
-        .unwrap();
-    };
-    set_rss(300e6);
-
-    let clock = ManualClock::new(1_700_000_000.0);
+    let clock = ManualClock::new(START);
     let limit: u64 = 2_000_000_000;
-    let guard = Guard::builder()
-        .ignore_env()
-        .no_endpoint()
-        .background(false)
-        .record_metrics(false)
-        .limit(limit)
-        .clock(Arc::new(clock.clone()))
-        .sampler(Sampler::with_readers(
-            ProcReader::with_root(root),
-            None,
-            Allocator::new(AllocatorChoice::None),
-        ))
-        .start()
-        .unwrap();
+    let guard = fixture_guard(root, &clock, limit);
+    let set_rss = |bytes: f64| set_rss(root, bytes);
 
     // Four hours of a floor growing 60 MB/h under a 40 MB saw-tooth, sampled every 15 s.
     let step = 15.0;

@@ -8,6 +8,7 @@ mod clock_jump;
 mod content;
 mod exposure;
 mod extend;
+mod fixture;
 mod faults;
 mod leak;
 mod ui;

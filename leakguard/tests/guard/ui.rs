@@ -3,59 +3,13 @@
 //! driven by a manual clock), and `GET /debug/leakguard/ui`.
 #![allow(clippy::unwrap_used)]
 
-use leakguard::allocator::{Allocator, AllocatorChoice};
+use super::fixture::{START, fixture_guard, set_rss};
 use leakguard::endpoint::EndpointRequest;
-use leakguard::process::ProcReader;
-use leakguard::{Guard, ManualClock, Sampler};
+use leakguard::{Guard, ManualClock};
 use serde_json::Value;
-use std::fs;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-const STATUS: &str = "Name:\tsvc\nVmHWM:\t    2048 kB\nVmSwap:\t       0 kB\nThreads:\t4\n";
-const STAT: &str = "42 (svc) S 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 4 0 100 0 0\n";
-const LIMITS: &str = "Limit                     Soft Limit           Hard Limit           Units     \n\
-Max open files            1024                 4096                 files     \n";
-const START: f64 = 1_700_000_000.0;
 const LIMIT: u64 = 2_000_000_000;
-
-fn page() -> u64 {
-    // SAFETY: sysconf only reads a configuration value.
-    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap()
-}
-
-fn set_rss(root: &Path, bytes: f64) {
-    let pages = (bytes as u64) / page();
-    fs::write(
-        root.join("self/statm"),
-        format!("{} {pages} 0 0 0 0 0\n", pages * 2),
-    )
-    .unwrap();
-}
-
-fn fixture_guard(root: &Path, clock: &ManualClock) -> Guard {
-    fs::create_dir_all(root.join("self/fd")).unwrap();
-    fs::write(root.join("self/status"), STATUS).unwrap();
-    fs::write(root.join("self/stat"), STAT).unwrap();
-    fs::write(root.join("self/limits"), LIMITS).unwrap();
-    fs::write(root.join("stat"), "btime 1700000000\n").unwrap();
-    set_rss(root, 300e6);
-    Guard::builder()
-        .ignore_env()
-        .no_endpoint()
-        .background(false)
-        .record_metrics(false)
-        .limit(LIMIT)
-        .clock(Arc::new(clock.clone()))
-        .sampler(Sampler::with_readers(
-            ProcReader::with_root(root),
-            None,
-            Allocator::new(AllocatorChoice::None),
-        ))
-        .start()
-        .unwrap()
-}
 
 fn get(guard: &Guard, path: &str) -> (u16, Value) {
     let r = guard.handle(&EndpointRequest::new("GET", path));
@@ -72,7 +26,7 @@ fn history_carries_the_floor_trend_and_the_projection_to_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let clock = ManualClock::new(START);
-    let guard = fixture_guard(root, &clock);
+    let guard = fixture_guard(root, &clock, LIMIT);
 
     // Three hours of a floor growing 60 MB/h under a 40 MB saw-tooth, sampled every 15 s.
     let step = 15.0;
@@ -168,7 +122,7 @@ fn history_carries_the_floor_trend_and_the_projection_to_the_limit() {
 fn history_before_any_verdict_has_points_but_no_trend() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START);
-    let guard = fixture_guard(dir.path(), &clock);
+    let guard = fixture_guard(dir.path(), &clock, LIMIT);
     for _ in 0..5 {
         clock.advance(Duration::from_secs(1));
         guard.tick();
@@ -187,7 +141,7 @@ fn history_before_any_verdict_has_points_but_no_trend() {
 fn history_refuses_a_bad_query_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START);
-    let guard = fixture_guard(dir.path(), &clock);
+    let guard = fixture_guard(dir.path(), &clock, LIMIT);
     let (status, body) = get(&guard, "/debug/leakguard/history?tier=weekly");
     assert_eq!(status, 400);
     let message = body["error"].as_str().unwrap();
@@ -209,7 +163,7 @@ fn history_refuses_a_bad_query_with_a_clear_error() {
 fn the_page_is_served_as_html_with_a_strict_policy_and_reflects_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START);
-    let guard = fixture_guard(dir.path(), &clock);
+    let guard = fixture_guard(dir.path(), &clock, LIMIT);
     let plain = guard.handle(&EndpointRequest::new("GET", "/debug/leakguard/ui"));
     assert_eq!(plain.status, 200);
     assert_eq!(plain.content_type, "text/html; charset=utf-8");
