@@ -1,6 +1,7 @@
 //! A guard over a procfs fixture tree: the sampler reads `self/statm`, `status`, `stat`,
 //! `limits` and `stat` from a temporary directory, whose resident size a test rewrites before
 //! each tick, with a manual clock and no allocator statistics. Shared by `leak.rs` and `ui.rs`.
+#![allow(clippy::unwrap_used)]
 
 use leakguard::allocator::{Allocator, AllocatorChoice};
 use leakguard::process::ProcReader;

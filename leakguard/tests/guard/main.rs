@@ -8,7 +8,7 @@ mod clock_jump;
 mod content;
 mod exposure;
 mod extend;
-mod fixture;
 mod faults;
+mod fixture;
 mod leak;
 mod ui;
