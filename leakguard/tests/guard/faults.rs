@@ -153,6 +153,25 @@ fn no_cgroup_at_all_means_no_limit_said_once_and_everything_else_works() {
     let report = guard.report();
     assert_eq!(report.sampler.sample_errors, 0);
     assert!(report.limit.is_none());
+    // Metrics without a value are left out, not reported as 0: no limit, no thresholds in
+    // bytes, no time to the limit; the resident size, which is known, is there.
+    let metrics = guard.render_metrics();
+    for absent in [
+        "leakguard_memory_limit_bytes",
+        "leakguard_memory_threshold_bytes",
+        "leakguard_memory_oom_eta_seconds",
+    ] {
+        assert!(
+            !metrics.lines().any(|l| l.starts_with(absent)),
+            "{absent} is reported without a limit:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("process_resident_memory_bytes ")),
+        "{metrics}"
+    );
     let limits = messages(&guard, EventKind::LimitChanged);
     assert!(limits.len() <= 1, "{limits:?}");
     assert!(messages(&guard, EventKind::SourceFailed).is_empty());
