@@ -347,12 +347,11 @@ impl Inner {
     }
 }
 
-/// Compares secrets in time that depends only on their lengths.
+/// Compares secrets in time that depends only on their lengths (`subtle` keeps the optimizer
+/// from turning the byte comparison into an early exit).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 pub(super) struct GuardRoutes(pub(super) Arc<Inner>);
@@ -360,5 +359,19 @@ pub(super) struct GuardRoutes(pub(super) Arc<Inner>);
 impl Routes for GuardRoutes {
     fn handle(&self, request: &EndpointRequest) -> EndpointResponse {
         self.0.route(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_match_only_when_every_byte_and_the_length_match() {
+        assert!(constant_time_eq(b"s3cret-token", b"s3cret-token"));
+        assert!(!constant_time_eq(b"s3cret-token", b"s3cret-tokeN"));
+        assert!(!constant_time_eq(b"s3cret-token", b"S3cret-token"));
+        assert!(!constant_time_eq(b"s3cret-token", b"s3cret-toke"));
+        assert!(!constant_time_eq(b"s3cret-token", b""));
     }
 }
