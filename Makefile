@@ -204,12 +204,14 @@ chromium:
 	fi; \
 	echo "chromium: $$($(CHROMIUM) --version 2>/dev/null), $$($(CHROMEDRIVER) --version 2>/dev/null | cut -d' ' -f1-2), from Debian's packages"
 
-## lint: rustfmt, clippy with warnings as errors, mypy --strict on the Python package, its tests
-## and the Python benchmarks.
+## lint: rustfmt, clippy with warnings as errors, mypy --strict on the Python package, its tests,
+## the Python benchmarks and the end-to-end tests of tests/python (on their own: both test
+## folders have a conftest.py; tests/python imports the package tests' cargo_workspace helper).
 lint: venv
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(PY) -m mypy --strict --cache-dir $(VENV)/.mypy_cache $(PY_CRATE)/python/leakguard $(PY_CRATE)/tests benches/python
+	MYPYPATH=$(PY_CRATE)/tests $(PY) -m mypy --strict --cache-dir $(VENV)/.mypy_cache tests/python
 	$(MAKE) --no-print-directory stubtest
 
 ## stubtest: the .pyi stubs against the built extension (run from .venv so that the installed
