@@ -229,7 +229,8 @@ def wrk(wrk_bin: str, script: Path, port: int, seconds: int, connections: int) -
 class Run(NamedTuple):
     wrk: Wrk
     cpu_us: float  # the server's CPU microseconds per request
-    ours_ms_per_s: float  # leakguard's threads, CPU milliseconds per second
+    ours_s: float  # CPU seconds of leakguard's threads
+    elapsed_s: float
 
 
 def measure(server: Server, wrk_bin: str, script: Path, seconds: int, connections: int) -> Run:
@@ -238,7 +239,7 @@ def measure(server: Server, wrk_bin: str, script: Path, seconds: int, connection
     w = wrk(wrk_bin, script, server.port, seconds, connections)
     elapsed = time.monotonic() - started
     cpu1, ours1 = server.cpu()
-    return Run(w, (cpu1 - cpu0) * 1e6 / max(w.requests, 1), (ours1 - ours0) * 1e3 / elapsed)
+    return Run(w, (cpu1 - cpu0) * 1e6 / max(w.requests, 1), ours1 - ours0, elapsed)
 
 
 def gc_collections(endpoint_base: int) -> int:
@@ -348,14 +349,14 @@ def main() -> int:
     print()
     print("| server | req/s (median) | p99 ms (median) | throughput / bare (median, IQR) | CPU µs per "
           "request (median) | requests per CPU second / bare (median, IQR) | leakguard's threads, "
-          "CPU ms/s (median) |")
+          "CPU ms per second (all rounds) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for s in servers:
         rs = runs[s.name]
         print(f"| `{s.name}` | {statistics.median(x.wrk.rate for x in rs):.0f} | "
               f"{statistics.median(x.wrk.p99_ms for x in rs):.2f} | {show(ratios(s.name, rate))} | "
               f"{statistics.median(x.cpu_us for x in rs):.0f} | {show(ratios(s.name, per_cpu_second))} | "
-              f"{statistics.median(x.ours_ms_per_s for x in rs):.2f} |")
+              f"{sum(x.ours_s for x in rs) * 1e3 / sum(x.elapsed_s for x in rs):.2f} |")
     guarded_requests = sum(x.wrk.requests for x in runs["guarded"])
     collections = gc_after - (gc_before or 0)
     print(f"\ngarbage collections in the guarded workers: {collections} in {guarded_requests} requests "
