@@ -48,7 +48,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 TARGET = 0.98
 SERVERS = ("bare", "bare_again", "guarded")
@@ -332,9 +332,8 @@ def main() -> int:
 
     bare = runs["bare"]
 
-    def ratios(name: str, f: "object") -> List[float]:
-        get = f  # type: ignore[assignment]
-        return [get(x) / get(b) for x, b in zip(runs[name], bare)]  # type: ignore[operator]
+    def ratios(name: str, f: Callable[[Run], float]) -> List[float]:
+        return [f(x) / f(b) for x, b in zip(runs[name], bare)]
 
     def rate(x: Run) -> float:
         return x.wrk.rate
