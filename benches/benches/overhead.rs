@@ -23,6 +23,9 @@
 //!   second (`GET /metrics`, a fresh connection each time, as Prometheus does) while wrk runs;
 //!   every request tracked as a handle of kind `request` while it is served; the cache named
 //!   `items` (its statistics in the report and `/metrics`);
+//! - `on_unsampled`: `on` with the request kind's stack sampling off (`sample_every(0)`),
+//!   which tells how much of `on`'s cost is the unwinder capturing the creation stack of one
+//!   request handle in 128; no target;
 //! - `on_prof` (with `--features profiling`): `on`, in a process started with
 //!   `_RJEM_MALLOC_CONF=prof:true`, jemalloc's heap profiler on at its default sample rate.
 //!
@@ -92,7 +95,9 @@ async fn item(State(app): State<Arc<App>>, Path(id): Path<u64>) -> String {
     format!("{{\"id\":{id},\"value\":\"{value}\"}}\n")
 }
 
-fn serve(on: bool) -> ! {
+/// `mode`: `off`, `on`, or `on-unsampled` (`on` without sampling the request handles' stacks).
+fn serve(mode: &str) -> ! {
+    let on = mode != "off";
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -113,7 +118,17 @@ fn serve(on: bool) -> ! {
     };
     let app = Arc::new(App {
         cache,
-        requests: on.then(|| leakguard::handles::kind("request")),
+        requests: on.then(|| {
+            if mode == "on-unsampled" {
+                leakguard::handles::configure(
+                    "request",
+                    leakguard::KindConfig::new().sample_every(0),
+                )
+                .expect("the request kind")
+            } else {
+                leakguard::handles::kind("request")
+            }
+        }),
     });
     let router = Router::new()
         .route("/item/{id}", routing::get(item))
@@ -142,6 +157,7 @@ enum Variant {
     OffAgain,
     On,
     OnProf,
+    OnUnsampled,
 }
 
 impl Variant {
@@ -151,6 +167,7 @@ impl Variant {
             Variant::OffAgain => "off_again",
             Variant::On => "on",
             Variant::OnProf => "on_prof",
+            Variant::OnUnsampled => "on_unsampled",
         }
     }
 }
@@ -165,10 +182,10 @@ struct Service {
 
 impl Service {
     fn start(variant: Variant) -> Service {
-        let mode = if matches!(variant, Variant::Off | Variant::OffAgain) {
-            "off"
-        } else {
-            "on"
+        let mode = match variant {
+            Variant::Off | Variant::OffAgain => "off",
+            Variant::On | Variant::OnProf => "on",
+            Variant::OnUnsampled => "on-unsampled",
         };
         let exe = std::env::current_exe().expect("the bench's own path");
         let mut command = Command::new(exe);
@@ -478,7 +495,7 @@ fn median(values: &[f64]) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
-        serve(args.get(i + 1).map(String::as_str) == Some("on"));
+        serve(args.get(i + 1).map_or("off", String::as_str));
     }
     let bench = args.iter().any(|a| a == "--bench");
     let rounds = arg(&args, "--rounds", if bench { 10 } else { 1 }) as usize;
@@ -488,6 +505,7 @@ fn main() {
     let mut variants = vec![Variant::Off, Variant::On];
     if bench {
         variants.insert(1, Variant::OffAgain);
+        variants.push(Variant::OnUnsampled);
         if cfg!(feature = "profiling") {
             variants.push(Variant::OnProf);
         }
@@ -647,7 +665,7 @@ fn verdict(variants: &[Variant], runs: &[Vec<Run>]) -> i32 {
         let (min_throughput, name) = match v {
             Variant::On => (0.99, "on"),
             Variant::OnProf => (0.97, "on_prof"),
-            Variant::Off | Variant::OffAgain => continue,
+            Variant::Off | Variant::OffAgain | Variant::OnUnsampled => continue,
         };
         targets.push(Target {
             what: if *v == Variant::On {
