@@ -21,11 +21,20 @@ pub const TCP_MAX_LINES: usize = 32_768;
 pub const TCP_MAX_BYTES: u64 = 8 << 20;
 /// Descriptors looked at, at most, to find this process's sockets.
 pub const MAX_FDS_SCANNED: usize = 65_536;
-/// How long reports and `/metrics` reuse one read of the live TCP tables. Reading
-/// `/proc/net/tcp` makes the kernel walk its whole table of established connections, every
-/// bucket, whatever this process owns: several milliseconds on a large machine, which a
-/// scrape flood would otherwise pay on every request. [`tcp_sockets`] itself never reuses.
+/// How long, at least, reports and `/metrics` reuse one read of the live TCP tables.
+/// Reading `/proc/net/tcp` makes the kernel walk and format its whole table of connections
+/// (`TIME_WAIT` ones too, which belong to no process), whatever this process owns: several
+/// milliseconds on a large machine, tens with the tens of thousands of `TIME_WAIT` sockets
+/// that a server closing its connections leaves. A scrape flood would otherwise pay it on
+/// every request, and the guard's tick pays it whenever the reuse has run out. So a read
+/// that took `d` of CPU time is reused for `TCP_REUSE_COST_FACTOR × d` when that is longer
+/// (at most [`TCP_REUSE_MAX`]): reading the tables costs at most 0.1% of one CPU.
+/// [`tcp_sockets`] itself never reuses.
 pub const TCP_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long, at most, one read of the live TCP tables is reused (see [`TCP_REUSE`]).
+pub const TCP_REUSE_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+/// A read is reused for at least this many times the CPU time it took (see [`TCP_REUSE`]).
+const TCP_REUSE_COST_FACTOR: u64 = 1000;
 
 /// TCP states in the kernel's numbering (`st` in `/proc/net/tcp`, 1 to 12), named as
 /// `ss` and node_exporter name them (lowercase).
@@ -110,31 +119,59 @@ pub fn os_handles(proc_root: &Path) -> OsHandles {
     out
 }
 
-/// The last reading of the live `/proc`'s TCP sockets, and when it was taken.
-static LAST: parking_lot::Mutex<Option<(u64, TcpSockets)>> = parking_lot::Mutex::new(None);
+/// The last reading of the live `/proc`'s TCP sockets: when it was taken and for how long it
+/// is reused (registry-clock nanoseconds), and the reading.
+static LAST: parking_lot::Mutex<Option<(u64, u64, TcpSockets)>> = parking_lot::Mutex::new(None);
 
 /// The last reading's lock, taken around a fork (see [`crate::fork`]).
 pub(super) fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
     out.push(&LAST);
 }
 
-/// [`tcp_sockets`] of the live `/proc`, reused for [`TCP_REUSE`] (by the handle registry's
-/// clock); any other root is read every time.
+/// [`tcp_sockets`] of the live `/proc`, reused for [`TCP_REUSE`] or longer when reading took
+/// long (by the handle registry's clock); any other root is read every time.
 pub(crate) fn tcp_sockets_reused(proc_root: &Path) -> TcpSockets {
     if proc_root != Path::new("/proc") {
         return tcp_sockets(proc_root);
     }
     let now = super::registry::now_nanos();
-    let reuse = super::registry::duration_nanos(TCP_REUSE);
-    if let Some((at, tcp)) = &*LAST.lock()
+    if let Some((at, reuse, tcp)) = &*LAST.lock()
         && now >= *at
-        && now - *at < reuse
+        && now - *at < *reuse
     {
         return tcp.clone();
     }
+    let cpu = thread_cpu_nanos();
     let fresh = tcp_sockets(proc_root);
-    *LAST.lock() = Some((now, fresh.clone()));
+    let reuse = reuse_nanos(thread_cpu_nanos().saturating_sub(cpu));
+    *LAST.lock() = Some((now, reuse, fresh.clone()));
     fresh
+}
+
+/// How long a read of the live TCP tables that took `cpu_nanos` of CPU time is reused:
+/// [`TCP_REUSE`], or `TCP_REUSE_COST_FACTOR` times its cost when that is longer, at most
+/// [`TCP_REUSE_MAX`].
+fn reuse_nanos(cpu_nanos: u64) -> u64 {
+    use super::registry::duration_nanos;
+    cpu_nanos
+        .saturating_mul(TCP_REUSE_COST_FACTOR)
+        .clamp(duration_nanos(TCP_REUSE), duration_nanos(TCP_REUSE_MAX))
+}
+
+/// CPU time the calling thread has used, nanoseconds (0 when it cannot be read).
+fn thread_cpu_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to write into.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
 /// This process's TCP sockets by state, from `net/tcp`, `net/tcp6` and `self/fd` under
@@ -276,6 +313,33 @@ fn parse_tcp_line(line: &[u8]) -> Option<(u8, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_costly_read_of_the_tcp_tables_is_reused_longer() {
+        let ms = |n: u64| n * 1_000_000;
+        let reuse = super::super::registry::duration_nanos(TCP_REUSE);
+        // A cheap read: the usual reuse.
+        assert_eq!(reuse_nanos(0), reuse);
+        assert_eq!(reuse_nanos(ms(1)), reuse);
+        // 30 ms of CPU (a table of tens of thousands of TIME_WAIT sockets): 30 s, 0.1%.
+        assert_eq!(reuse_nanos(ms(30)), ms(30_000));
+        // Never longer than the cap, whatever the read cost.
+        let max = super::super::registry::duration_nanos(TCP_REUSE_MAX);
+        assert_eq!(reuse_nanos(ms(500)), max);
+        assert_eq!(reuse_nanos(u64::MAX), max);
+    }
+
+    #[test]
+    fn the_calling_threads_cpu_time_advances_with_its_work() {
+        let before = thread_cpu_nanos();
+        assert!(before > 0, "this thread has run, so it has used CPU time");
+        let mut x = 0u64;
+        while thread_cpu_nanos() < before + 1_000_000 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(thread_cpu_nanos() >= before + 1_000_000);
+        assert!(x > 0);
+    }
 
     const LINE: &[u8] = b"   1: 0100007F:1F90 0100007F:C350 08 00000000:00000000 00:00000000 00000000  1000        0 424242 1 0000000000000000 20 4 30 10 -1\n";
 
