@@ -188,7 +188,7 @@ fn a_thousand_forks_during_heavy_sampler_activity_never_block_a_child() {
                 let _ = shared.guard.tick();
                 let _ = shared.guard.render_metrics();
                 let _ = shared.guard.events();
-                if i % 16 == 0 {
+                if i.is_multiple_of(16) {
                     let _ = shared.guard.report();
                     let _ = shared.guard.handle(&purge);
                 }
@@ -208,10 +208,10 @@ fn a_thousand_forks_during_heavy_sampler_activity_never_block_a_child() {
                 let _ = shared.named.get(&(k / 2));
                 shared.unnamed.insert(k, vec![0; (k % 64) as usize + 1]);
                 let _ = shared.unnamed.get(&(k / 2));
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     shared.named.remove(&(k / 3));
                 }
-                if i % 8192 == 0 {
+                if i.is_multiple_of(8192) {
                     shared.named.clear();
                     shared.unnamed.clear();
                 }
