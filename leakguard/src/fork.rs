@@ -1,24 +1,32 @@
 //! Fork safety: a child forked while one of leakguard's threads held a lock must not find that
 //! lock held forever (Python `multiprocessing` with fork, Celery prefork, gunicorn `--preload`
-//! with the guard started at import).
+//! with the guard started at import), nor a child that goes on using a guard or a cache made
+//! in the parent.
 //!
 //! [`install`] registers `pthread_atfork` handlers once per process (every registry calls it
 //! before its lock is first taken). Before a fork, the forking thread takes each of the
 //! process-wide locks leakguard's threads use: the cache registry, the handle kinds' names,
 //! clock and per-kind state, the handle-site and external-frame tables, both symbol caches, the
 //! handover registry, and the section around stack walks and symbol lookups (the `backtrace`
-//! crate's own lock is inside it). So the fork happens at a moment when no other thread is
+//! crate's own lock is inside it). It also takes the locks of every live guard (its sampler,
+//! state, event log, ...) and every live cache (each shard's lock, named caches or not),
+//! which [`register`] records weakly when they are made, and the section around the cache
+//! registry's calls into caches. So the fork happens at a moment when no other thread is
 //! inside any of them, and the data they guard is consistent. After the fork, parent and child
 //! release them.
 //!
+//! The locks are taken outer first, in the order leakguard's threads nest them (see [`locks`]),
+//! so the forking thread never waits for a lock whose holder waits for one it took.
+//!
 //! Each lock is waited for at most [`PREPARE_WAIT`]: a lock held longer than that (or held by
 //! the forking thread itself, e.g. a fork from inside a callback) is not waited for, and in the
-//! child it is forcibly released if it is still marked held; its data is then whatever the
-//! holder left, which for these tables means at worst a stale or partial entry, never a blocked
-//! child. A fork therefore costs at most a few microseconds normally, and never blocks on
-//! leakguard for long.
+//! child it is forcibly released if it is still marked held (a mutex; a shard's read-write lock
+//! is not, and a child would wait on that shard); its data is then whatever the holder left,
+//! which for these tables means at worst a stale or partial entry. A fork therefore costs at
+//! most a few microseconds normally (plus a few nanoseconds per shard of every live cache),
+//! and never blocks on leakguard for long.
 
-use std::sync::Once;
+use std::sync::{Arc, Once, Weak};
 use std::time::Duration;
 
 /// The longest the forking thread waits for any one lock before forking without it.
@@ -70,10 +78,98 @@ where
     }
 }
 
-/// The locks taken before the fork in progress, and whether each was taken. Itself locked
-/// from `prepare` to `parent`/`child`, which also serializes forks from several threads.
-static PENDING: parking_lot::Mutex<Vec<(&'static dyn ForkLock, bool)>> =
-    parking_lot::Mutex::new(Vec::new());
+/// What the fork in progress took: the objects kept alive until their locks are released, and
+/// each lock with whether it was taken. Itself locked from `prepare` to `parent`/`child`,
+/// which also serializes forks from several threads.
+struct Pending {
+    /// Live guards and caches, upgraded in `prepare`: the locks of theirs in `locks` point
+    /// into them.
+    objects: Vec<Arc<dyn ForkObject>>,
+    /// Each lock in the order taken. Pointers into statics or into `objects`.
+    locks: Vec<(*const dyn ForkLock, bool)>,
+    /// Whether the object registry's lock was taken (it is held through the fork, so that no
+    /// guard or cache is created in the middle of one, its locks untaken).
+    objects_locked: bool,
+}
+
+// SAFETY: the pointers in `locks` point to `Sync` locks in statics or inside `objects` (kept
+// alive alongside); they are only used while `PENDING` is held.
+unsafe impl Send for Pending {}
+
+static PENDING: parking_lot::Mutex<Pending> = parking_lot::Mutex::new(Pending {
+    objects: Vec::new(),
+    locks: Vec::new(),
+    objects_locked: false,
+});
+
+/// Which objects an object's locks come before or after (see [`locks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tier {
+    /// A guard: its locks are taken first (its threads take the others while holding none of
+    /// its locks or, like the sampler's lock, as the outer lock).
+    Guard,
+    /// A cache: its shard locks, taken after the section around the registry's calls into
+    /// caches (the calls take shard locks) and before the process-wide tables.
+    Cache,
+}
+
+/// A guard or a cache, whose locks are taken around a fork; held weakly by the registry that
+/// [`register`] fills.
+pub(crate) trait ForkObject: Send + Sync {
+    /// Adds the object's locks to `out`, in the order to take them (outer locks first).
+    fn fork_locks<'a>(&'a self, out: &mut Vec<&'a dyn ForkLock>);
+}
+
+/// The most guards and caches (named or not) made fork-safe at once; further ones work but a
+/// child forked while a parent's thread holds one of their locks may block on it (a warning
+/// says so, once).
+pub(crate) const OBJECT_CAPACITY: usize = 4096;
+
+struct Objects {
+    entries: Vec<(Tier, Weak<dyn ForkObject>)>,
+    /// Dropped objects are removed from `entries` when it reaches this length (twice the live
+    /// ones at the last pruning, at least 64): a dropped cache's allocation is kept only until
+    /// then, and pruning costs O(1) per registration, amortized.
+    prune_at: usize,
+}
+
+static OBJECTS: parking_lot::Mutex<Objects> = parking_lot::Mutex::new(Objects {
+    entries: Vec::new(),
+    prune_at: 64,
+});
+
+static UNCOVERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes `object`'s locks safe across fork: they are taken before every fork while the object
+/// lives (the registry holds it weakly and forgets it some time after it is dropped). False
+/// when [`OBJECT_CAPACITY`] objects are registered already.
+pub(crate) fn register(tier: Tier, object: Weak<dyn ForkObject>) -> bool {
+    install_handlers();
+    let mut objects = OBJECTS.lock();
+    if objects.entries.len() >= objects.prune_at.min(OBJECT_CAPACITY) {
+        objects.entries.retain(|(_, o)| o.strong_count() > 0);
+        objects.prune_at = (objects.entries.len() * 2).max(64);
+    }
+    if objects.entries.len() >= OBJECT_CAPACITY {
+        drop(objects);
+        if UNCOVERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                capacity = OBJECT_CAPACITY,
+                "too many guards and caches alive to make them all fork-safe: a child forked while \
+                 a thread holds one of the newer ones' locks may block on it"
+            );
+        }
+        return false;
+    }
+    objects.entries.push((tier, object));
+    true
+}
+
+/// Guards and caches not made fork-safe because [`OBJECT_CAPACITY`] were registered already.
+#[cfg(test)]
+pub(crate) fn uncovered() -> u64 {
+    UNCOVERED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Held (shared) around every stack walk and symbol lookup of leakguard's, so that no fork
 /// happens inside the `backtrace` crate's global lock.
@@ -101,6 +197,9 @@ pub(crate) fn backtrace_section<R>(f: impl FnOnce() -> R) -> Option<R> {
 /// A module whose locks are taken around a fork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
+    /// The section around the cache registry's calls into caches (taken before the caches'
+    /// shard locks: the calls take them).
+    CacheCalls,
     /// The cache registry.
     Caches,
     /// Handle kinds, their sites and external frames.
@@ -117,56 +216,121 @@ pub(crate) type Locks = fn(&mut Vec<&'static dyn ForkLock>);
 /// The modules in use, each once, in the order they first took a lock.
 static SOURCES: parking_lot::Mutex<Vec<(Source, Locks)>> = parking_lot::Mutex::new(Vec::new());
 
-/// Every lock to take before a fork, in order.
-fn locks() -> Vec<&'static dyn ForkLock> {
-    let mut out: Vec<&'static dyn ForkLock> = vec![&BACKTRACE];
+/// Every lock to take before a fork, in order: outer locks first, the order in which
+/// leakguard's threads nest them (a thread holding one of these takes only later ones):
+/// the guards' locks, the section around the registry's calls into caches, the caches' shard
+/// locks, the section around stack walks, then the process-wide tables.
+fn locks<'a>(objects: &'a [Arc<dyn ForkObject>], tiers: &[Tier]) -> Vec<&'a dyn ForkLock> {
     let sources = SOURCES.lock().clone();
-    for (_, add) in sources {
-        add(&mut out);
-    }
+    let mut out: Vec<&'a dyn ForkLock> = Vec::new();
+    let of_tier = |tier: Tier, out: &mut Vec<&'a dyn ForkLock>| {
+        for (o, t) in objects.iter().zip(tiers) {
+            if *t == tier {
+                o.fork_locks(out);
+            }
+        }
+    };
+    let add_sources = |early: bool, out: &mut Vec<&'a dyn ForkLock>| {
+        for (source, add) in &sources {
+            if (*source == Source::CacheCalls) == early {
+                let mut statics: Vec<&'static dyn ForkLock> = Vec::new();
+                add(&mut statics);
+                out.extend(statics);
+            }
+        }
+    };
+    of_tier(Tier::Guard, &mut out);
+    add_sources(true, &mut out);
+    of_tier(Tier::Cache, &mut out);
+    out.push(&BACKTRACE);
+    add_sources(false, &mut out);
     out
 }
 
 extern "C" fn prepare() {
     // Allocation is fine here: the allocators' own prepare handlers (registered earlier) run
     // after this one.
-    let locks = locks();
     let mut pending = PENDING.lock();
-    pending.clear();
-    pending.extend(locks.into_iter().map(|l| (l, l.acquire(PREPARE_WAIT))));
+    // Held through the fork: no guard or cache is registered in the middle of one.
+    let objects = OBJECTS.try_lock_for(PREPARE_WAIT);
+    let (live, tiers): (Vec<Arc<dyn ForkObject>>, Vec<Tier>) = match &objects {
+        Some(objects) => objects
+            .entries
+            .iter()
+            .filter_map(|(tier, o)| o.upgrade().map(|o| (o, *tier)))
+            .unzip(),
+        None => (Vec::new(), Vec::new()),
+    };
+    pending.objects_locked = objects.is_some();
+    std::mem::forget(objects);
+    let taken: Vec<(*const dyn ForkLock, bool)> = locks(&live, &tiers)
+        .into_iter()
+        .map(|l| {
+            // SAFETY: only the pointer's lifetime bound changes; it is dereferenced only while
+            // the object it points into is kept alive in `pending.objects`.
+            let p: *const dyn ForkLock = unsafe {
+                std::mem::transmute::<*const (dyn ForkLock + '_), *const dyn ForkLock>(l)
+            };
+            (p, l.acquire(PREPARE_WAIT))
+        })
+        .collect();
+    pending.locks = taken;
+    pending.objects = live;
     std::mem::forget(pending);
 }
 
-extern "C" fn parent() {
+/// Releases what `prepare` took, in reverse order; in the child also the locks marked held by
+/// threads that no longer exist (those that can be). Returns the objects kept alive, to be
+/// dropped once `PENDING` is released.
+///
+/// # Safety
+/// Only from `parent` or `child`, with `PENDING` locked by `prepare` on this thread.
+unsafe fn release_all(in_child: bool) -> Vec<Arc<dyn ForkObject>> {
     // SAFETY: `prepare` left PENDING locked by this thread.
     let pending = unsafe { &mut *PENDING.data_ptr() };
-    for (lock, taken) in pending.iter().rev() {
-        if *taken {
-            // SAFETY: taken by `prepare` on this thread.
+    if in_child
+        && BACKTRACE.is_locked()
+        && !pending
+            .locks
+            .iter()
+            .any(|(l, taken)| *taken && std::ptr::addr_eq(*l, &BACKTRACE))
+    {
+        NO_BACKTRACE.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    for (lock, taken) in pending.locks.iter().rev() {
+        // SAFETY: the lock is in a static or in one of `pending.objects`, alive.
+        let lock = unsafe { &**lock };
+        if *taken || (in_child && lock.held_and_releasable()) {
+            // SAFETY: taken by `prepare` on this thread; or, in the child (one thread), marked
+            // held by a thread that does not exist here.
             unsafe { lock.release() };
         }
     }
-    pending.clear();
+    pending.locks.clear();
+    if pending.objects_locked || (in_child && OBJECTS.is_locked()) {
+        // SAFETY: locked by `prepare` on this thread, or in the child by a thread that does
+        // not exist here.
+        unsafe { OBJECTS.force_unlock(Default::default()) };
+    }
+    pending.objects_locked = false;
+    std::mem::take(&mut pending.objects)
+}
+
+extern "C" fn parent() {
+    // SAFETY: called by the fork after `prepare`.
+    let objects = unsafe { release_all(false) };
     // SAFETY: locked by `prepare` on this thread.
     unsafe { PENDING.force_unlock(Default::default()) };
+    // Dropped last: the last handle of a cache may have gone during the fork.
+    drop(objects);
 }
 
 extern "C" fn child() {
-    // SAFETY: `prepare` left PENDING locked by this thread, the only one in the child.
-    let pending = unsafe { &mut *PENDING.data_ptr() };
-    if BACKTRACE.is_locked() && !pending.first().is_some_and(|(_, taken)| *taken) {
-        NO_BACKTRACE.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    for (lock, taken) in pending.iter().rev() {
-        if *taken || lock.held_and_releasable() {
-            // SAFETY: the child has one thread: a lock marked held is held by `prepare` on
-            // this thread or by a thread that does not exist here.
-            unsafe { lock.release() };
-        }
-    }
-    pending.clear();
+    // SAFETY: called by the fork after `prepare`; the child has one thread.
+    let objects = unsafe { release_all(true) };
     // SAFETY: as above.
     unsafe { PENDING.force_unlock(Default::default()) };
+    drop(objects);
 }
 
 static INSTALL: Once = Once::new();
@@ -199,4 +363,66 @@ fn install_handlers() {
             );
         }
     });
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    struct Dummy(parking_lot::Mutex<()>);
+
+    impl ForkObject for Dummy {
+        fn fork_locks<'a>(&'a self, out: &mut Vec<&'a dyn ForkLock>) {
+            out.push(&self.0);
+        }
+    }
+
+    #[test]
+    fn dropped_objects_leave_the_registry_and_it_stays_bounded() {
+        let kept: Arc<dyn ForkObject> = Arc::new(Dummy(parking_lot::Mutex::new(())));
+        assert!(register(Tier::Cache, Arc::downgrade(&kept)));
+        // Far more objects made and dropped than the registry holds: each is forgotten soon
+        // after it is dropped, so none is refused.
+        for _ in 0..3 * OBJECT_CAPACITY {
+            let o: Arc<dyn ForkObject> = Arc::new(Dummy(parking_lot::Mutex::new(())));
+            assert!(register(Tier::Cache, Arc::downgrade(&o)));
+        }
+        assert_eq!(uncovered(), 0);
+        let objects = OBJECTS.lock();
+        assert!(
+            objects.entries.len() < OBJECT_CAPACITY,
+            "{}",
+            objects.entries.len()
+        );
+        // The live one is still there.
+        assert!(
+            objects
+                .entries
+                .iter()
+                .any(|(_, o)| o.upgrade().is_some_and(|o| Arc::ptr_eq(&o, &kept)))
+        );
+    }
+
+    #[test]
+    fn the_locks_are_taken_outer_first() {
+        let guard: Arc<dyn ForkObject> = Arc::new(Dummy(parking_lot::Mutex::new(())));
+        let cache: Arc<dyn ForkObject> = Arc::new(Dummy(parking_lot::Mutex::new(())));
+        // A cache listed before the guard still comes after it.
+        let objects = [Arc::clone(&cache), Arc::clone(&guard)];
+        let order = locks(&objects, &[Tier::Cache, Tier::Guard]);
+        fn at(order: &[&dyn ForkLock], p: &dyn ForkLock) -> usize {
+            order
+                .iter()
+                .position(|l| std::ptr::addr_eq(*l as *const dyn ForkLock, p))
+                .unwrap()
+        }
+        let mut g = Vec::new();
+        guard.fork_locks(&mut g);
+        let mut c = Vec::new();
+        cache.fork_locks(&mut c);
+        let (g, c) = (at(&order, g[0]), at(&order, c[0]));
+        let backtrace = at(&order, &BACKTRACE);
+        assert!(g < c && c < backtrace, "{g} {c} {backtrace}");
+    }
 }

@@ -1,6 +1,9 @@
 //! A child forked while leakguard's threads hold its locks (the sampler, a report that
 //! symbolizes, caches and handle kinds coming and going) must not block on them: Python
-//! `multiprocessing` with fork, Celery prefork and gunicorn `--preload` do exactly this.
+//! `multiprocessing` with fork, Celery prefork and gunicorn `--preload` do exactly this. Nor
+//! must a child that goes on using the guard and the caches the parent made while the parent's
+//! threads were using them (their own locks: the guard's state, event log and sampler, the
+//! caches' shard locks).
 //!
 //! One test per binary: the test forks, and the other tests' threads must not be in the way.
 #![cfg(target_os = "linux")]
@@ -10,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use leakguard::cache::LruCache;
+use leakguard::cache::{LruCache, TtlCache};
+use leakguard::endpoint::EndpointRequest;
 use leakguard::{Guard, KindConfig};
 
 /// Forks made while the parent's threads work.
@@ -19,9 +23,23 @@ const FORKS: usize = 1000;
 /// millisecond), far less than "forever".
 const CHILD_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The token of the guard's routes (the purge route needs one).
+const TOKEN: &str = "fork-test-token";
+
+/// What the parent shares with its children: a guard and caches its threads use all the time.
+struct Shared {
+    guard: Guard,
+    /// Named, inserts evicting all the time, cleared now and then.
+    named: LruCache<u64, Vec<u8>>,
+    /// Unnamed (not in the cache registry), weighted and expiring.
+    unnamed: TtlCache<u64, Vec<u8>>,
+}
+
 /// What a child does: takes the locks leakguard's threads take (all of them, with a report,
-/// every tenth child: a report reads `/proc`, which takes long in a debug build), then exits.
-fn child_work(with_report: bool) -> i32 {
+/// every tenth child: a report reads `/proc`, which takes long in a debug build), uses the
+/// parent's guard and caches (their locks were held by the parent's threads all the time),
+/// then exits.
+fn child_work(shared: &Shared, with_report: bool) -> i32 {
     let cache: LruCache<u64, u64> = LruCache::builder(16).name("forked-child").build();
     cache.insert(1, 1);
     if cache.get(&1) != Some(1) {
@@ -33,6 +51,34 @@ fn child_work(with_report: bool) -> i32 {
     }
     drop(handle);
     drop(cache);
+    // The parent's caches: a read, an insert that evicts, a read of what was inserted.
+    let _ = shared.named.get(&7);
+    shared.named.insert(u64::MAX, vec![1]);
+    if shared.named.get(&u64::MAX) != Some(vec![1]) {
+        return 4;
+    }
+    shared.unnamed.insert(u64::MAX, vec![2; 8]);
+    if shared.unnamed.get(&u64::MAX) != Some(vec![2; 8]) {
+        return 5;
+    }
+    // The parent's guard: its state, event log, endpoint address and snapshot.
+    let _ = shared.guard.state();
+    let _ = shared.guard.events();
+    let _ = shared.guard.endpoint_addr();
+    if !shared
+        .guard
+        .render_metrics()
+        .contains("leakguard_cache_entries")
+    {
+        return 6;
+    }
+    if with_report {
+        // The sampler's lock, the handle limits, the cadence, the registry's calls into caches.
+        let _ = shared.guard.tick();
+        if shared.guard.report().sampler.samples == 0 {
+            return 7;
+        }
+    }
     0
 }
 
@@ -78,14 +124,19 @@ fn wait_for(pid: libc::pid_t) -> Option<i32> {
 
 #[test]
 fn a_thousand_forks_during_heavy_sampler_activity_never_block_a_child() {
-    let guard = Arc::new(
-        Guard::builder()
+    let shared = Arc::new(Shared {
+        guard: Guard::builder()
             .ignore_env()
             .no_endpoint()
+            .token(TOKEN)
             .interval(Duration::from_millis(10))
             .start()
             .expect("start the guard"),
-    );
+        named: LruCache::builder(256).name("fork-shared").build(),
+        unnamed: TtlCache::builder(4096, Duration::from_millis(50))
+            .weigher(|_, v: &Vec<u8>| v.len() as u64)
+            .build(),
+    });
     leakguard::handles::configure("fork_test_conn", KindConfig::new().sample_every(1))
         .expect("configure the kind");
     let stop = Arc::new(AtomicBool::new(false));
@@ -97,7 +148,7 @@ fn a_thousand_forks_during_heavy_sampler_activity_never_block_a_child() {
     for w in 0..3u64 {
         let stop = Arc::clone(&stop);
         let rounds = Arc::clone(&rounds);
-        let guard = Arc::clone(&guard);
+        let shared = Arc::clone(&shared);
         workers.push(thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -116,12 +167,55 @@ fn a_thousand_forks_during_heavy_sampler_activity_never_block_a_child() {
                 if w == 0 {
                     let _ = leakguard::handles::report();
                 } else if w == 1 {
-                    let _ = guard.report();
+                    let _ = shared.guard.report();
                 }
                 drop(handles);
                 drop(cache);
                 i += 1;
                 rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // The shared guard used all the time: samples, reports, metrics, events, purges.
+    {
+        let stop = Arc::clone(&stop);
+        let shared = Arc::clone(&shared);
+        workers.push(thread::spawn(move || {
+            let mut purge = EndpointRequest::new("POST", "/debug/leakguard/purge");
+            purge.authorization = Some(format!("Bearer {TOKEN}"));
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = shared.guard.tick();
+                let _ = shared.guard.render_metrics();
+                let _ = shared.guard.events();
+                if i.is_multiple_of(16) {
+                    let _ = shared.guard.report();
+                    let _ = shared.guard.handle(&purge);
+                }
+                i += 1;
+            }
+        }));
+    }
+    // The shared caches used all the time: inserts that evict, reads, removals, clears.
+    for w in 0..2u64 {
+        let stop = Arc::clone(&stop);
+        let shared = Arc::clone(&shared);
+        workers.push(thread::spawn(move || {
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let k = i.wrapping_mul(0x9e37_79b9) % 4096;
+                shared.named.insert(k, vec![0; 16]);
+                let _ = shared.named.get(&(k / 2));
+                shared.unnamed.insert(k, vec![0; (k % 64) as usize + 1]);
+                let _ = shared.unnamed.get(&(k / 2));
+                if i.is_multiple_of(64) {
+                    shared.named.remove(&(k / 3));
+                }
+                if i.is_multiple_of(8192) {
+                    shared.named.clear();
+                    shared.unnamed.clear();
+                }
+                i += 2;
             }
         }));
     }
@@ -144,7 +238,7 @@ fn a_thousand_forks_during_heavy_sampler_activity_never_block_a_child() {
         }
         assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
         if pid == 0 {
-            let code = child_work(n % 10 == 0);
+            let code = child_work(&shared, n % 10 == 0);
             // SAFETY: leaving the child without running the parent's exit handlers.
             unsafe { libc::_exit(code) };
         }

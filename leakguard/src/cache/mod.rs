@@ -430,7 +430,7 @@ where
             .collect();
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
         let name = self.name;
-        Arc::new_cyclic(|weak: &std::sync::Weak<Inner<K, V>>| {
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner<K, V>>| {
             let registration = name.as_deref().and_then(|n| {
                 let weak: std::sync::Weak<dyn Registered> = weak.clone();
                 registry::register(n, weak)
@@ -450,7 +450,9 @@ where
                 registration,
                 listener_panics: AtomicU64::new(0),
             }
-        })
+        });
+        registry::make_fork_safe(&inner);
+        inner
     }
 }
 

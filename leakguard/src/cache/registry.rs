@@ -221,6 +221,59 @@ fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
     out.push(&REGISTRY);
 }
 
+/// Held (shared) while the registry calls into caches ([`report`], [`shrink_all`],
+/// [`maintain_all`]): taken exclusively before a fork, so that no fork happens while the
+/// guard's thread is inside a cache, holding a lock of the cache's own (an [`ExternalCache`]'s
+/// lock, which a fork does not take). Fair: a fork waiting for it holds back new calls.
+static CALLS: parking_lot::RwLock<()> = parking_lot::RwLock::new(());
+
+fn calls_fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
+    out.push(&CALLS);
+}
+
+/// Runs `f` on the live registered caches inside the [`CALLS`] section.
+fn with_live<R>(f: impl FnOnce(&[Live]) -> R) -> R {
+    static FORK_SAFE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    crate::fork::install(
+        crate::fork::Source::CacheCalls,
+        calls_fork_locks,
+        &FORK_SAFE,
+    );
+    let _calls = CALLS.read();
+    let live = live();
+    let r = f(&live);
+    // Dropped inside the section: the last handle of a cache may be one of these.
+    drop(live);
+    r
+}
+
+impl<K, V> crate::fork::ForkObject for super::Inner<K, V>
+where
+    K: Send + Sync,
+    V: Send + Sync,
+{
+    /// Every shard's lock, in order (no thread holds two of them).
+    fn fork_locks<'a>(&'a self, out: &mut Vec<&'a dyn crate::fork::ForkLock>) {
+        out.extend(
+            self.shards
+                .iter()
+                .map(|s| &s.0.lock as &dyn crate::fork::ForkLock),
+        );
+    }
+}
+
+/// Makes a cache's shard locks safe across fork (named or not): before every fork they are
+/// taken, after it released in parent and child, so a child can use a cache made in the
+/// parent.
+pub(super) fn make_fork_safe<K, V>(cache: &Arc<super::Inner<K, V>>)
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let weak: Weak<dyn crate::fork::ForkObject> = Arc::downgrade(cache) as _;
+    crate::fork::register(crate::fork::Tier::Cache, weak);
+}
+
 pub(super) fn unregister(id: u64) {
     REGISTRY.lock().entries.retain(|e| e.id != id);
 }
@@ -418,7 +471,7 @@ pub struct ShrinkOutcome {
 /// assert!(cache::report().iter().all(|r| r.name != "doc-report"));
 /// ```
 pub fn report() -> Vec<CacheReport> {
-    let mut reports: Vec<CacheReport> = live().iter().map(|c| c.report()).collect();
+    let mut reports: Vec<CacheReport> = with_live(|live| live.iter().map(|c| c.report()).collect());
     reports.sort_by(|a, b| a.name.cmp(&b.name));
     reports
 }
@@ -449,12 +502,14 @@ pub fn rejected_registrations() -> u64 {
 /// ```
 pub fn shrink_all(fraction: f64) -> ShrinkOutcome {
     let mut outcome = ShrinkOutcome::default();
-    for cache in live() {
-        let s = cache.shrink(fraction);
-        outcome.entries_evicted += s.entries_evicted;
-        outcome.bytes_evicted += s.bytes_evicted;
-        outcome.caches.push(s);
-    }
+    with_live(|live| {
+        for cache in live {
+            let s = cache.shrink(fraction);
+            outcome.entries_evicted += s.entries_evicted;
+            outcome.bytes_evicted += s.bytes_evicted;
+            outcome.caches.push(s);
+        }
+    });
     outcome.caches.sort_by(|a, b| a.name.cmp(&b.name));
     outcome
 }
@@ -466,9 +521,11 @@ pub fn shrink_all(fraction: f64) -> ShrinkOutcome {
 /// leakguard::cache::maintain_all();
 /// ```
 pub fn maintain_all() {
-    for cache in live() {
-        cache.maintain(MAINTAIN_BUDGET);
-    }
+    with_live(|live| {
+        for cache in live {
+            cache.maintain(MAINTAIN_BUDGET);
+        }
+    });
 }
 
 /// Bytes held per registered cache (see [`CacheReport::weight_bytes`]), for attributing

@@ -403,6 +403,9 @@ impl GuardBuilder {
             profiles: crate::profile::Profiles::default(),
             config,
         });
+        // Its locks are taken around a fork, so a child can use the guard (a report, a tick).
+        let weak: std::sync::Weak<dyn crate::fork::ForkObject> = Arc::downgrade(&inner) as _;
+        crate::fork::register(crate::fork::Tier::Guard, weak);
 
         inner.emit(vec![inner.event(
             Level::Info,

@@ -292,6 +292,25 @@ struct Inner {
     profiles: crate::profile::Profiles,
 }
 
+impl crate::fork::ForkObject for Inner {
+    /// Every lock of the guard's, the sampler's first (held while sampling, the outer one);
+    /// none of the others is taken while another is held.
+    fn fork_locks<'a>(&'a self, out: &mut Vec<&'a dyn crate::fork::ForkLock>) {
+        out.extend([
+            &self.sampler as &dyn crate::fork::ForkLock,
+            &self.handle_limits,
+            &self.state,
+            &self.cadence,
+            &self.restart_deferred,
+            &self.recorded_caches,
+            &self.events,
+            &self.endpoint,
+            &self.restart_thread,
+            &self.stop,
+        ]);
+    }
+}
+
 fn allocator_name(kind: crate::allocator::AllocatorKind) -> &'static str {
     match kind {
         crate::allocator::AllocatorKind::Jemalloc => "jemalloc",
