@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 /// How often a full reading is taken (fd types, fd limit, peak and swap, cgroup limits): these
 /// cost about ten times a fast reading and change slowly.
 pub const FULL_EVERY: Duration = Duration::from_secs(30);
-/// The allocator is read at least this often (seconds of the sampler's clock), whatever a
-/// reading costs.
+/// The allocator is read at least this often (seconds of the sampler's clock) when a reading
+/// is cheap enough: under [`ALLOCATOR_CEILING_BUDGET`] × this (30 ms) of CPU.
 pub const ALLOCATOR_MAX_AGE: Duration = Duration::from_secs(60);
 /// What reading the allocator may cost on average, as a fraction of the sampler's clock time:
 /// 5 µs per second. jemalloc's `epoch` advance merges the statistics of every arena in use
@@ -20,6 +20,37 @@ pub const ALLOCATOR_MAX_AGE: Duration = Duration::from_secs(60);
 /// One arena (~6 µs): every ~1.2 s; 8 arenas (~50 µs): every ~10 s; 128 arenas (~0.8 ms):
 /// every 60 s, i.e. ~13 µs per second.
 pub const ALLOCATOR_BUDGET: f64 = 5e-6;
+/// What a costly reading may cost on average, whatever the freshness: 0.5 ms per second.
+/// glibc's `mallinfo2` walks every free chunk of every arena with the arena's lock held
+/// (~0.36 ms per 1,000 free chunks): on a heap fragmented into a million free chunks one
+/// reading takes ~0.4 s, during which `malloc` in that arena waits. Such a reading is kept
+/// longer than [`ALLOCATOR_MAX_AGE`], for its cost divided by this budget (~13 min there), at
+/// most [`ALLOCATOR_LONGEST_AGE`]; `age_seconds` says how old the numbers are.
+pub const ALLOCATOR_CEILING_BUDGET: f64 = 5e-4;
+/// The longest a reading is ever kept: 30 min.
+pub const ALLOCATOR_LONGEST_AGE: Duration = Duration::from_secs(30 * 60);
+
+/// How long an allocator reading that cost `cost` seconds of CPU is kept: its cost over
+/// [`ALLOCATOR_BUDGET`], at most [`ALLOCATOR_MAX_AGE`] unless that would spend more than
+/// [`ALLOCATOR_CEILING_BUDGET`], and never beyond [`ALLOCATOR_LONGEST_AGE`].
+pub fn allocator_cadence(cost: f64) -> Duration {
+    let cost = if cost.is_finite() { cost.max(0.0) } else { 0.0 };
+    let wanted = cost / ALLOCATOR_BUDGET;
+    let ceiling = (cost / ALLOCATOR_CEILING_BUDGET).max(ALLOCATOR_MAX_AGE.as_secs_f64());
+    Duration::from_secs_f64(wanted.min(ceiling).min(ALLOCATOR_LONGEST_AGE.as_secs_f64()))
+}
+
+/// The reading cost that [`allocator_cadence`] turns into `every` (its inverse below the
+/// longest age).
+fn allocator_cost_of(every: Duration) -> f64 {
+    let every = every.as_secs_f64();
+    if every <= ALLOCATOR_MAX_AGE.as_secs_f64() {
+        every * ALLOCATOR_BUDGET
+    } else {
+        every * ALLOCATOR_CEILING_BUDGET
+    }
+}
+
 /// At most this many source errors are kept per sample.
 const MAX_ERRORS: usize = 4;
 
@@ -222,14 +253,13 @@ impl Sampler {
                 // At least 0.1 µs (a cadence of 20 ms): a coarse CPU clock may see nothing.
                 let cost = (thread_cpu_seconds() - read_started).max(1e-7);
                 // At most doubling from one reading to the next, against outliers.
-                let previous = self.allocator_every.as_secs_f64() * ALLOCATOR_BUDGET;
+                let previous = allocator_cost_of(self.allocator_every);
                 let cost = if self.last_allocator.is_some() {
                     cost.min(2.0 * previous.max(1e-6))
                 } else {
                     cost
                 };
-                self.allocator_every =
-                    Duration::from_secs_f64(cost / ALLOCATOR_BUDGET).min(ALLOCATOR_MAX_AGE);
+                self.allocator_every = allocator_cadence(cost);
                 self.last_allocator = Some((now, stats.clone()));
                 stats
             }
@@ -301,10 +331,40 @@ mod tests {
         let fresh = sampler.sample(&clock).allocator.expect("fresh");
         assert_eq!(fresh.age_seconds, 0.0);
 
-        // Whatever a reading costs, it is never kept longer than ALLOCATOR_MAX_AGE.
+        // A reading as cheap as this one is never kept longer than ALLOCATOR_MAX_AGE.
         clock.advance(ALLOCATOR_MAX_AGE);
         let again = sampler.sample(&clock).allocator.expect("read again");
         assert_eq!(again.age_seconds, 0.0);
+    }
+
+    #[test]
+    fn costly_readings_are_kept_longer_so_their_average_cost_stays_bounded() {
+        let secs = |cost: f64| allocator_cadence(cost).as_secs_f64();
+        // Cheap: cost over the budget (one jemalloc arena, ~6 µs: every ~1.2 s).
+        assert!((secs(6e-6) - 1.2).abs() < 1e-9);
+        // 128 jemalloc arenas (~0.8 ms): the usual ceiling, 60 s.
+        assert_eq!(allocator_cadence(0.8e-3), ALLOCATOR_MAX_AGE);
+        // Up to 30 ms a reading is still taken every minute.
+        assert_eq!(allocator_cadence(0.03), ALLOCATOR_MAX_AGE);
+        // mallinfo2 over a million free chunks (~0.4 s): kept ~13 min, 0.5 ms per second.
+        let every = secs(0.4);
+        assert!((every - 800.0).abs() < 1e-6, "{every}");
+        for cost in [0.05, 0.1, 0.4, 0.8] {
+            assert!(
+                cost / secs(cost) <= ALLOCATOR_CEILING_BUDGET + 1e-12,
+                "{cost}"
+            );
+        }
+        // Never beyond the longest age, and nonsense costs do not panic.
+        assert_eq!(allocator_cadence(10.0), ALLOCATOR_LONGEST_AGE);
+        assert_eq!(allocator_cadence(f64::INFINITY), Duration::ZERO);
+        assert_eq!(allocator_cadence(f64::NAN), Duration::ZERO);
+        assert_eq!(allocator_cadence(-1.0), Duration::ZERO);
+        // The cost each cadence stands for maps back to it.
+        for cost in [6e-6, 1e-4, 0.2, 0.4] {
+            let every = allocator_cadence(cost);
+            assert!((allocator_cost_of(every) - cost).abs() < 1e-9, "{cost}");
+        }
     }
 
     #[test]
