@@ -18,10 +18,11 @@
 //! The locks are taken outer first, in the order leakguard's threads nest them (see [`locks`]),
 //! so the forking thread never waits for a lock whose holder waits for one it took.
 //!
-//! Each lock is waited for at most [`PREPARE_WAIT`]: a lock held longer than that (or held by
-//! the forking thread itself, e.g. a fork from inside a callback) is not waited for, and in the
-//! child it is forcibly released if it is still marked held (a mutex; a shard's read-write lock
-//! is not, and a child would wait on that shard); its data is then whatever the holder left,
+//! Each mutex is waited for at most [`PREPARE_WAIT`], the read-write locks (a cache's shards,
+//! the stack-walk section) for at most [`PREPARE_BUDGET`] in all: a lock held longer than that
+//! (or held by the forking thread itself, e.g. a fork from inside a callback) is not waited
+//! for, and in the child it is forcibly released if it is still marked held (a mutex; a shard's
+//! read-write lock is not, and a child would wait on that shard); its data is then whatever the holder left,
 //! which for these tables means at worst a stale or partial entry. A fork therefore costs at
 //! most a few microseconds normally (plus a few nanoseconds per shard of every live cache),
 //! and never blocks on leakguard for long.
@@ -29,8 +30,14 @@
 use std::sync::{Arc, Once, Weak};
 use std::time::Duration;
 
-/// The longest the forking thread waits for any one lock before forking without it.
+/// The longest the forking thread waits for any one mutex before forking without it (the
+/// child then releases it).
 pub const PREPARE_WAIT: Duration = Duration::from_millis(100);
+/// The longest the forking thread waits, in all, for the read-write locks (caches' shards, the
+/// section around stack walks), which a child cannot release: a holder descheduled on a busy
+/// machine is waited for up to this long, shared among them, before the fork goes on without
+/// its lock.
+pub const PREPARE_BUDGET: Duration = Duration::from_secs(1);
 
 /// A lock that can be taken before a fork and released after it.
 pub(crate) trait ForkLock: Sync {
@@ -45,6 +52,9 @@ pub(crate) trait ForkLock: Sync {
     /// Whether the lock is marked held and may be forcibly released in a child (a mutex;
     /// not a read-write lock, whose readers cannot be released one by one).
     fn held_and_releasable(&self) -> bool;
+    /// Whether a child can recover the lock if the fork happens without it (a mutex can be
+    /// released there; a read-write lock cannot, so the fork waits longer for it).
+    fn releasable_in_child(&self) -> bool;
 }
 
 impl<T: Send> ForkLock for parking_lot::Mutex<T> {
@@ -57,6 +67,9 @@ impl<T: Send> ForkLock for parking_lot::Mutex<T> {
     }
     fn held_and_releasable(&self) -> bool {
         self.is_locked()
+    }
+    fn releasable_in_child(&self) -> bool {
+        true
     }
 }
 
@@ -74,6 +87,9 @@ where
         unsafe { self.force_unlock_write(Default::default()) }
     }
     fn held_and_releasable(&self) -> bool {
+        false
+    }
+    fn releasable_in_child(&self) -> bool {
         false
     }
 }
@@ -263,6 +279,7 @@ extern "C" fn prepare() {
     };
     pending.objects_locked = objects.is_some();
     std::mem::forget(objects);
+    let deadline = std::time::Instant::now() + PREPARE_BUDGET;
     let taken: Vec<(*const dyn ForkLock, bool)> = locks(&live, &tiers)
         .into_iter()
         .map(|l| {
@@ -271,7 +288,12 @@ extern "C" fn prepare() {
             let p: *const dyn ForkLock = unsafe {
                 std::mem::transmute::<*const (dyn ForkLock + '_), *const dyn ForkLock>(l)
             };
-            (p, l.acquire(PREPARE_WAIT))
+            let wait = if l.releasable_in_child() {
+                PREPARE_WAIT
+            } else {
+                deadline.saturating_duration_since(std::time::Instant::now())
+            };
+            (p, l.acquire(wait))
         })
         .collect();
     pending.locks = taken;
