@@ -84,12 +84,19 @@ fn a_dump_needs_no_memory_in_proportion_to_its_report() {
 #[test]
 fn a_report_beyond_the_cap_is_left_out_and_the_dump_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let huge = format!("\"{}\"", "x".repeat(leakguard::profile::MAX_REPORT_BYTES + 1));
+    let huge = format!(
+        "\"{}\"",
+        "x".repeat(leakguard::profile::MAX_REPORT_BYTES + 1)
+    );
     let out = leakguard::profile::write_dump(dir.path(), "test", &huge, Err("off".into()), 1.7e9)
         .unwrap();
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&out.files[0]).unwrap()).unwrap();
-    assert!(written["report"].is_null(), "{}", written["report_left_out"]);
+    assert!(
+        written["report"].is_null(),
+        "{}",
+        written["report_left_out"]
+    );
     assert!(
         written["report_left_out"]
             .as_str()

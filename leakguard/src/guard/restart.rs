@@ -357,7 +357,10 @@ impl Inner {
                     o.profile_error
                         .as_deref()
                         .map(|e| format!("; no heap profile: {e}"))
-                        .or_else(|| o.profile_cut.as_deref().map(|c| format!("; heap profile cut: {c}")))
+                        .or_else(|| o
+                            .profile_cut
+                            .as_deref()
+                            .map(|c| format!("; heap profile cut: {c}")))
                         .unwrap_or_default()
                 ),
             ),
