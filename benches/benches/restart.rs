@@ -13,12 +13,18 @@
 //! The demo (`leaky_service`, release build, built first through `$CARGO` if needed; found
 //! next to this bench under the target directory) runs as a child process on fresh loopback
 //! ports every round, without background leak, with `LEAKGUARD_INTERVAL=100ms`,
-//! `LEAKGUARD_MIN_UPTIME=1s` and `DEMO_DRAIN_DELAY=1s`. Four client threads load `GET /`
-//! continuously (1 ms pause between requests): two keep their connection alive (a request on
-//! a reused connection that the server closed before answering is sent again once on a fresh
-//! connection, as HTTP clients do for idempotent requests; counted as a "resend", not a
-//! failure), two open a fresh connection per request. After a failed request a client waits
-//! 10 ms before the next one, so the failure count is about (clients × outage / 10 ms).
+//! `LEAKGUARD_MIN_UPTIME=1s` and `DEMO_DRAIN_DELAY=1s`. Six client threads load `GET /`
+//! continuously (1 ms pause between requests), two of each kind:
+//! - `retrying`: keep-alive; a request on a reused connection that the server closed before
+//!   answering is sent again once on a fresh connection, as RFC 9112 allows for idempotent
+//!   requests and HTTP clients do (counted as a "resend", not a failure);
+//! - `never-retrying`: keep-alive (a raw HTTP/1.1 loop over one `TcpStream`, which honours
+//!   `Connection: close`); any error, on a reused connection or not, is a failure, and the next
+//!   request opens a fresh connection;
+//! - `fresh`: a new connection per request.
+//!
+//! After a failed request a client waits 10 ms before the next one, so the failure count is
+//! about (clients × outage / 10 ms).
 //!
 //! Variants, interleaved (A B, then B A, ...):
 //! - `graceful`: `POST /debug/leakguard/restart` with the token at T0. The demo turns
@@ -35,7 +41,8 @@
 //! - `worst`: the longest request (successful or not) in flight at any moment between T0 and
 //!   serving again;
 //! - `gap`: the longest stretch without any successful answer, over all clients;
-//! - `failed`: requests that got no 200 (refused, reset, timeout, other status);
+//! - `failed`: requests that got no 200 (refused, reset, timeout, other status), per kind of
+//!   client;
 //! - `resend`: keep-alive requests sent again after the server closed the connection.
 //!
 //! Without `--bench` (which `cargo bench` passes) it does one round of each as a smoke run.
@@ -43,14 +50,17 @@
 
 use leakguard_benches::{Summary, machine};
 use leakguard_tests::{KeepAlive, Running, example_binary, free_port, request_with, wait_until_ok};
-use std::net::SocketAddr;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "restart-bench-token";
-const CLIENTS: usize = 4;
+/// Clients of each kind.
+const PER_KIND: usize = 2;
+const CLIENTS: usize = PER_KIND * Kind::ALL.len();
 const THINK: Duration = Duration::from_millis(1);
 const BACKOFF: Duration = Duration::from_millis(10);
 /// Longest a round may take from start to end (every wait below is bounded by less).
@@ -68,6 +78,110 @@ impl Variant {
             Variant::Graceful => "graceful",
             Variant::Kill => "kill",
         }
+    }
+}
+
+/// How a client talks to the service.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// Keep-alive, sends a request again once when a reused connection was closed under it.
+    Retrying,
+    /// Keep-alive, never sends a request again: every error is a failure.
+    NeverRetrying,
+    /// A fresh connection per request.
+    Fresh,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Retrying, Kind::NeverRetrying, Kind::Fresh];
+
+    fn of(client: usize) -> Kind {
+        Kind::ALL[client % Kind::ALL.len()]
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Retrying => "keep-alive, retrying",
+            Kind::NeverRetrying => "keep-alive, never retrying",
+            Kind::Fresh => "fresh",
+        }
+    }
+}
+
+/// A keep-alive client that never sends a request again: one connection reused until the
+/// server answers with `Connection: close` or an error occurs (the error is the request's
+/// failure; the next request connects again).
+struct NoRetry {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl NoRetry {
+    fn new(addr: SocketAddr) -> Self {
+        Self { addr, conn: None }
+    }
+
+    fn get(&mut self, path: &str) -> std::io::Result<u16> {
+        let result = self.try_get(path);
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    fn try_get(&mut self, path: &str) -> std::io::Result<u16> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+            s.set_read_timeout(Some(Duration::from_secs(15)))?;
+            s.set_nodelay(true)?;
+            self.conn = Some(BufReader::new(s));
+        }
+        let conn = self.conn.as_mut().unwrap();
+        write!(
+            conn.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            self.addr
+        )?;
+        let mut status_line = String::new();
+        if conn.read_line(&mut status_line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before an answer",
+            ));
+        }
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+        let (mut length, mut close) = (0usize, false);
+        loop {
+            let mut line = String::new();
+            if conn.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed in the headers",
+                ));
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let k = k.trim().to_ascii_lowercase();
+                if k == "content-length" {
+                    length = v.trim().parse().unwrap_or(0);
+                } else if k == "connection" && v.trim().eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body)?;
+        if close {
+            self.conn = None;
+        }
+        Ok(status)
     }
 }
 
@@ -123,6 +237,8 @@ struct Outcome {
     banner: Option<f64>,
     ok: usize,
     failed: usize,
+    /// Failed requests per kind of client, in the order of [`Kind::ALL`].
+    failed_by: [usize; 3],
     resent: usize,
     resends: Vec<String>,
     failures: Vec<String>,
@@ -164,12 +280,13 @@ fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
         let (stop, recs) = (Arc::clone(&stop), Arc::clone(&recs));
         clients.push(std::thread::spawn(move || {
             let mut keep = KeepAlive::new(service);
+            let mut plain = NoRetry::new(service);
             while !stop.load(Ordering::SeqCst) && Instant::now() < round_deadline {
                 let start = Instant::now();
-                let (result, resent) = if client % 2 == 0 {
-                    keep_get(&mut keep, "/")
-                } else {
-                    (request("GET", service, "/", &[]).map(|(s, _)| s), None)
+                let (result, resent) = match Kind::of(client) {
+                    Kind::Retrying => keep_get(&mut keep, "/"),
+                    Kind::NeverRetrying => (plain.get("/"), None),
+                    Kind::Fresh => (request("GET", service, "/", &[]).map(|(s, _)| s), None),
                 };
                 let end = Instant::now();
                 let (ok, error) = match result {
@@ -307,11 +424,7 @@ fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
             format!(
                 "client {} ({}), started T0{:+.3}s, ended T0{:+.3}s: {}",
                 r.client,
-                if r.client % 2 == 0 {
-                    "keep-alive"
-                } else {
-                    "fresh"
-                },
+                Kind::of(r.client).name(),
                 signed(r.start, t0),
                 signed(r.end, t0),
                 r.error.as_deref().unwrap_or("?")
@@ -341,6 +454,11 @@ fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
         gap,
         ok: recs.iter().filter(|r| r.ok).count(),
         failed: failures.len(),
+        failed_by: Kind::ALL.map(|k| {
+            recs.iter()
+                .filter(|r| !r.ok && Kind::of(r.client) == k)
+                .count()
+        }),
         resent: recs.iter().filter(|r| r.resent.is_some()).count(),
         banner: banner.map(|b| secs(b.saturating_duration_since(marker))),
         resends,
@@ -386,7 +504,7 @@ fn leak_child(spec: &str) {
             ..Default::default()
         })
         .on_restart(move |reason| {
-            println!("ACTION {} {reason}", resident());
+            println!("ACTION {} {} {reason}", resident(), peak_resident());
             std::process::exit(0);
         })
         .start()
@@ -415,37 +533,129 @@ fn leak_child(spec: &str) {
     }
 }
 
+/// Peak resident size of this process so far (`VmHWM`), bytes.
+fn peak_resident() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The Python interpreter of the overshoot section's Python row: `LEAKGUARD_BENCH_PYTHON`, else
+/// the workspace's `.venv` (where `make wheel` installs leakguard); `None` when it cannot
+/// import leakguard.
+fn python_with_leakguard() -> Result<PathBuf, String> {
+    let python = std::env::var_os("LEAKGUARD_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import leakguard"])
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    if ok.status.success() {
+        Ok(python)
+    } else {
+        Err(format!(
+            "{} cannot import leakguard (run `make wheel`): {}",
+            python.display(),
+            String::from_utf8_lossy(&ok.stderr).trim()
+        ))
+    }
+}
+
+/// What one leaking child printed when its action ran: resident and peak resident bytes, and
+/// the reason; `None` without an action.
+fn action_line(out: &std::process::Output) -> Option<(f64, f64, String)> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("ACTION "))?;
+    let mut parts = line.splitn(4, ' ').skip(1);
+    let at = parts.next()?.parse().ok()?;
+    let peak = parts.next()?.parse().ok()?;
+    Some((at, peak, parts.next().unwrap_or("").to_owned()))
+}
+
 /// Peak usage relative to the limit against leak rate: for each time from the warn threshold
-/// to the limit, a child leaks from half the limit; the usage when the restart action runs.
+/// to the limit, a Rust child (this binary) and a Python child (`benches/python/
+/// leak_overshoot.py` with the wheel) leak from half the limit, one after the other; the usage
+/// when the restart action runs, and the peak resident size until then. Exits with 1 when a
+/// leak that takes at least 20 s from warn to limit reaches the limit before the action.
 fn overshoot() {
     let limit: u64 = 512 << 20;
+    let python = python_with_leakguard();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/leak_overshoot.py");
+    println!("leak overshoot: {}", machine());
     println!(
-        "leak overshoot: limit {} MiB, leak from 50% of it after 16 s steady, minimum uptime 15 s, default thresholds and 1 s interval, drain with no hook\n",
+        "limit {} MiB, leak from 50% of it after 16 s steady, minimum uptime 15 s, default thresholds and 1 s interval, drain with no hook\n",
         limit >> 20
     );
-    println!("| warn→limit | leak rate | usage at the action / limit | reason |");
-    println!("| ---: | ---: | ---: | --- |");
-    for warn_to_limit in [5.0_f64, 10.0, 20.0, 40.0] {
+    if let Err(why) = &python {
+        println!("Python row not run: {why}\n");
+    }
+    println!(
+        "| warn→limit | leak rate | runtime | usage at the action / limit | peak usage / limit | reason |"
+    );
+    println!("| ---: | ---: | --- | ---: | ---: | --- |");
+    let mut met = true;
+    for (i, warn_to_limit) in [5.0_f64, 10.0, 20.0, 40.0].into_iter().enumerate() {
         let rate = 0.2 * (limit >> 20) as f64 / warn_to_limit;
-        let out = std::process::Command::new(std::env::current_exe().expect("bench binary"))
-            .env(LEAK_CHILD, format!("{rate}:{limit}"))
-            .output()
-            .expect("run the leaking child");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("ACTION "))
-            .unwrap_or("");
-        let mut parts = line.splitn(3, ' ').skip(1);
-        let at: f64 = parts
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN);
-        let reason = parts.next().unwrap_or("(no action)");
-        println!(
-            "| {warn_to_limit:.0} s | {rate:.1} MiB/s | {:.1}% | {reason} |",
-            at * 100.0 / limit as f64
-        );
+        let mut runs: Vec<(&str, std::process::Command)> = Vec::new();
+        let mut rust = std::process::Command::new(std::env::current_exe().expect("bench binary"));
+        rust.env(LEAK_CHILD, format!("{rate}:{limit}"));
+        runs.push(("Rust", rust));
+        if let Ok(python) = &python {
+            let mut py = std::process::Command::new(python);
+            py.arg(&script).arg(rate.to_string()).arg(limit.to_string());
+            runs.push(("Python", py));
+        }
+        // Interleaved: Rust first at even rates, Python first at odd ones.
+        if i % 2 == 1 {
+            runs.reverse();
+        }
+        let mut rows = Vec::new();
+        for (runtime, mut cmd) in runs {
+            let out = cmd.output().expect("run the leaking child");
+            let (at, peak, reason) = action_line(&out).unwrap_or_else(|| {
+                (
+                    f64::NAN,
+                    f64::NAN,
+                    format!(
+                        "(no action: {})",
+                        String::from_utf8_lossy(&out.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                    ),
+                )
+            });
+            let (at, peak) = (at / limit as f64, peak / limit as f64);
+            // A missing figure (NaN: no action) misses the target too.
+            if warn_to_limit >= 20.0 && (peak.is_nan() || peak >= 1.0) {
+                met = false;
+            }
+            rows.push((
+                runtime,
+                format!(
+                    "| {warn_to_limit:.0} s | {rate:.1} MiB/s | {runtime} | {:.1}% | {:.1}% | {reason} |",
+                    at * 100.0,
+                    peak * 100.0
+                ),
+            ));
+        }
+        rows.sort_by_key(|(runtime, _)| *runtime != "Rust");
+        for (_, row) in rows {
+            println!("{row}");
+        }
+    }
+    println!(
+        "\ntarget: peak usage below the limit whenever warn→limit takes ≥ 20 s: {}",
+        if met { "met" } else { "MISSED" }
+    );
+    if !met {
+        std::process::exit(1);
     }
 }
 
@@ -469,7 +679,7 @@ fn main() {
     let binary = example_binary("leaky_service");
     println!("restart bench: {}", machine());
     println!(
-        "{rounds} round(s) of each variant, {CLIENTS} clients (half keep-alive), demo drain delay 1s\n"
+        "{rounds} round(s) of each variant, {CLIENTS} clients ({PER_KIND} of each kind: keep-alive retrying, keep-alive never retrying, fresh connection per request), demo drain delay 1s\n"
     );
     let started = Instant::now();
     let mut outcomes = Vec::new();
@@ -482,7 +692,7 @@ fn main() {
         for variant in order {
             let o = run_round(&binary, variant);
             println!(
-                "round {round} {:<8}  T0→M {:>7} ms  serving {:>7} ms  M→serving {:>6} ms  worst {:>7} ms (before T0 {:>5} ms)  gap {:>7} ms  ok {:>5}  failed {:>3}  resent {}",
+                "round {round} {:<8}  T0→M {:>7} ms  serving {:>7} ms  M→serving {:>6} ms  worst {:>7} ms (before T0 {:>5} ms)  gap {:>7} ms  ok {:>5}  failed {:>3} (retrying {}, never retrying {}, fresh {})  resent {}",
                 o.variant.name(),
                 ms(o.to_marker),
                 ms(o.serving),
@@ -492,6 +702,9 @@ fn main() {
                 ms(o.gap),
                 o.ok,
                 o.failed,
+                o.failed_by[0],
+                o.failed_by[1],
+                o.failed_by[2],
                 o.resent
             );
             println!(
@@ -514,9 +727,9 @@ fn main() {
 
     println!("\nsummary over {rounds} round(s) each, median (worst); times in ms");
     println!(
-        "| variant | T0→M | time to serving | M→serving | worst latency | longest gap without an answer | failed requests | resends | answers |"
+        "| variant | T0→M | time to serving | M→serving | worst latency | longest gap without an answer | failed: keep-alive, retrying | failed: keep-alive, never retrying | failed: fresh connections | resends | answers |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for variant in [Variant::Graceful, Variant::Kill] {
         let of = |f: fn(&Outcome) -> f64| {
             let v: Vec<f64> = outcomes
@@ -535,20 +748,27 @@ fn main() {
             let (m, w) = of(f);
             format!("{m} ({w})")
         };
-        let total_failed: usize = outcomes
-            .iter()
-            .filter(|o| o.variant == variant)
-            .map(|o| o.failed)
-            .sum();
+        // Failed requests of one kind of client: median a restart (worst; total).
+        let failed = |k: usize| {
+            let v: Vec<f64> = outcomes
+                .iter()
+                .filter(|o| o.variant == variant)
+                .map(|o| o.failed_by[k] as f64)
+                .collect();
+            let s = Summary::of(&v).unwrap();
+            format!("{} ({}; total {})", s.median, s.max, v.iter().sum::<f64>())
+        };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} (total {total_failed}) | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             variant.name(),
             pair(|o| o.to_marker),
             pair(|o| o.serving),
             pair(|o| o.marker_to_serving),
             pair(|o| o.worst),
             pair(|o| o.gap),
-            count(|o| o.failed as f64),
+            failed(0),
+            failed(1),
+            failed(2),
             count(|o| o.resent as f64),
             count(|o| o.ok as f64),
         );
@@ -562,4 +782,18 @@ fn main() {
         );
     }
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    // The targets: in a graceful restart no request of the retrying or fresh clients fails,
+    // and a client that never retries loses at most one request per keep-alive connection
+    // open at the drain (one per such client).
+    let graceful = || outcomes.iter().filter(|o| o.variant == Variant::Graceful);
+    let retry_ok = graceful().all(|o| o.failed_by[0] == 0 && o.failed_by[2] == 0);
+    let never_ok = graceful().all(|o| o.failed_by[1] <= PER_KIND);
+    println!(
+        "target, graceful: 0 failed for the retrying and fresh clients: {}; at most {PER_KIND} a restart (one per connection) for the never-retrying clients: {}",
+        if retry_ok { "met" } else { "MISSED" },
+        if never_ok { "met" } else { "MISSED" }
+    );
+    if !(retry_ok && never_ok) {
+        std::process::exit(1);
+    }
 }

@@ -311,15 +311,24 @@ impl Inner {
         if let Some(skipped) = skip_profile {
             return crate::profile::write_dump(dir, reason, &report, Err(skipped), now);
         }
+        let profile = crate::profile::heap_profile(now);
+        // What the profile left out (its smaller stacks beyond the bound), said in the dump.
+        let cut = profile
+            .as_ref()
+            .ok()
+            .filter(|p| p.dropped_stacks > 0)
+            .map(|p| {
+                format!(
+                    "{} smaller stacks left out (at most {} kept)",
+                    p.dropped_stacks,
+                    crate::profile::MAX_STACKS
+                )
+            });
         #[cfg(feature = "profiling")]
-        let profile = crate::profile::heap_profile(now)
-            .map(|p| p.to_pprof())
-            .map_err(|e| e.to_string());
+        let profile = profile.map(|p| p.to_pprof()).map_err(|e| e.to_string());
         #[cfg(not(feature = "profiling"))]
-        let profile = crate::profile::heap_profile(now)
-            .map(|_| Vec::new())
-            .map_err(|e| e.to_string());
-        crate::profile::write_dump(dir, reason, &report, profile, now)
+        let profile = profile.map(|_| Vec::new()).map_err(|e| e.to_string());
+        crate::profile::write_dump_noting(dir, reason, &report, profile, cut, now)
     }
 
     /// Dumps and reports the outcome as an event.
@@ -348,6 +357,10 @@ impl Inner {
                     o.profile_error
                         .as_deref()
                         .map(|e| format!("; no heap profile: {e}"))
+                        .or_else(|| o
+                            .profile_cut
+                            .as_deref()
+                            .map(|c| format!("; heap profile cut: {c}")))
                         .unwrap_or_default()
                 ),
             ),

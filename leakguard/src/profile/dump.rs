@@ -10,6 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// removed (only leakguard's own files, `leakguard-*.report.json` and `leakguard-*.heap.pb.gz`).
 pub const DUMPS_KEPT: usize = 10;
 
+/// Largest report a dump writes, bytes: a larger one is left out of the dump file, which says
+/// so (`report_left_out`). The guard's own report is far smaller (its parts are bounded).
+pub const MAX_REPORT_BYTES: usize = 16 << 20;
+
+/// Largest heap profile a dump writes, bytes (gzipped pprof): a larger one is left out, and the
+/// dump says so. A profile keeps at most [`MAX_STACKS`](super::MAX_STACKS) stacks.
+pub const MAX_PROFILE_BYTES: usize = 16 << 20;
+
+/// The buffer dump files are written through.
+const WRITE_BUFFER: usize = 64 << 10;
+
 /// What a dump wrote.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DumpOutcome {
@@ -17,6 +28,8 @@ pub struct DumpOutcome {
     pub files: Vec<PathBuf>,
     /// Why there is no heap profile, if there is none.
     pub profile_error: Option<String>,
+    /// What the heap profile left out, if anything (its smaller stacks beyond the bound).
+    pub profile_cut: Option<String>,
     /// Files of older dumps removed to keep at most [`DUMPS_KEPT`].
     pub removed: Vec<PathBuf>,
 }
@@ -41,7 +54,17 @@ pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
 /// Writes `bytes` to `path` through a temporary name, so a reader never sees half a file; the
 /// file is created as [`create_private`] does (a name planted beforehand makes it fail, and
 /// the rename replaces a link at `path` rather than writing through it).
+#[cfg(test)]
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_file`] with the content written by `fill`, through a small buffer: nothing is
+/// built whole in memory.
+fn write_file_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
     use std::io::Write as _;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -60,8 +83,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         }
     };
     let written = {
-        let mut file = created;
-        file.write_all(bytes)
+        let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, created);
+        fill(&mut out).and_then(|()| out.flush())
     }
     .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(source) = written {
@@ -109,6 +132,31 @@ fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A new dump's file stem: `leakguard-<millis>-<pid>-<seq>`.
+fn new_stem(unix_seconds: f64) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "leakguard-{:013}-{}-{}",
+        (unix_seconds.max(0.0) * 1000.0) as u64,
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Values written as JSON straight to a writer.
+mod erased {
+    /// A value that writes itself as JSON.
+    pub(super) trait Json {
+        fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+            serde_json::to_writer(w, self).map_err(std::io::Error::other)
+        }
+    }
+}
+
 /// Writes one dump into `dir`: `leakguard-<millis>-<pid>-<seq>.report.json` (the reason and
 /// the report) and, when `profile` is `Ok`, `….heap.pb.gz` (gzipped pprof); then removes the
 /// oldest dumps beyond [`DUMPS_KEPT`].
@@ -130,6 +178,25 @@ pub fn write_dump(
     profile: std::result::Result<Vec<u8>, String>,
     unix_seconds: f64,
 ) -> Result<DumpOutcome> {
+    write_dump_noting(dir, reason, report_json, profile, None, unix_seconds)
+}
+
+/// [`write_dump`], with `cut`: what was left out of the heap profile (said in the dump's
+/// report as `heap_profile_cut`).
+///
+/// The report file is written as it is encoded, through a small buffer: the report text is
+/// embedded as it is (checked to be JSON without building it as a tree), so the dump needs
+/// no memory in proportion to the report beyond the text it is given. A report larger than
+/// [`MAX_REPORT_BYTES`] or a profile larger than [`MAX_PROFILE_BYTES`] is left out, and the
+/// dump says so.
+pub(crate) fn write_dump_noting(
+    dir: &Path,
+    reason: &str,
+    report_json: &str,
+    profile: std::result::Result<Vec<u8>, String>,
+    cut: Option<String>,
+    unix_seconds: f64,
+) -> Result<DumpOutcome> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -145,30 +212,56 @@ pub fn write_dump(
             ));
         }
     }
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let stem = format!(
-        "leakguard-{:013}-{}-{}",
-        (unix_seconds.max(0.0) * 1000.0) as u64,
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let report: serde_json::Value = serde_json::from_str(report_json)
-        .unwrap_or_else(|_| serde_json::Value::String(report_json.to_owned()));
-    let body = serde_json::json!({
-        "reason": reason,
-        "written_at": unix_seconds,
-        "heap_profile": profile.as_ref().ok().map(|_| format!("{stem}.heap.pb.gz")),
-        "heap_profile_error": profile.as_ref().err(),
-        "report": report,
+    let stem = new_stem(unix_seconds);
+    let profile = profile.and_then(|bytes| {
+        if bytes.len() > MAX_PROFILE_BYTES {
+            Err(format!(
+                "left out: the heap profile is {} bytes, more than the {MAX_PROFILE_BYTES} a dump writes",
+                bytes.len()
+            ))
+        } else {
+            Ok(bytes)
+        }
     });
+    let cut = cut.filter(|_| profile.is_ok());
+    let report_left_out = (report_json.len() > MAX_REPORT_BYTES).then(|| {
+        format!(
+            "the report is {} bytes, more than the {MAX_REPORT_BYTES} a dump writes",
+            report_json.len()
+        )
+    });
+    let report_is_json = report_left_out.is_none()
+        && serde_json::from_str::<serde::de::IgnoredAny>(report_json).is_ok();
+    let heap_profile = profile.as_ref().ok().map(|_| format!("{stem}.heap.pb.gz"));
     let report_path = dir.join(format!("{stem}.report.json"));
-    let text = serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string());
-    write_file(&report_path, text.as_bytes())?;
+    write_file_with(&report_path, |w| {
+        let field = |w: &mut dyn std::io::Write, name: &str, value: &dyn erased::Json| {
+            write!(w, "  \"{name}\": ")?;
+            value.write_json(w)?;
+            w.write_all(b",\n")
+        };
+        w.write_all(b"{\n")?;
+        field(w, "reason", &reason)?;
+        field(w, "written_at", &unix_seconds)?;
+        field(w, "heap_profile", &heap_profile)?;
+        field(w, "heap_profile_error", &profile.as_ref().err())?;
+        field(w, "heap_profile_cut", &cut)?;
+        field(w, "report_left_out", &report_left_out)?;
+        w.write_all(b"  \"report\": ")?;
+        if report_left_out.is_some() {
+            w.write_all(b"null")?;
+        } else if report_is_json {
+            w.write_all(report_json.as_bytes())?;
+        } else {
+            serde_json::to_writer(&mut *w, report_json).map_err(std::io::Error::other)?;
+        }
+        w.write_all(b"\n}\n")
+    })?;
     let mut files = vec![report_path];
     let profile_error = match profile {
         Ok(bytes) => {
             let path = dir.join(format!("{stem}.heap.pb.gz"));
-            write_file(&path, &bytes)?;
+            write_file_with(&path, |w| w.write_all(&bytes))?;
             files.push(path);
             None
         }
@@ -178,6 +271,7 @@ pub fn write_dump(
     Ok(DumpOutcome {
         files,
         profile_error,
+        profile_cut: cut,
         removed,
     })
 }

@@ -65,7 +65,8 @@ mod jemalloc;
 mod pprof;
 mod symbols;
 
-pub use self::dump::{DUMPS_KEPT, DumpOutcome, write_dump};
+pub(crate) use self::dump::write_dump_noting;
+pub use self::dump::{DUMPS_KEPT, DumpOutcome, MAX_PROFILE_BYTES, MAX_REPORT_BYTES, write_dump};
 pub use self::symbols::MAX_SYMBOLS;
 
 use crate::endpoint::{EndpointRequest, EndpointResponse};
