@@ -443,6 +443,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             if p.expires() {
                 self.times.reserve_exact(extra);
             }
+            self.reserve_table(self.slots.capacity());
         }
         self.slots.push(slot);
         if p.weighted {
@@ -456,6 +457,24 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             });
         }
         Some(idx as u32)
+    }
+
+    /// Sizes the index table for `entries` with room to spare: a table at most about half
+    /// full (hashbrown fills its buckets to 7/8). In a full cache every insert erases an entry
+    /// and adds one; in a fuller table an erase leaves a tombstone more often (whether it does
+    /// depends on the neighbouring buckets, a branch the CPU cannot predict), and tombstones
+    /// lengthen the probes of misses until the table is rehashed.
+    #[cold]
+    fn reserve_table(&mut self, entries: usize) {
+        let want = entries.saturating_mul(7) / 4;
+        if self.table.capacity() < want {
+            let slots = &self.slots;
+            self.table
+                .reserve(want - self.table.len(), |&i| match slots.get(i as usize) {
+                    Some(Slot::Live { hash, .. }) => fold(*hash),
+                    _ => 0,
+                });
+        }
     }
 
     fn free_slot(&mut self, idx: u32) {
