@@ -36,6 +36,11 @@
 //! Set `CACHE_BENCH_QUICK=1` for a short smoke run, `CACHE_BENCH_TABLES_ONLY=1` for only the
 //! hit-ratio and memory tables.
 //!
+//! Set `CACHE_BENCH_INTERLEAVED=<rounds>` to compare only leakguard and quick_cache on
+//! `get_hit`, `insert_evict` and `mix_90_10` (1 and 2 threads) in alternating rounds of
+//! 500 000 operations per thread: the median of the rounds' ratios against the target; the
+//! process exits 1 when a target is missed.
+//!
 //! Set `CACHE_BENCH_CALLGRIND=<cache>:<workload>:<ops>` (cache `leakguard` or `quick_cache`,
 //! workload `get_hit`, `insert_evict` or `mix_90_10`) to run only that workload's loop, on
 //! one thread and without criterion, for counting instructions:
@@ -373,23 +378,50 @@ const MASK: usize = TRACE_LEN - 1;
 /// Runs `op` over the trace on `threads` threads (each starting at its own offset), `iters`
 /// operations per thread; returns the wall time of the slowest.
 fn run_threads(threads: usize, iters: u64, op: impl Fn(usize, u64) + Sync) -> Duration {
+    run_threads_cpu(threads, iters, op).0
+}
+
+/// The calling thread's CPU time (user and system).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// [`run_threads`], also returning the CPU time the threads spent in the loop, summed: on a
+/// machine shared with other work, time a thread waits for a core is in the wall time and not
+/// in its CPU time.
+fn run_threads_cpu(
+    threads: usize,
+    iters: u64,
+    op: impl Fn(usize, u64) + Sync,
+) -> (Duration, Duration) {
     if threads == 1 {
+        let cpu = thread_cpu();
         let start = Instant::now();
         for i in 0..iters {
             op(0, i);
         }
-        return start.elapsed();
+        return (start.elapsed(), thread_cpu().saturating_sub(cpu));
     }
     let barrier = Barrier::new(threads + 1);
     let mut elapsed = Duration::ZERO;
+    let cpu = std::sync::Mutex::new(Duration::ZERO);
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (barrier, op) = (&barrier, &op);
+            let (barrier, op, cpu) = (&barrier, &op, &cpu);
             s.spawn(move || {
                 barrier.wait();
+                let before = thread_cpu();
                 for i in 0..iters {
                     op(t, i);
                 }
+                let spent = thread_cpu().saturating_sub(before);
+                *cpu.lock().unwrap_or_else(|e| e.into_inner()) += spent;
                 barrier.wait();
             });
         }
@@ -398,7 +430,7 @@ fn run_threads(threads: usize, iters: u64, op: impl Fn(usize, u64) + Sync) -> Du
         barrier.wait();
         elapsed = start.elapsed();
     });
-    elapsed
+    (elapsed, cpu.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
 struct Traces {
@@ -758,17 +790,16 @@ fn callgrind_insert_evict<C: Cache>(cache: &C, base: u64, ops: u64) {
     }
 }
 
-/// One workload on one thread, set up as the criterion benchmark sets it up, then a warm-up
-/// pass of 200 000 operations and `ops` more.
-fn callgrind_run<C: Cache>(workload: &str, traces: &Traces, ops: u64) {
+/// The cache of `workload` (`get_hit`, `insert_evict` or `mix_90_10`), set up as the
+/// criterion benchmark sets it up.
+fn setup<C: Cache>(workload: &str, traces: &Traces) -> C {
     match workload {
         "get_hit" => {
             let cache = C::with_capacity(GET_CAPACITY);
             for k in 0..GET_KEYS {
                 cache.insert(k, k);
             }
-            callgrind_get_hit(&cache, traces, 200_000);
-            callgrind_get_hit(&cache, traces, ops);
+            cache
         }
         "mix_90_10" => {
             let cache = C::with_capacity(MIX_CAPACITY);
@@ -777,21 +808,146 @@ fn callgrind_run<C: Cache>(workload: &str, traces: &Traces, ops: u64) {
                     cache.insert(x >> 1, x);
                 }
             }
-            callgrind_mix(&cache, traces, 200_000);
-            callgrind_mix(&cache, traces, ops);
+            cache
         }
         "insert_evict" => {
             let cache = C::with_capacity(EVICT_CAPACITY);
             for k in 0..EVICT_CAPACITY {
                 cache.insert(k, k);
             }
+            cache
+        }
+        _ => panic!("workload {workload:?} is not get_hit, insert_evict or mix_90_10"),
+    }
+}
+
+/// One workload on one thread, set up as the criterion benchmark sets it up, then a warm-up
+/// pass of 200 000 operations and `ops` more.
+fn callgrind_run<C: Cache>(workload: &str, traces: &Traces, ops: u64) {
+    let cache = setup::<C>(workload, traces);
+    match workload {
+        "get_hit" => {
+            callgrind_get_hit(&cache, traces, 200_000);
+            callgrind_get_hit(&cache, traces, ops);
+        }
+        "mix_90_10" => {
+            callgrind_mix(&cache, traces, 200_000);
+            callgrind_mix(&cache, traces, ops);
+        }
+        _ => {
             callgrind_insert_evict(&cache, 1 << 32, 200_000);
             callgrind_insert_evict(&cache, (1 << 32) + 200_000, ops);
         }
-        _ => panic!(
-            "CACHE_BENCH_CALLGRIND: workload {workload:?} is not get_hit, insert_evict or mix_90_10"
-        ),
     }
+}
+
+/// Operations per thread in a round of the interleaved comparison (10–40 ms).
+const ROUND_OPS: u64 = 500_000;
+
+/// One round of `workload` on `cache`: [`ROUND_OPS`] operations per thread, the trace read
+/// from position `start` (new keys from `next_key` for `insert_evict`); wall nanoseconds per
+/// operation, as the criterion benchmark counts them, and CPU nanoseconds per operation.
+fn interleaved_round<C: Cache>(
+    workload: &str,
+    cache: &C,
+    traces: &Traces,
+    threads: usize,
+    start: usize,
+    next_key: &std::sync::atomic::AtomicU64,
+) -> (f64, f64) {
+    let ops = ROUND_OPS;
+    let (wall, cpu) = match workload {
+        "get_hit" => run_threads_cpu(threads, ops, |t, i| {
+            let key = traces.uniform_hits[(start + i as usize + t * 7919) & MASK];
+            black_box(cache.get(key));
+        }),
+        "mix_90_10" => run_threads_cpu(threads, ops, |t, i| {
+            let x = traces.zipf_mix[(start + i as usize + t * 524_287) & MASK];
+            if x & 1 == 1 {
+                cache.insert(x >> 1, x);
+            } else {
+                black_box(cache.get(x >> 1));
+            }
+        }),
+        _ => {
+            let base =
+                next_key.fetch_add(ops * threads as u64, std::sync::atomic::Ordering::Relaxed);
+            run_threads_cpu(threads, ops, |t, i| {
+                let key = base + (t as u64) * ops + i;
+                cache.insert(key, key);
+            })
+        }
+    };
+    let n = (ops * threads as u64) as f64;
+    (wall.as_nanos() as f64 / n, cpu.as_nanos() as f64 / n)
+}
+
+/// `CACHE_BENCH_INTERLEAVED=<rounds>`: leakguard against quick_cache on `get_hit`,
+/// `insert_evict` and `mix_90_10`, 1 and 2 threads, in alternating rounds (ABBA order) on
+/// caches set up once, so that both see the same machine load; the ratio of each pair of
+/// rounds, then the median of the ratios against the target (≥ 1.05× quick_cache's
+/// throughput, by wall time). The same ratios by CPU time are printed beside them: on a
+/// machine shared with other work they leave out the time a thread waited for a core.
+/// Returns whether every target is met.
+fn interleaved(rounds: usize) -> bool {
+    let traces = traces();
+    let mut all_met = true;
+    println!(
+        "## leakguard vs quick_cache, {rounds} interleaved rounds of {ROUND_OPS} operations per thread"
+    );
+    println!(
+        "| workload | threads | leakguard ns/op | quick_cache ns/op | quick_cache / leakguard: median (quartiles) | by CPU time | target ≥ 1.05 |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let quartiles = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        (median(&v), v[v.len() / 4], v[v.len() * 3 / 4])
+    };
+    for workload in ["get_hit", "insert_evict", "mix_90_10"] {
+        for threads in [1, 2] {
+            let lg = setup::<Leakguard>(workload, &traces);
+            let qc = setup::<Quick>(workload, &traces);
+            let (lg_key, qc_key) = (
+                std::sync::atomic::AtomicU64::new(1 << 32),
+                std::sync::atomic::AtomicU64::new(1 << 32),
+            );
+            let (mut lg_ns, mut qc_ns) = (Vec::new(), Vec::new());
+            let (mut ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
+            // Round 0 is a warm-up.
+            for r in 0..=rounds {
+                let start = (r * ROUND_OPS as usize) & MASK;
+                let lg_round =
+                    || interleaved_round(workload, &lg, &traces, threads, start, &lg_key);
+                let qc_round =
+                    || interleaved_round(workload, &qc, &traces, threads, start, &qc_key);
+                let (a, b) = if r % 2 == 0 {
+                    let a = lg_round();
+                    (a, qc_round())
+                } else {
+                    let b = qc_round();
+                    (lg_round(), b)
+                };
+                if r > 0 {
+                    lg_ns.push(a.0);
+                    qc_ns.push(b.0);
+                    ratios.push(b.0 / a.0);
+                    cpu_ratios.push(b.1 / a.1);
+                }
+            }
+            let (ratio, q1, q3) = quartiles(&ratios);
+            let (cpu, c1, c3) = quartiles(&cpu_ratios);
+            let met = ratio >= 1.05;
+            all_met &= met;
+            println!(
+                "| {workload} | {threads} | {:.1} | {:.1} | {ratio:.3} ({q1:.3}–{q3:.3}) | {cpu:.3} ({c1:.3}–{c3:.3}) | {} |",
+                median(&lg_ns),
+                median(&qc_ns),
+                if met { "met" } else { "not met" }
+            );
+        }
+    }
+    all_met
 }
 
 fn callgrind(spec: &str) {
@@ -811,6 +967,16 @@ fn callgrind(spec: &str) {
 fn main() {
     if let Some(spec) = std::env::var_os("CACHE_BENCH_CALLGRIND") {
         callgrind(&spec.to_string_lossy());
+        return;
+    }
+    if let Some(rounds) = std::env::var_os("CACHE_BENCH_INTERLEAVED") {
+        let rounds: usize = rounds
+            .to_string_lossy()
+            .parse()
+            .expect("CACHE_BENCH_INTERLEAVED: a number of rounds");
+        if !interleaved(rounds.max(4)) {
+            std::process::exit(1);
+        }
         return;
     }
     let quick = std::env::var_os("CACHE_BENCH_QUICK").is_some();

@@ -443,6 +443,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             if p.expires() {
                 self.times.reserve_exact(extra);
             }
+            self.reserve_table(self.slots.capacity());
         }
         self.slots.push(slot);
         if p.weighted {
@@ -456,6 +457,24 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             });
         }
         Some(idx as u32)
+    }
+
+    /// Sizes the index table for `entries` with room to spare: a table at most about half
+    /// full (hashbrown fills its buckets to 7/8). In a full cache every insert erases an entry
+    /// and adds one; in a fuller table an erase leaves a tombstone more often (whether it does
+    /// depends on the neighbouring buckets, a branch the CPU cannot predict), and tombstones
+    /// lengthen the probes of misses until the table is rehashed.
+    #[cold]
+    fn reserve_table(&mut self, entries: usize) {
+        let want = entries.saturating_mul(7) / 4;
+        if self.table.capacity() < want {
+            let slots = &self.slots;
+            self.table
+                .reserve(want - self.table.len(), |&i| match slots.get(i as usize) {
+                    Some(Slot::Live { hash, .. }) => fold(*hash),
+                    _ => 0,
+                });
+        }
     }
 
     fn free_slot(&mut self, idx: u32) {
@@ -475,31 +494,55 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         cause: EvictionCause,
         out: &mut Evicted<K, V>,
     ) {
-        self.remove_live_inline(idx, popped_from, cause, out)
+        let weighted = !self.weights.is_empty();
+        self.remove_live_inline(idx, popped_from, cause, weighted, out)
     }
 
     /// [`remove_live`](Self::remove_live), inlined where it is the common case (an eviction).
+    /// `weighted`: the shard keeps weights (a constant where the caller's parameters are).
     #[inline(always)]
     fn remove_live_inline(
         &mut self,
         idx: u32,
         popped_from: u8,
         cause: EvictionCause,
+        weighted: bool,
         out: &mut Evicted<K, V>,
     ) {
-        let w = self.weight_at(idx);
-        let slot = std::mem::replace(&mut self.slots[idx as usize], Slot::Dead { flags: 0 });
+        let free_head = self.free_head;
+        let Some(slot) = self.slots.get_mut(idx as usize) else {
+            return;
+        };
+        let Slot::Live { flags, .. } = slot else {
+            return;
+        };
+        let rest = *flags & !popped_from;
+        // One write of the slot: free (the common case, an eviction from the only ring that
+        // held it) or dead while other rings still reference it.
+        let replacement = if rest == 0 {
+            Slot::Free { next: free_head }
+        } else {
+            Slot::Dead { flags: rest }
+        };
         let Slot::Live {
             key,
             value,
             hash,
             flags,
             ..
-        } = slot
+        } = std::mem::replace(slot, replacement)
         else {
-            // Not live: put it back untouched.
-            self.slots[idx as usize] = slot;
             return;
+        };
+        if rest == 0 {
+            self.free_head = idx;
+        } else {
+            self.dead_refs += rest.count_ones() as usize;
+        }
+        let w = if weighted {
+            self.weights.get(idx as usize).copied().unwrap_or(1)
+        } else {
+            1
         };
         if let Ok(entry) = self.table.find_entry(fold(hash), |&i| i == idx) {
             entry.remove();
@@ -508,13 +551,6 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         self.weight -= w;
         if flags & IN_SMALL != 0 {
             self.small_weight -= w;
-        }
-        let rest = flags & !popped_from;
-        if rest == 0 {
-            self.free_slot(idx);
-        } else {
-            self.slots[idx as usize] = Slot::Dead { flags: rest };
-            self.dead_refs += rest.count_ones() as usize;
         }
         self.evictions[cause as usize] += 1;
         out.push(key, value, cause);
@@ -538,15 +574,21 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
 
     /// Evicts one entry from the small queue (moving accessed ones to main). `protect` is the
     /// entry being inserted, which is never chosen. Returns whether an entry was evicted.
-    #[inline]
-    fn evict_small(&mut self, protect: u32, cause: EvictionCause, out: &mut Evicted<K, V>) -> bool {
+    #[inline(always)]
+    fn evict_small(
+        &mut self,
+        protect: u32,
+        cause: EvictionCause,
+        weighted: bool,
+        out: &mut Evicted<K, V>,
+    ) -> bool {
         while let Some(idx) = self.small.front() {
             if idx == protect {
                 // Everything older has been looked at.
                 self.small.rotate(idx);
                 return false;
             }
-            let w = self.weight_at(idx);
+            let w = if weighted { self.weight_at(idx) } else { 1 };
             let Some(Slot::Live {
                 freq, flags, hash, ..
             }) = self.slots.get_mut(idx as usize)
@@ -565,7 +607,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
             }
             let hash = fold(*hash);
             self.ghost.insert(hash);
-            self.remove_live_inline(idx, IN_SMALL, cause, out);
+            self.remove_live_inline(idx, IN_SMALL, cause, weighted, out);
             return true;
         }
         false
@@ -573,7 +615,14 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
 
     /// Evicts one entry from the main queue (a CLOCK: an entry read since it was last looked
     /// at goes round again, its counter one lower). `protect` is never chosen.
-    fn evict_main(&mut self, protect: u32, cause: EvictionCause, out: &mut Evicted<K, V>) -> bool {
+    #[inline(always)]
+    fn evict_main(
+        &mut self,
+        protect: u32,
+        cause: EvictionCause,
+        weighted: bool,
+        out: &mut Evicted<K, V>,
+    ) -> bool {
         let mut seen_protect = 0;
         while let Some(idx) = self.main.front() {
             let Some(Slot::Live { freq, .. }) = self.slots.get_mut(idx as usize) else {
@@ -591,7 +640,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 *f -= 1;
             } else {
                 self.main.pop_front();
-                self.remove_live_inline(idx, IN_MAIN, cause, out);
+                self.remove_live_inline(idx, IN_MAIN, cause, weighted, out);
                 return true;
             }
             self.main.rotate(idx);
@@ -618,8 +667,8 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         }
     }
 
-    /// Evicts until the weight is at most `target`.
-    #[inline]
+    /// Evicts until the weight is at most `target`; out of line, for the rare callers.
+    #[inline(never)]
     fn evict_to(
         &mut self,
         target: u64,
@@ -627,17 +676,40 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         cause: EvictionCause,
         out: &mut Evicted<K, V>,
     ) {
+        let weighted = !self.weights.is_empty();
+        self.evict_to_inline(target, protect, cause, weighted, out)
+    }
+
+    /// Evicts until the weight is at most `target`. Inlined into the insert, where `weighted`
+    /// is a constant for a cache without a weigher: its entries weigh 1 and no weight is read.
+    #[inline(always)]
+    fn evict_to_inline(
+        &mut self,
+        target: u64,
+        protect: u32,
+        cause: EvictionCause,
+        weighted: bool,
+        out: &mut Evicted<K, V>,
+    ) {
         while self.weight > target {
             let main_weight = self.weight - self.small_weight;
             let from_small = self.small_weight > self.small_target || main_weight == 0;
-            // One call site each, so that both loops are inlined here.
-            let done = [from_small, !from_small].into_iter().any(|small| {
-                if small {
-                    self.evict_small(protect, cause, out)
+            // The queue over its share first, then the other. One call site each, so that both
+            // loops are inlined here (an iterator's `any` over the two was compiled out of line).
+            let mut small = from_small;
+            let mut tried = 0;
+            let done = loop {
+                let evicted = if small {
+                    self.evict_small(protect, cause, weighted, out)
                 } else {
-                    self.evict_main(protect, cause, out)
+                    self.evict_main(protect, cause, weighted, out)
+                };
+                tried += 1;
+                if evicted || tried == 2 {
+                    break evicted;
                 }
-            });
+                small = !small;
+            };
             if !done {
                 // Only the protected entry is left and it alone is over the target.
                 if protect != NONE && matches!(self.slots[protect as usize], Slot::Live { .. }) {
@@ -737,7 +809,7 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
                 // never holds more slots than its capacity.
                 if self.weight + weight > self.capacity {
                     let target = self.capacity - weight;
-                    self.evict_to(target, NONE, EvictionCause::Capacity, out);
+                    self.evict_to_inline(target, NONE, EvictionCause::Capacity, p.weighted, out);
                 }
                 let ring = if to_main { IN_MAIN } else { IN_SMALL };
                 let timer = if now.is_some() { IN_TIMER } else { 0 };
