@@ -42,6 +42,7 @@ mod copy;
 mod fastcall;
 mod lock;
 mod ops;
+mod slots;
 mod stats;
 mod structure;
 mod time;
