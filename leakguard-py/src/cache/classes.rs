@@ -506,6 +506,7 @@ impl CacheBase {
 
     /// `get(key, default=None)` (declared to Python in `fastcall`, with the vectorcall
     /// convention).
+    #[inline(always)]
     pub(super) fn get_value(
         slf: &Bound<'_, CacheBase>,
         key: &Bound<'_, PyAny>,

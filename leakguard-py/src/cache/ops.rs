@@ -106,6 +106,7 @@ impl CacheBase {
     }
 
     /// The time of an operation of a TTL cache, `None` for an LRU cache.
+    #[inline(always)]
     pub(super) fn now(&self, py: Python<'_>, cfg: &Config) -> PyResult<Option<Time>> {
         match &cfg.ttl {
             None => Ok(None),
@@ -113,6 +114,7 @@ impl CacheBase {
         }
     }
 
+    #[inline(always)]
     pub(super) fn expired(py: Python<'_>, node: &Node, now: Option<&Time>) -> PyResult<bool> {
         match (now, &node.expires) {
             (Some(now), Some(e)) => Ok(!alive(py, now, e)?),
@@ -121,7 +123,29 @@ impl CacheBase {
     }
 
     /// Removes the entries expired at `now` (front of the expiry list) into `out`.
+    #[inline(always)]
     pub(super) fn expire_locked(
+        &self,
+        py: Python<'_>,
+        core: &mut Core,
+        now: &Time,
+        out: &mut Garbage,
+    ) -> PyResult<()> {
+        // The common case, inline: the oldest entry (if any) has not expired.
+        let head = core.ord.head;
+        if head == NIL {
+            return Ok(());
+        }
+        if let (Time::F(n), Some(Time::F(e))) = (now, &core.node(head).expires)
+            && n < e
+        {
+            return Ok(());
+        }
+        self.expire_front(py, core, now, out)
+    }
+
+    #[inline(never)]
+    fn expire_front(
         &self,
         py: Python<'_>,
         core: &mut Core,
