@@ -1,6 +1,6 @@
-//! The Python classes: `_CacheBase` (under `leakguard.LRUCache`), `_TTLCacheBase` (under
-//! `leakguard.TTLCache`), the TTL cache's `_Timer`, and the module functions through which the
-//! package reaches the guard's cache registry.
+//! The Python classes: `_CacheCore` (under `_CacheBase`, see `slots`, and `leakguard.LRUCache`),
+//! `_TTLCacheCore` (under `_TTLCacheBase` and `leakguard.TTLCache`), the TTL cache's `_Timer`,
+//! and the module functions through which the package reaches the guard's cache registry.
 
 use super::copy;
 use super::ops::{Garbage, hooks_of, key_error};
