@@ -21,11 +21,17 @@ cachetools' take none (they are not thread-safe). Build leakguard in release mod
 (``maturin build --release`` and install the wheel). Peers: ``pip install -r
 benches/python/requirements.txt``.
 
+``--variant NAME=PATH`` adds a contender: the caches of another build of leakguard's extension
+module (``PATH``, e.g. a version-specific ``_leakguard.cpython-311-*.so`` next to the abi3
+one that ``import leakguard`` gives), loaded under another package name with the same
+``leakguard.cache`` classes on top, so that two builds are compared in one process.
+
 With ``--check``, exits 1 when leakguard is slower than cachebox on a get or set of LRUCache
 or TTLCache (net median ratio below ``--min-ratio``, 1.0 by default) or not at least 3x
 cachetools there: a benchmark that can fail.
 
 Usage: python benches/python/cache_ops.py [--rounds 21] [--n 200000] [--check] [--json]
+                                        [--variant NAME=PATH ...]
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.util
+import inspect
 import json
 import statistics
 import sys
 import time
+import types
 from typing import Any, Callable, Dict, List, Tuple
 
 import cachetools
@@ -154,8 +163,32 @@ def _ttl(module: Any) -> Any:
     return module.TTLCache(SIZE, 3600)
 
 
+def load_variant(name: str, path: str) -> Any:
+    """leakguard's cache classes over the extension module at ``path``, as package
+    ``leakguard_<name>`` (the pure-Python decorators are the installed package's)."""
+    package = f"leakguard_{name.replace('-', '_')}"
+    pkg = types.ModuleType(package)
+    pkg.__path__ = []
+    sys.modules[package] = pkg
+    spec = importlib.util.spec_from_file_location(f"{package}._leakguard", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--variant {name}: cannot load {path}")
+    ext = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = ext
+    spec.loader.exec_module(ext)
+    source = inspect.getsource(importlib.import_module("leakguard.cache"))
+    source = source.replace("from leakguard._leakguard import", f"from {package}._leakguard import")
+    cache = types.ModuleType(f"{package}.cache")
+    sys.modules[cache.__name__] = cache
+    exec(compile(source, f"<{package}.cache>", "exec"), cache.__dict__)
+    return cache
+
+
+VARIANTS: Dict[str, Any] = {}
+
+
 def contenders(keys: List[int]) -> Dict[str, Dict[str, Run]]:
-    libs = {"leakguard": leakguard, "cachebox": cachebox, "cachetools": cachetools}
+    libs = {"leakguard": leakguard, **VARIANTS, "cachebox": cachebox, "cachetools": cachetools}
     table: Dict[str, Dict[str, Run]] = {}
     for kind in ["LRUCache", "TTLCache"]:
 
@@ -225,7 +258,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--min-ratio", type=float, default=1.0)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=PATH")
     args = parser.parse_args()
+    for spec in args.variant:
+        name, _, path = spec.partition("=")
+        VARIANTS[name] = load_variant(name, path)
     results, harness = measure(args.rounds, args.n)
     if args.json:
         print(json.dumps({"harness_ns": harness, "net_ns": results}, indent=2))
@@ -236,12 +273,15 @@ def main() -> None:
             f"rounds of {args.n} operations on caches of {SIZE} entries; net ns/op (median, "
             f"loop of {harness:.1f} ns subtracted); ratio = peer / leakguard"
         )
+        extra = "".join(f" {v:>12} {'cb/' + v:>10}" for v in VARIANTS)
         print(f"\n{'workload':32} {'leakguard':>10} {'cachebox':>10} {'cachetools':>10}"
-              f" {'vs cachebox':>12} {'vs cachetools':>14}")
+              f" {'vs cachebox':>12} {'vs cachetools':>14}{extra}")
         for op, row in results.items():
             lg, cb, ct = row["leakguard"], row["cachebox"], row["cachetools"]
+            cells = "".join(f" {row[v]:12.1f} {cb / row[v]:9.2f}x" for v in VARIANTS)
             print(
                 f"{op:32} {lg:10.1f} {cb:10.1f} {ct:10.1f} {cb / lg:11.2f}x {ct / lg:13.2f}x"
+                f"{cells}"
             )
     if args.check:
         misses = []

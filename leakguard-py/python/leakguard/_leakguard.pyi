@@ -28,6 +28,8 @@ __all__ = [
     "sample",
     "allocator_status",
     "parse_size",
+    "_CacheCore",
+    "_TTLCacheCore",
     "_CacheBase",
     "_TTLCacheBase",
     "_Timer",
@@ -113,7 +115,7 @@ def listener(name: str, addr: str) -> int:
 # The caches' native core (leakguard.cache builds LRUCache and TTLCache on it).
 
 @disjoint_base
-class _CacheBase:
+class _CacheCore:
     """Native base of ``leakguard.LRUCache``: the mapping, its lock, its registration."""
 
     def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
@@ -160,7 +162,7 @@ class _CacheBase:
     def __reduce_ex__(self, _protocol: SupportsIndex) -> Tuple[Any, ...]: ...
     def __setstate__(self, state: Tuple[Any, Any]) -> None: ...
 
-class _TTLCacheBase(_CacheBase):
+class _TTLCacheCore(_CacheCore):
     """Native base of ``leakguard.TTLCache``: adds ``ttl``, ``timer`` and ``expire``."""
 
     @property
@@ -171,6 +173,10 @@ class _TTLCacheBase(_CacheBase):
         """The timer function used by the cache."""
     def expire(self, time: Any = None) -> List[Tuple[Any, Any]]:
         """Removes expired items and returns the expired ``(key, value)`` pairs."""
+
+# The classes leakguard.cache derives from: the cores with c[k], c[k] = v and del c[k] as C slots.
+class _CacheBase(_CacheCore): ...
+class _TTLCacheBase(_TTLCacheCore, _CacheBase): ...
 
 @final
 class _Timer:

@@ -1,6 +1,6 @@
-//! The Python classes: `_CacheBase` (under `leakguard.LRUCache`), `_TTLCacheBase` (under
-//! `leakguard.TTLCache`), the TTL cache's `_Timer`, and the module functions through which the
-//! package reaches the guard's cache registry.
+//! The Python classes: `_CacheCore` (under `_CacheBase`, see `slots`, and `leakguard.LRUCache`),
+//! `_TTLCacheCore` (under `_TTLCacheBase` and `leakguard.TTLCache`), the TTL cache's `_Timer`,
+//! and the module functions through which the package reaches the guard's cache registry.
 
 use super::copy;
 use super::ops::{Garbage, hooks_of, key_error};
@@ -17,14 +17,14 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 /// Native base of ``leakguard.LRUCache``: the mapping, its lock, its registration.
-#[pyclass(subclass, frozen, module = "leakguard._leakguard", name = "_CacheBase")]
+#[pyclass(subclass, frozen, module = "leakguard._leakguard", name = "_CacheCore")]
 pub(crate) struct CacheBase {
     pub(super) shared: Arc<Shared>,
     pub(super) registration: parking_lot::Mutex<Option<Registration>>,
 }
 
 /// Native base of ``leakguard.TTLCache``: adds ``ttl``, ``timer`` and ``expire``.
-#[pyclass(extends = CacheBase, subclass, frozen, module = "leakguard._leakguard", name = "_TTLCacheBase")]
+#[pyclass(extends = CacheBase, subclass, frozen, module = "leakguard._leakguard", name = "_TTLCacheCore")]
 pub(crate) struct TtlCacheBase;
 
 /// The `key` and `default` of `get(key, default=None)`, from its arguments as a tuple and a
@@ -139,11 +139,7 @@ impl CacheBase {
             (true, None) => return Err(PyTypeError::new_err("a TTLCache needs a ttl")),
             (false, _) => None,
         };
-        let base = if is_ttl {
-            py.get_type::<TtlCacheBase>()
-        } else {
-            py.get_type::<CacheBase>()
-        };
+        let base = super::slots::base(py, is_ttl)?;
         let cfg = Config {
             maxsize: max,
             maxsize_obj: maxsize.clone().unbind(),
@@ -231,46 +227,22 @@ impl CacheBase {
         py.detach(|| self.shared.shrink(fraction).entries_evicted)
     }
 
-    fn __getitem__(slf: &Bound<'_, CacheBase>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        let cfg = this.cfg()?;
-        let now = this.now(py, cfg)?;
-        if let Some(v) = this.get_impl(py, cfg, key, now.as_ref())? {
-            return Ok(v);
-        }
-        if let (Some(now), Some(ttl)) = (&now, &cfg.ttl) {
-            // cachetools moves an expired entry to the LRU end before calling __missing__.
-            let hash = key.hash()?;
-            let mut core = this.shared.core.lock(py)?;
-            if let Some(i) = core.find(py, key, hash)? {
-                core.move_back(i, List::Lru);
-            }
-            drop(core);
-            if cfg.hooks & MISSING != 0 {
-                let _frozen = ttl.timer.get().freeze(py, now);
-                return Ok(slf.call_method1("__missing__", (key,))?.unbind());
-            }
-            return Err(key_error(key));
-        }
-        if cfg.hooks & MISSING != 0 {
-            return Ok(slf.call_method1("__missing__", (key,))?.unbind());
-        }
-        Err(key_error(key))
+    pub(super) fn __getitem__(
+        slf: &Bound<'_, CacheBase>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        CacheBase::getitem(slf, key)
     }
 
-    fn __setitem__(
+    pub(super) fn __setitem__(
         slf: &Bound<'_, CacheBase>,
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let this = slf.get();
-        let cfg = this.cfg()?;
-        let now = this.now(slf.py(), cfg)?;
-        this.setitem(slf, cfg, key, value, now)
+        CacheBase::set_item(slf, key, value)
     }
 
-    fn __delitem__(slf: &Bound<'_, CacheBase>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(super) fn __delitem__(slf: &Bound<'_, CacheBase>, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let cfg = this.cfg()?;
@@ -486,8 +458,55 @@ impl CacheBase {
 }
 
 impl CacheBase {
+    /// `c[k] = v` (the slot in `slots`, and `_CacheCore.__setitem__`).
+    #[inline(always)]
+    pub(super) fn set_item(
+        slf: &Bound<'_, CacheBase>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        let cfg = this.cfg()?;
+        let now = this.now(slf.py(), cfg)?;
+        this.setitem(slf, cfg, key, value, now)
+    }
+
+    /// `c[k]` (the slot in `slots`, and `_CacheCore.__getitem__`).
+    #[inline(always)]
+    pub(super) fn getitem(
+        slf: &Bound<'_, CacheBase>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let cfg = this.cfg()?;
+        let now = this.now(py, cfg)?;
+        if let Some(v) = this.get_impl(py, cfg, key, now.as_ref())? {
+            return Ok(v);
+        }
+        if let (Some(now), Some(ttl)) = (&now, &cfg.ttl) {
+            // cachetools moves an expired entry to the LRU end before calling __missing__.
+            let hash = key.hash()?;
+            let mut core = this.shared.core.lock(py)?;
+            if let Some(i) = core.find(py, key, hash)? {
+                core.move_back(i, List::Lru);
+            }
+            drop(core);
+            if cfg.hooks & MISSING != 0 {
+                let _frozen = ttl.timer.get().freeze(py, now);
+                return Ok(slf.call_method1("__missing__", (key,))?.unbind());
+            }
+            return Err(key_error(key));
+        }
+        if cfg.hooks & MISSING != 0 {
+            return Ok(slf.call_method1("__missing__", (key,))?.unbind());
+        }
+        Err(key_error(key))
+    }
+
     /// `get(key, default=None)` (declared to Python in `fastcall`, with the vectorcall
     /// convention).
+    #[inline(always)]
     pub(super) fn get_value(
         slf: &Bound<'_, CacheBase>,
         key: &Bound<'_, PyAny>,
@@ -608,6 +627,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CacheBase>()?;
     super::fastcall::install(&m.py().get_type::<CacheBase>())?;
     m.add_class::<TtlCacheBase>()?;
+    super::slots::register(m)?;
     m.add_class::<Timer>()?;
     m.add_function(wrap_pyfunction!(_cache_report, m)?)?;
     m.add_function(wrap_pyfunction!(_shrink_caches, m)?)?;

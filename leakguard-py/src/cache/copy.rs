@@ -182,6 +182,7 @@ pub(super) fn set_state(slf: &Bound<'_, CacheBase>, state: &Bound<'_, PyTuple>) 
                     .then(|| Time::from_obj(&expires)),
                 lru: UNLINKED,
                 ord: UNLINKED,
+                small_int: false,
             };
             indexes.push(core.insert(node));
         }
@@ -226,6 +227,7 @@ fn clone_core(py: Python<'_>, src: &Core) -> Core {
                 expires: n.expires.as_ref().map(|t| t.clone_ref(py)),
                 lru: n.lru,
                 ord: n.ord,
+                small_int: n.small_int,
             })
         })
         .collect();

@@ -69,16 +69,17 @@ unsafe fn get_call(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<Py<PyAny>> {
-    // SAFETY: `slf` is a live object borrowed for the call (the caller's contract).
-    let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-    let slf = slf.cast::<CacheBase>()?;
+    // SAFETY: `slf` is a live object borrowed for the call (the caller's contract), an
+    // instance of `_CacheCore`: CPython checks it before calling a method descriptor.
+    let slf = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<CacheBase>() };
+    let slf = &*slf;
     let positional = usize::try_from(nargs).unwrap_or(0);
     // SAFETY: `args` holds `positional` live objects (the caller's contract).
-    let arg = |i: usize| unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) };
+    let arg = |i: usize| unsafe { Borrowed::from_ptr(py, *args.add(i)) };
     if kwnames.is_null() {
         match positional {
             1 => return CacheBase::get_value(slf, &arg(0), None),
-            2 => return CacheBase::get_value(slf, &arg(0), Some(arg(1))),
+            2 => return CacheBase::get_value(slf, &arg(0), Some(arg(1).to_owned())),
             _ => {}
         }
     }

@@ -35,13 +35,18 @@
 //! - `copy`: copying and pickling;
 //! - `fastcall`: `get`, declared with the vectorcall convention (the stable ABI's methods
 //!   otherwise receive a tuple);
-//! - `classes`: the Python classes `_CacheBase`, `_TTLCacheBase` and the module's functions.
+//! - `slots`: `c[k]`, `c[k] = v` and `del c[k]` as C slots of `_CacheBase` and `_TTLCacheBase`,
+//!   made with `PyType_FromSpecWithBases` as subclasses of pyo3's classes (pyo3 enters every
+//!   slot through its trampoline, which costs as much as a hit);
+//! - `classes`: pyo3's classes `_CacheCore`, `_TTLCacheCore` (the data and every other method)
+//!   and the module's functions.
 
 mod classes;
 mod copy;
 mod fastcall;
 mod lock;
 mod ops;
+mod slots;
 mod stats;
 mod structure;
 mod time;

@@ -13,6 +13,17 @@ use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple, PyType};
 use std::sync::atomic::Ordering::Relaxed;
 
+/// The Python hash of `key` (`PyObject_Hash`, without pyo3's wrapper around it).
+#[inline(always)]
+pub(super) fn hash_of(key: &Bound<'_, PyAny>) -> PyResult<isize> {
+    // SAFETY: `key` is a live object and the thread is attached.
+    let hash = unsafe { pyo3::ffi::PyObject_Hash(key.as_ptr()) };
+    if hash == -1 {
+        return Err(PyErr::fetch(key.py()));
+    }
+    Ok(hash)
+}
+
 pub(super) fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
     PyKeyError::new_err(key.clone().unbind())
 }
@@ -39,9 +50,14 @@ impl Garbage {
     }
 
     /// Drops what the operation removed, after its lock; the thread is attached.
+    #[inline(always)]
     pub(super) fn release(self, py: Python<'_>) {
         if let Some(old) = self.old {
             drop(old.into_bound(py));
+        }
+        if self.nodes.is_empty() {
+            // The common write, which evicts nothing: no iterator to drop.
+            return;
         }
         for node in self.nodes {
             node.release(py);
@@ -90,6 +106,7 @@ impl CacheBase {
     }
 
     /// The time of an operation of a TTL cache, `None` for an LRU cache.
+    #[inline(always)]
     pub(super) fn now(&self, py: Python<'_>, cfg: &Config) -> PyResult<Option<Time>> {
         match &cfg.ttl {
             None => Ok(None),
@@ -97,6 +114,7 @@ impl CacheBase {
         }
     }
 
+    #[inline(always)]
     pub(super) fn expired(py: Python<'_>, node: &Node, now: Option<&Time>) -> PyResult<bool> {
         match (now, &node.expires) {
             (Some(now), Some(e)) => Ok(!alive(py, now, e)?),
@@ -105,7 +123,29 @@ impl CacheBase {
     }
 
     /// Removes the entries expired at `now` (front of the expiry list) into `out`.
+    #[inline(always)]
     pub(super) fn expire_locked(
+        &self,
+        py: Python<'_>,
+        core: &mut Core,
+        now: &Time,
+        out: &mut Garbage,
+    ) -> PyResult<()> {
+        // The common case, inline: the oldest entry (if any) has not expired.
+        let head = core.ord.head;
+        if head == NIL {
+            return Ok(());
+        }
+        if let (Time::F(n), Some(Time::F(e))) = (now, &core.node(head).expires)
+            && n < e
+        {
+            return Ok(());
+        }
+        self.expire_front(py, core, now, out)
+    }
+
+    #[inline(never)]
+    fn expire_front(
         &self,
         py: Python<'_>,
         core: &mut Core,
@@ -158,7 +198,7 @@ impl CacheBase {
         result
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn get_impl(
         &self,
         py: Python<'_>,
@@ -166,7 +206,7 @@ impl CacheBase {
         key: &Bound<'_, PyAny>,
         now: Option<&Time>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let hash = key.hash()?;
+        let hash = hash_of(key)?;
         let mut core = self.shared.core.lock(py)?;
         match core.find(py, key, hash)? {
             Some(i) => {
@@ -189,7 +229,7 @@ impl CacheBase {
     /// `Cache.__setitem__` with the eviction loop, for a class that does not override
     /// `popitem` or `__delitem__`: all under one lock.
     #[allow(clippy::too_many_arguments)] // the parts of one write, passed on as they are
-    #[inline]
+    #[inline(always)]
     pub(super) fn set_impl(
         &self,
         py: Python<'_>,
@@ -201,7 +241,7 @@ impl CacheBase {
         expire_at: Option<&Time>,
         garbage: &mut Garbage,
     ) -> PyResult<()> {
-        let hash = key.hash()?;
+        let hash = hash_of(key)?;
         let mut core = self.shared.core.lock(py)?;
         if let Some(now) = expire_at {
             self.expire_locked(py, &mut core, now, garbage)?;
@@ -245,6 +285,7 @@ impl CacheBase {
                     expires,
                     lru: UNLINKED,
                     ord: UNLINKED,
+                    small_int: false,
                 });
             }
         }
@@ -267,7 +308,7 @@ impl CacheBase {
         garbage: &mut Garbage,
     ) -> PyResult<()> {
         let py = slf.py();
-        let hash = key.hash()?;
+        let hash = hash_of(key)?;
         loop {
             let need = {
                 let core = self.shared.core.lock(py)?;
@@ -286,6 +327,7 @@ impl CacheBase {
         self.set_impl(py, cfg, key, value, size, expires, None, garbage)
     }
 
+    #[inline(always)]
     pub(super) fn setitem(
         &self,
         slf: &Bound<'_, CacheBase>,
@@ -347,7 +389,7 @@ impl CacheBase {
         now: Option<&Time>,
         cause: EvictionCause,
     ) -> PyResult<Option<(Node, bool)>> {
-        let hash = key.hash()?;
+        let hash = hash_of(key)?;
         let mut core = self.shared.core.lock(py)?;
         let Some(i) = core.find(py, key, hash)? else {
             return Ok(None);
@@ -379,7 +421,7 @@ impl CacheBase {
         key: &Bound<'_, PyAny>,
         now: Option<&Time>,
     ) -> PyResult<bool> {
-        let hash = key.hash()?;
+        let hash = hash_of(key)?;
         let core = self.shared.core.lock(py)?;
         match core.find(py, key, hash)? {
             Some(i) => Ok(!Self::expired(py, core.node(i), now)?),

@@ -16,6 +16,9 @@ pub(super) struct Node {
     pub(super) expires: Option<Time>,
     pub(super) lru: Link,
     pub(super) ord: Link,
+    /// The key is an exact int whose value is its hash (set by `Core::insert`): two such
+    /// keys are equal exactly when their hashes are.
+    pub(super) small_int: bool,
 }
 
 impl Node {
@@ -74,27 +77,20 @@ pub(super) struct Core {
     pub(super) currsize: f64,
 }
 
-/// `a == b` for two exact ints that fit in a C long, read without Python's rich comparison
-/// (the most common keys, compared at a fraction of the cost); `None` for anything else.
+/// Whether `key` is an exact int whose value is its hash: |value| < 2**61 - 1 (the modulus
+/// of Python's hash of ints) and not -1 (whose hash is -2). Two such ints with equal hashes
+/// are equal, which a lookup then knows without Python's comparison.
 #[inline]
-fn int_eq(a: *mut pyo3::ffi::PyObject, b: *mut pyo3::ffi::PyObject) -> Option<bool> {
-    // SAFETY: both are live objects (see `Core::find`) and the thread is attached; an exact
-    // int converts without error, an overflow is reported in `overflow`, not raised.
+pub(super) fn small_int(key: *mut pyo3::ffi::PyObject) -> bool {
+    // SAFETY: `key` is a live object and the thread is attached; an exact int converts
+    // without error, an overflow is reported in `overflow`, not raised.
     unsafe {
-        let int_type = std::ptr::addr_of_mut!(pyo3::ffi::PyLong_Type);
-        if pyo3::ffi::Py_TYPE(a) != int_type || pyo3::ffi::Py_TYPE(b) != int_type {
-            return None;
+        if pyo3::ffi::Py_TYPE(key) != std::ptr::addr_of_mut!(pyo3::ffi::PyLong_Type) {
+            return false;
         }
         let mut overflow = 0;
-        let x = pyo3::ffi::PyLong_AsLongAndOverflow(a, &mut overflow);
-        if overflow != 0 {
-            return None;
-        }
-        let y = pyo3::ffi::PyLong_AsLongAndOverflow(b, &mut overflow);
-        if overflow != 0 {
-            return None;
-        }
-        Some(x == y)
+        let v = pyo3::ffi::PyLong_AsLongAndOverflow(key, &mut overflow);
+        overflow == 0 && v != -1 && (v as i64).unsigned_abs() < (1 << 61) - 1
     }
 }
 
@@ -156,6 +152,7 @@ impl Core {
         }
     }
 
+    #[inline(always)]
     pub(super) fn node(&self, i: u32) -> &Node {
         match &self.slots[i as usize] {
             Some(n) => n,
@@ -163,6 +160,7 @@ impl Core {
         }
     }
 
+    #[inline(always)]
     pub(super) fn node_mut(&mut self, i: u32) -> &mut Node {
         match &mut self.slots[i as usize] {
             Some(n) => n,
@@ -216,7 +214,7 @@ impl Core {
 
     /// Moves node `i` to the back of `list` (the most recently used end of the LRU list):
     /// the hot path of every hit, so written out once per list without the generic helpers.
-    #[inline]
+    #[inline(always)]
     pub(super) fn move_back(&mut self, i: u32, list: List) {
         match list {
             List::Lru => relink_back(&mut self.slots, &mut self.lru, i, |n| &mut n.lru),
@@ -225,7 +223,7 @@ impl Core {
     }
 
     /// The node of `key`, comparing keys as a dict does (identity, then `==`).
-    #[inline]
+    #[inline(always)]
     pub(super) fn find(
         &self,
         py: Python<'_>,
@@ -233,6 +231,8 @@ impl Core {
         hash: isize,
     ) -> PyResult<Option<u32>> {
         let mut failed = false;
+        // Whether `key` is a small exact int, found out at the first node that needs it.
+        let mut key_small: Option<bool> = None;
         let slots = &self.slots;
         let key_ptr = key.as_ptr();
         let found = self.table.find(mix(hash), |&i| {
@@ -245,8 +245,9 @@ impl Core {
             if n.key.as_ptr() == key_ptr {
                 return true;
             }
-            if let Some(equal) = int_eq(n.key.as_ptr(), key_ptr) {
-                return equal;
+            if n.small_int && *key_small.get_or_insert_with(|| small_int(key_ptr)) {
+                // Two small exact ints with equal hashes.
+                return true;
             }
             // SAFETY: both pointers are live objects (the node's key is owned by the node, `key`
             // is borrowed for the call) and this thread is attached to the interpreter.
@@ -268,7 +269,9 @@ impl Core {
         Ok(found.copied())
     }
 
-    pub(super) fn insert(&mut self, node: Node) -> u32 {
+    /// Stores `node` (the thread is attached: its key is looked at).
+    pub(super) fn insert(&mut self, mut node: Node) -> u32 {
+        node.small_int = small_int(node.key.as_ptr());
         let hash = node.hash;
         let size = node.size;
         let i = match self.free.pop() {

@@ -45,14 +45,21 @@ impl Time {
 }
 
 /// `now < expires`, as cachetools compares.
+#[inline(always)]
 pub(super) fn alive(py: Python<'_>, now: &Time, expires: &Time) -> PyResult<bool> {
     match (now, expires) {
         (Time::F(n), Time::F(e)) => Ok(n < e),
-        _ => now.to_obj(py).lt(expires.to_obj(py)),
+        _ => alive_obj(py, now, expires),
     }
 }
 
+#[inline(never)]
+fn alive_obj(py: Python<'_>, now: &Time, expires: &Time) -> PyResult<bool> {
+    now.to_obj(py).lt(expires.to_obj(py))
+}
+
 /// CLOCK_MONOTONIC in seconds, what `time.monotonic()` returns on Linux.
+#[inline(always)]
 pub(super) fn monotonic() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -95,7 +102,16 @@ impl Timer {
     }
 
     /// The time an operation uses: the frozen one inside ``with timer``, else the timer's.
+    #[inline(always)]
     pub(super) fn now(&self, py: Python<'_>) -> PyResult<Time> {
+        if self.monotonic && self.nesting.load(Relaxed) == 0 {
+            return Ok(Time::F(monotonic()));
+        }
+        self.now_slow(py)
+    }
+
+    #[inline(never)]
+    fn now_slow(&self, py: Python<'_>) -> PyResult<Time> {
         if self.nesting.load(Relaxed) > 0
             && let Some(t) = self.frozen.lock().as_ref()
         {
