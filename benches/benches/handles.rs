@@ -9,6 +9,10 @@
 //!   `track` + drop of a guard: by a string literal and by a kept `HandleKind`, unsampled;
 //!   with one open in 64 sampled (stack captured, recorded, removed on drop); with a second
 //!   thread doing the same on the same kind all along; and `Tracked::new` + `into_inner`;
+//!   and a kind at the default rate (1 in 128) under the capture budget (about 10 stack
+//!   captures a second, so a loop this fast captures almost never) next to a kind with
+//!   its own rate of 1 in 128, which the budget does not apply to (every 128th open
+//!   captured);
 //! - `testing`: 110 calls of a closure (an allocation and a free) bare, then under
 //!   `LeakCheck::measure` (10 warm-up + 100 measured), and the same for a closure that also
 //!   opens and closes a tracked handle.
@@ -16,7 +20,10 @@
 //! Then a summary with medians of its own (batches of 100 000 operations; for the
 //! sampled case the batch mean, since sampling is bursty), the ratio to the `Arc` floor,
 //! and the targets of issue 4: `track` + drop ≤ 20 ns single-threaded, ≤ 2× that with
-//! two threads on one kind, ≤ 50 ns on average with sampling at 1/64.
+//! two threads on one kind, ≤ 50 ns on average with sampling at 1/64; and the budgeted
+//! default kind against the unsampled one and the unbudgeted 1 in 128 (batches of the
+//! three interleaved, medians): at most 1.2× the unsampled cost, and below the unbudgeted
+//! one.
 
 use criterion::{Criterion, criterion_group};
 use leakguard::handles::{self, HandleKind, KindConfig};
@@ -35,6 +42,12 @@ static UNSAMPLED: LazyLock<HandleKind> = LazyLock::new(|| {
 });
 static SAMPLED: LazyLock<HandleKind> = LazyLock::new(|| {
     handles::configure("bench_sampled_64", KindConfig::new().sample_every(64)).expect("kind")
+});
+/// At the registry default (1 in 128), so under the capture budget.
+static BUDGETED: LazyLock<HandleKind> = LazyLock::new(|| handles::kind("bench_default_budgeted"));
+/// 1 in 128 by its own configuration, which the budget leaves alone.
+static UNBUDGETED: LazyLock<HandleKind> = LazyLock::new(|| {
+    handles::configure("bench_128_unbudgeted", KindConfig::new().sample_every(128)).expect("kind")
 });
 static SHARED: LazyLock<HandleKind> = LazyLock::new(|| {
     handles::configure("bench_two_threads", KindConfig::new().sample_every(0)).expect("kind")
@@ -84,6 +97,13 @@ fn handle_benches(c: &mut Criterion) {
     });
     g.bench_function("track_drop_sampled_1_in_64", |b| {
         b.iter(|| track_kind(sampled))
+    });
+    let (budgeted, unbudgeted) = (*BUDGETED, *UNBUDGETED);
+    g.bench_function("track_drop_default_budgeted", |b| {
+        b.iter(|| track_kind(budgeted))
+    });
+    g.bench_function("track_drop_128_unbudgeted", |b| {
+        b.iter(|| track_kind(unbudgeted))
     });
     g.bench_function("tracked_new_into_inner", |b| {
         b.iter(|| {
@@ -226,6 +246,25 @@ fn batches_two_threads(op: fn()) -> (Vec<f64>, f64) {
     (all, share_a + share_b)
 }
 
+/// Batches of several operations, interleaved round by round: the median ns per operation
+/// of each.
+fn interleaved_medians<const N: usize>(ops: [&dyn Fn(); N]) -> [f64; N] {
+    let mut times: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(BATCHES));
+    for round in 0..=BATCHES {
+        for (op, t) in ops.iter().zip(times.iter_mut()) {
+            let start = Instant::now();
+            for _ in 0..BATCH {
+                op();
+            }
+            // The first round warms up.
+            if round > 0 {
+                t.push(start.elapsed().as_nanos() as f64 / f64::from(BATCH));
+            }
+        }
+    }
+    times.map(|t| median(&t))
+}
+
 fn median(values: &[f64]) -> f64 {
     leakguard_benches::Summary::of(values).map_or(f64::NAN, |s| s.median)
 }
@@ -245,6 +284,11 @@ fn summary() {
     let arc_two = median(&arc_two);
     let sampled_batches = batches(|| track_kind(sampled));
     let sampled_mean = sampled_batches.iter().sum::<f64>() / sampled_batches.len() as f64;
+    let [plain, budgeted, unbudgeted] = interleaved_medians([
+        &|| track_kind(unsampled),
+        &|| track_kind(*BUDGETED),
+        &|| track_kind(*UNBUDGETED),
+    ]);
     let every_open = {
         let all = handles::configure("bench_all_sampled", KindConfig::new().sample_every(1))
             .expect("kind");
@@ -289,6 +333,20 @@ fn summary() {
         Some(2.0 * literal.max(kind)),
     );
     row("sampled 1 in 64, mean", sampled_mean, Some(50.0));
+    row(
+        "unsampled, interleaved with the next two, median",
+        plain,
+        None,
+    );
+    row(
+        &format!(
+            "default 1 in 128, budget {}/s per kind, median",
+            handles::capture_budget()
+        ),
+        budgeted,
+        Some((1.2 * plain).min(unbudgeted)),
+    );
+    row("1 in 128 configured (no budget), median", unbudgeted, None);
     row("every open sampled (suspect), mean", every_open, None);
 
     // assert_no_leak: time per iteration, bare and measured.

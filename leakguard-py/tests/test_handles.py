@@ -248,8 +248,10 @@ def test_unsampled_opens_record_no_site_and_sampling_follows_sample_every() -> N
     report = kind_report("py_default_sampling")
     assert report["sample_every"] == 128
     assert 5 <= report["sampled_open"] <= 80, report["sampled_open"]
+    # Each sampled open stands for 128 opens, or more once the capture budget slowed the
+    # kind's sampling down (it starts after about 10 captures in a second).
     estimated = sum(s["estimated_open"] for s in report["sites"])
-    assert estimated == 128 * report["sampled_open"]
+    assert estimated >= 128 * report["sampled_open"]
     for b in many:
         b.__exit__(None, None, None)
     assert open_count("py_default_sampling") == 0

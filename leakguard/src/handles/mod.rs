@@ -43,8 +43,13 @@
 //! open in [`DEFAULT_SAMPLE_EVERY`] (per kind, configurable, decided by a per-thread
 //! random number) is *sampled*: its call stack is captured as raw return addresses (a few
 //! microseconds) and kept while the handle is open, in a bounded table. Addresses are
-//! turned into function names and lines only when a report asks. Marking a kind as
-//! suspect at run time ([`set_suspect`]) samples every open of it.
+//! turned into function names and lines only when a report asks. On a busy kind the
+//! captures are capped: a kind sampled at the registry default makes about
+//! [`DEFAULT_CAPTURES_PER_SECOND`] captures a second at most ([`set_capture_budget`]); its
+//! sampling slows down when its opens come faster, and each sampled handle is weighted by
+//! the rate it was sampled at, so the estimated counts per site stay unbiased. Marking a
+//! kind as suspect at run time ([`set_suspect`]) samples every open of it, without a budget,
+//! as does a kind's own [`KindConfig::sample_every`] (at its rate).
 //!
 //! For the fastest path keep a [`HandleKind`] (from [`kind`]) and call
 //! [`HandleKind::track`]; `track("name")` with a string literal finds the kind through a
@@ -110,7 +115,10 @@ pub use self::os::{
     MAX_FDS_SCANNED, OsHandles, TCP_MAX_BYTES, TCP_MAX_LINES, TCP_REUSE, TCP_REUSE_MAX, TCP_STATES,
     TcpSockets, os_handles, tcp_sockets,
 };
-pub use self::registry::{DEFAULT_SAMPLE_EVERY, GENERATION, MAX_KINDS, MAX_NAME_BYTES, OTHER};
+pub use self::registry::{
+    BUDGET_WINDOW, DEFAULT_CAPTURES_PER_SECOND, DEFAULT_SAMPLE_EVERY, GENERATION, MAX_KINDS,
+    MAX_NAME_BYTES, OTHER,
+};
 // `families` is for the guard's /metrics (the watchdog wires it in).
 pub(crate) use self::registry::{now_nanos, swap_tag};
 #[allow(deprecated)]
@@ -504,6 +512,30 @@ pub(crate) fn kind_name(index: u16) -> String {
 /// Sets the sampling rate of every kind that has no `sample_every` of its own (0: never).
 pub fn set_default_sample_every(n: u32) {
     registry::set_default_sample_every(n);
+}
+
+/// Sets how many stack captures per second, about, each kind sampled at the registry
+/// default may make ([`DEFAULT_CAPTURES_PER_SECOND`]; 0: no limit).
+///
+/// A captured stack costs a few microseconds, so on a busy service one open in
+/// [`DEFAULT_SAMPLE_EVERY`] can add up (at 60,000 opens a second, ~470 captures). The budget
+/// slows a kind's sampling down when its opens come faster: every [`BUDGET_WINDOW`] (or
+/// sooner, once the window's captures are spent) the kind's sampling rate is set so that the
+/// opens of the last window would have made the budgeted captures, never faster than the
+/// configured rate and never more than 65,536 times slower. Each sampled handle carries the
+/// inverse of the rate it was sampled at as its weight, so the report's estimated counts per
+/// site stay unbiased; they are only coarser (fewer samples) while the budget binds.
+///
+/// The budget does not apply to a kind with its own [`KindConfig::sample_every`], nor to a
+/// kind marked suspect ([`set_suspect`]), which captures every open, nor to opens under
+/// [`testing`](crate::testing)'s checks.
+pub fn set_capture_budget(per_second: u32) {
+    registry::set_capture_budget(per_second);
+}
+
+/// The capture budget in force (see [`set_capture_budget`]).
+pub fn capture_budget() -> u32 {
+    registry::capture_budget()
 }
 
 /// Sets how many stack frames a sampled open captures (1 to [`MAX_DEPTH`]; default

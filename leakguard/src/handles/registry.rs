@@ -33,7 +33,7 @@ use parking_lot::{Mutex, RwLock};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -45,6 +45,13 @@ pub const OTHER: &str = "other";
 pub const MAX_NAME_BYTES: usize = 64;
 /// Sample one in this many opens of a kind unless configured otherwise.
 pub const DEFAULT_SAMPLE_EVERY: u32 = 128;
+/// Stack captures a kind sampled at the registry default may make per second, about
+/// (see [`set_capture_budget`](super::set_capture_budget)).
+pub const DEFAULT_CAPTURES_PER_SECOND: u32 = 10;
+/// The capture budget's window: the sampling rate is set anew at least this often.
+pub const BUDGET_WINDOW: Duration = Duration::from_secs(1);
+/// The budget slows a kind's sampling down by this factor at most.
+const MAX_SLOWDOWN_SHIFT: u32 = 16;
 /// The shortest generation (see the [module documentation](super#precision)).
 pub const GENERATION: Duration = Duration::from_secs(1);
 /// Generation slots per kind.
@@ -79,8 +86,13 @@ pub(crate) struct Kind {
     /// The current generation's slot.
     cur: AtomicUsize,
     /// Sample an open when the thread's 32-bit random number is below this
-    /// (`2^32 / sample_every`; 0 = never, `2^32` = always).
+    /// (`2^32 / sample_every`; 0 = never, `2^32` = always), lowered by the capture budget.
     threshold: AtomicU64,
+    /// The threshold of the configured rate, and whether the capture budget applies to it.
+    base: AtomicU64,
+    budgeted: std::sync::atomic::AtomicBool,
+    /// Untagged captures since the budget's window began.
+    window_captures: AtomicU64,
     /// Position in the registry (`MAX_KINDS` for `other`).
     pub(crate) index: u16,
     /// The name (at most [`MAX_NAME_BYTES`]).
@@ -102,6 +114,8 @@ impl std::fmt::Debug for Kind {
 struct KindState {
     config: KindConfig,
     suspect: bool,
+    /// Registry-clock nanoseconds at which the capture budget's window began.
+    window_start: u64,
     /// Registry-clock nanoseconds at which each slot's generation began.
     starts: [u64; SLOTS],
     /// And ended; `None` for the current one.
@@ -135,12 +149,16 @@ impl Kind {
             shards,
             cur: AtomicUsize::new(0),
             threshold: AtomicU64::new(0),
+            base: AtomicU64::new(0),
+            budgeted: std::sync::atomic::AtomicBool::new(false),
+            window_captures: AtomicU64::new(0),
             index: u16::try_from(index).unwrap_or(u16::MAX),
             name: name.into(),
             peak: AtomicU64::new(0),
             state: Mutex::new(KindState {
                 config,
                 suspect: false,
+                window_start: now,
                 starts: [now; SLOTS],
                 ends: [Some(now); SLOTS],
             }),
@@ -176,8 +194,9 @@ impl Kind {
         if let Some(s) = self.shards.get(shard & self.mask) {
             s.opened[slot].fetch_add(1, Ordering::Relaxed);
         }
-        if u64::from(random) < self.threshold.load(Ordering::Relaxed) || tag != 0 {
-            return self.open_sampled(slot, tag, capture);
+        let threshold = self.threshold.load(Ordering::Relaxed);
+        if u64::from(random) < threshold || tag != 0 {
+            return self.open_sampled(slot, tag, threshold, capture);
         }
         HandleGuard {
             kind: self,
@@ -203,6 +222,7 @@ impl Kind {
         &'static self,
         slot: usize,
         tag: u32,
+        threshold: u64,
         capture: impl FnOnce(&mut [usize; MAX_DEPTH]) -> usize,
     ) -> HandleGuard {
         // The guard exists before `capture` runs: should a binding's capture panic, the
@@ -215,11 +235,14 @@ impl Kind {
         let mut frames = [0usize; MAX_DEPTH];
         let depth = capture(&mut frames).min(MAX_DEPTH);
         let now = now_nanos();
+        // The weight is the inverse of the probability this open had of being sampled (the
+        // threshold it was decided with), so the sum of weights estimates the opens without
+        // bias whatever the budget does to the rate.
         let weight = if tag != 0 {
             1
         } else {
-            let threshold = self.threshold.load(Ordering::Relaxed).max(1);
-            u32::try_from((1u64 << 32) / threshold).unwrap_or(u32::MAX)
+            self.window_captures.fetch_add(1, Ordering::Relaxed);
+            u32::try_from((1u64 << 32) / threshold.max(1)).unwrap_or(u32::MAX)
         };
         guard.entry = sites::insert(self.index, &frames[..depth], now, weight, tag);
         if let Some(mut state) = self.state.try_lock() {
@@ -264,6 +287,7 @@ impl Kind {
     /// Updates the peak and starts a new generation when the current one is old enough and
     /// a slot is free. Returns the reading it made.
     fn housekeep(&self, state: &mut KindState, now: u64) -> Reading {
+        self.pace(state, now);
         let reading = self.read();
         self.raise_peak(reading.opened.saturating_sub(reading.closed));
         let cur = self.cur.load(Ordering::Relaxed) % SLOTS;
@@ -350,8 +374,75 @@ impl Kind {
             0 => 0,
             n => (1u64 << 32) / u64::from(n),
         };
+        let budgeted = {
+            let state = self.state.lock();
+            !state.suspect && state.config.sample_every.is_none()
+        };
+        self.base.store(threshold, Ordering::Relaxed);
+        self.budgeted.store(budgeted, Ordering::Relaxed);
         self.threshold.store(threshold, Ordering::Relaxed);
+        self.window_captures.store(0, Ordering::Relaxed);
     }
+
+    /// The capture budget: when the budget's window is over (or its captures are spent),
+    /// sets the sampling threshold for the next window from the captures of this one.
+    fn pace(&self, state: &mut KindState, now: u64) {
+        let base = self.base.load(Ordering::Relaxed);
+        let budget = CAPTURE_BUDGET.load(Ordering::Relaxed);
+        if !self.budgeted.load(Ordering::Relaxed) || budget == 0 || base == 0 {
+            self.window_captures.store(0, Ordering::Relaxed);
+            state.window_start = now;
+            if self.threshold.load(Ordering::Relaxed) != base {
+                self.threshold.store(base, Ordering::Relaxed);
+            }
+            return;
+        }
+        if now < state.window_start {
+            // The registry clock was replaced by one that reads earlier: start over.
+            state.window_start = now;
+        }
+        let elapsed = now - state.window_start;
+        let captures = self.window_captures.load(Ordering::Relaxed);
+        if let Some(next) = next_threshold(
+            self.threshold.load(Ordering::Relaxed),
+            base,
+            budget,
+            captures,
+            elapsed,
+        ) {
+            self.threshold.store(next, Ordering::Relaxed);
+            self.window_captures.fetch_sub(captures, Ordering::Relaxed);
+            state.window_start = now;
+        }
+    }
+}
+
+/// The capture budget's rule. A window that has lasted `elapsed` nanoseconds at sampling
+/// threshold `current` and made `captures` captures ends when it has lasted
+/// [`BUDGET_WINDOW`] or spent `budget` (captures per second) in less; the next window's
+/// threshold is the one at which the same stream of opens would make `budget` captures a
+/// second: `current × budget × elapsed / captures`, at most `base` (the configured rate)
+/// and at least `base / 2^16`. `None` while the window goes on.
+fn next_threshold(
+    current: u64,
+    base: u64,
+    budget: u32,
+    captures: u64,
+    elapsed: u64,
+) -> Option<u64> {
+    let window = duration_nanos(BUDGET_WINDOW);
+    let spent = captures >= u64::from(budget) && elapsed > 0;
+    if elapsed < window && !spent {
+        return None;
+    }
+    let wanted = u128::from(current.max(1)) * u128::from(budget) * u128::from(elapsed)
+        / (u128::from(captures.max(1)) * u128::from(window));
+    let floor = (base >> MAX_SLOWDOWN_SHIFT).max(1);
+    Some(
+        u64::try_from(wanted)
+            .unwrap_or(u64::MAX)
+            .clamp(floor, base.max(floor)),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -469,6 +560,20 @@ static NAMES: LazyLock<Mutex<Names>> = LazyLock::new(|| {
 });
 
 static DEFAULT_EVERY: AtomicU64 = AtomicU64::new(DEFAULT_SAMPLE_EVERY as u64);
+
+static CAPTURE_BUDGET: AtomicU32 = AtomicU32::new(DEFAULT_CAPTURES_PER_SECOND);
+
+pub(crate) fn set_capture_budget(per_second: u32) {
+    CAPTURE_BUDGET.store(per_second, Ordering::Relaxed);
+    for kind in all() {
+        kind.refresh_threshold();
+    }
+}
+
+/// Stack captures per second a kind sampled at the registry default may make (0: no limit).
+pub(crate) fn capture_budget() -> u32 {
+    CAPTURE_BUDGET.load(Ordering::Relaxed)
+}
 
 static CLOCK: LazyLock<RwLock<Arc<dyn Clock>>> =
     LazyLock::new(|| RwLock::new(Arc::new(SystemClock::new())));
@@ -598,6 +703,101 @@ mod tests {
         assert_eq!(std::mem::size_of::<Shard>(), 128);
         assert_eq!(std::mem::align_of::<Shard>(), 128);
         assert!(SHARDS.is_power_of_two());
+    }
+
+    const SECOND: u64 = 1_000_000_000;
+    const BASE: u64 = (1u64 << 32) / DEFAULT_SAMPLE_EVERY as u64;
+
+    /// Within a millionth (the rule rounds down).
+    #[track_caller]
+    fn assert_near(got: Option<u64>, want: u64) {
+        let got = got.unwrap_or(0);
+        assert!(
+            got.abs_diff(want) <= want / 1_000_000 + 1,
+            "{got} vs {want}"
+        );
+    }
+
+    #[test]
+    fn a_budget_window_goes_on_until_a_second_passed_or_its_captures_are_spent() {
+        assert_eq!(next_threshold(BASE, BASE, 10, 9, SECOND - 1), None);
+        assert!(next_threshold(BASE, BASE, 10, 9, SECOND).is_some());
+        assert!(next_threshold(BASE, BASE, 10, 10, SECOND / 100).is_some());
+        // A clock that does not move never ends a window early.
+        assert_eq!(next_threshold(BASE, BASE, 10, 1000, 0), None);
+    }
+
+    #[test]
+    fn the_next_rate_makes_the_budgeted_captures_of_the_same_opens() {
+        // 100 captures in a second at 1 in 128: 12,800 opens a second; 10 a second is 1 in
+        // 1,280.
+        assert_near(next_threshold(BASE, BASE, 10, 100, SECOND), BASE / 10);
+        // 10 captures spent in 10 ms: 1,000 captures a second at that rate.
+        assert_near(next_threshold(BASE, BASE, 10, 10, SECOND / 100), BASE / 100);
+        // Fewer captures than the budget: back up, never above the configured rate.
+        assert_near(next_threshold(BASE / 100, BASE, 10, 2, SECOND), BASE / 20);
+        assert_eq!(next_threshold(BASE / 2, BASE, 10, 2, SECOND), Some(BASE));
+        // No capture in 3 s: counted as one, 30 times faster.
+        assert_near(
+            next_threshold(BASE / 100, BASE, 10, 0, 3 * SECOND),
+            BASE / 100 * 30,
+        );
+        // Never more than 2^16 times slower than configured.
+        let floor = BASE >> MAX_SLOWDOWN_SHIFT;
+        assert_eq!(
+            next_threshold(BASE, BASE, 1, 1_000_000, SECOND),
+            Some(floor)
+        );
+        // Every open sampled when configured so stays reachable: a base of 2^32.
+        assert_eq!(
+            next_threshold(1 << 31, 1 << 32, 10, 5, SECOND),
+            Some(1 << 32)
+        );
+    }
+
+    /// A kind of its own, with its clock given explicitly to `housekeep`.
+    fn leaked_kind(name: &str) -> &'static Kind {
+        Box::leak(Box::new(Kind::new(OTHER_INDEX, name, 0)))
+    }
+
+    #[test]
+    fn a_budgeted_kind_slows_down_and_recovers_on_the_clock_it_is_given() {
+        let kind = leaked_kind("unit_budget_pace");
+        assert!(
+            kind.budgeted.load(Ordering::Relaxed) || DEFAULT_EVERY.load(Ordering::Relaxed) == 0
+        );
+        let base = kind.base.load(Ordering::Relaxed);
+        // 50 captures in the first half second: 100 a second, ten times the budget.
+        kind.window_captures.store(50, Ordering::Relaxed);
+        kind.housekeep(&mut kind.state.lock(), SECOND / 2);
+        let slowed = kind.threshold.load(Ordering::Relaxed);
+        let budget = u64::from(capture_budget());
+        assert_near(Some(slowed), base * budget / 100);
+        assert_eq!(kind.window_captures.load(Ordering::Relaxed), 0);
+        // The opens stop: a report a second later finds no capture and restores the rate.
+        kind.housekeep(&mut kind.state.lock(), SECOND / 2 + SECOND);
+        assert_near(Some(kind.threshold.load(Ordering::Relaxed)), base);
+    }
+
+    #[test]
+    fn suspect_and_configured_kinds_are_not_budgeted() {
+        let suspect = leaked_kind("unit_budget_suspect");
+        suspect.set_suspect(true);
+        assert_eq!(suspect.threshold.load(Ordering::Relaxed), 1 << 32);
+        suspect.window_captures.store(1_000_000, Ordering::Relaxed);
+        suspect.housekeep(&mut suspect.state.lock(), SECOND);
+        assert_eq!(suspect.threshold.load(Ordering::Relaxed), 1 << 32);
+
+        let configured = leaked_kind("unit_budget_configured");
+        configured.set_config(KindConfig {
+            sample_every: Some(4),
+            ..KindConfig::default()
+        });
+        configured
+            .window_captures
+            .store(1_000_000, Ordering::Relaxed);
+        configured.housekeep(&mut configured.state.lock(), SECOND);
+        assert_eq!(configured.threshold.load(Ordering::Relaxed), 1 << 30);
     }
 
     #[test]
