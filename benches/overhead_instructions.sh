@@ -13,7 +13,7 @@
 # workers and of leakguard's own threads (the sampler and the endpoint's, which work per
 # second, not per request: under callgrind the service serves ~20× fewer requests a second
 # than natively, so their share per request here is ~20× what it is natively), and of the
-# sampled handle opens (the stack capture of one open in 128).
+# sampled handle opens (the stack captures of sampled opens (within the per-kind capture budget)).
 set -euo pipefail
 secs=${1:-20}
 root=$(cd "$(dirname "$0")/.." && pwd)
