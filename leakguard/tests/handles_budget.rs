@@ -104,4 +104,36 @@ fn the_budget_caps_captures_per_second_and_the_estimates_stay_unbiased() {
         (1_300..=1_850).contains(&sampled),
         "{sampled} of 200,000 sampled"
     );
+    drop(kept);
+
+    // Sites are ranked by estimated handles, not by samples: `b` opens 100 a second for
+    // 100 s (every sample stands for 128), then `a` 500,000 in 1 s (a sample stands for
+    // thousands): `a` has fewer samples but far more handles, and comes first.
+    handles::set_capture_budget(handles::DEFAULT_CAPTURES_PER_SECOND);
+    let ranked = handles::kind("budget_ranked");
+    let mut kept = Vec::new();
+    for _ in 0..100 {
+        for _ in 0..100 {
+            kept.push(open_from_b(ranked));
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    for _ in 0..1000 {
+        clock.advance(Duration::from_millis(1));
+        for _ in 0..500 {
+            kept.push(open_from_a(ranked));
+        }
+    }
+    let k = kind_report("budget_ranked");
+    let named = |s: &handles::SiteReport, name: &str| {
+        s.function.as_deref().is_some_and(|f| f.contains(name))
+    };
+    let (a, b) = (
+        k.sites.iter().find(|s| named(s, "open_from_a")).unwrap(),
+        k.sites.iter().find(|s| named(s, "open_from_b")).unwrap(),
+    );
+    assert!(a.sampled_open < b.sampled_open, "{k:#?}");
+    assert!(a.estimated_open > b.estimated_open, "{k:#?}");
+    assert!(named(&k.sites[0], "open_from_a"), "{k:#?}");
+    drop(kept);
 }

@@ -116,16 +116,19 @@ fn seconds(nanos: u64) -> f64 {
     nanos as f64 / 1e9
 }
 
-/// Site reports from table groups (all of one kind), most handles first, symbolized.
+/// Site reports from table groups (all of one kind), most handles (estimated) first, symbolized.
 /// Stacks that look the same once symbolized (they differ in frames not shown) are merged.
 pub(crate) fn site_reports(
     mut groups: Vec<SiteGroup>,
     now: u64,
     budget: &mut usize,
 ) -> Vec<SiteReport> {
+    // By estimated handles, not sampled ones: under the capture budget a site's samples may
+    // stand for more handles each than another's (they were taken at a lower rate).
     groups.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
+        b.estimated
+            .max(b.count)
+            .cmp(&a.estimated.max(a.count))
             .then(a.oldest_born.cmp(&b.oldest_born))
     });
     let mut out: Vec<SiteReport> = Vec::new();
@@ -155,7 +158,7 @@ pub(crate) fn site_reports(
             frames: shown,
         });
     }
-    out.sort_by_key(|s| std::cmp::Reverse(s.sampled_open));
+    out.sort_by_key(|s| std::cmp::Reverse(s.sampled_open.max(s.estimated_open)));
     out.truncate(SITES_PER_KIND);
     out
 }
