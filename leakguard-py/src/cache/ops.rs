@@ -236,7 +236,10 @@ impl CacheBase {
             self.expire_locked(py, &mut core, now, garbage)?;
         }
         let mut existing = core.find(py, key, kh)?;
-        let mut diff = existing.map_or(size, |i| size - core.node(i).size);
+        let mut diff = match existing {
+            Some(i) => size - core.node(i).size,
+            None => size,
+        };
         let evicted_before = garbage.len();
         while core.currsize + diff > cfg.maxsize && core.len > 0 {
             let head = core.lru.head;
