@@ -268,7 +268,10 @@ impl CacheBase {
                     core.move_back(i, List::Ord);
                 }
                 self.stats().evicted(REPLACED, 1);
-                garbage.old = Some(old);
+                // `old` is None here (one write per garbage): no drop call for it.
+                if let Some(prev) = garbage.old.replace(old) {
+                    drop(prev.into_bound(py));
+                }
             }
             None => {
                 core.insert(Node {
