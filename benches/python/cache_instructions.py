@@ -7,11 +7,13 @@ iteration, setup excluded. The loop alone (``loop``) is measured the same way an
 Caches of 1,024 entries, int keys, as in cache_ops.py.
 
 Usage: python benches/python/cache_instructions.py [--libs leakguard cachebox] [--ops ...]
+[--kinds LRUCache TTLCache]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -54,6 +56,9 @@ def instructions(lib: str, kind: str, op: str, n: int) -> int:
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
          "-c", CHILD, lib, kind, op, str(n)],
         capture_output=True, text=True, check=True,
+        # A fixed string hash: with a random one the interpreter's own dict lookups (names,
+        # attributes) move the counts by tens of instructions from run to run.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     found = re.search(r"Collected : (\d+)", proc.stderr)
     if found is None:
@@ -69,9 +74,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--libs", nargs="+", default=["leakguard", "cachebox"])
     parser.add_argument("--ops", nargs="+", default=OPS)
+    parser.add_argument("--kinds", nargs="+", default=["LRUCache", "TTLCache"],
+                        choices=["LRUCache", "TTLCache"])
     args = parser.parse_args()
     table: Dict[Tuple[str, str], Dict[str, float]] = {}
-    for kind in ["LRUCache", "TTLCache"]:
+    for kind in args.kinds:
         for lib in args.libs:
             loop = per_op(lib, kind, "loop")
             for op in args.ops:

@@ -502,3 +502,30 @@ def test_get_and_getitem_are_typed_by_the_class_parameters() -> None:
     ttl: TTLCache[str, int, float] = TTLCache(2, ttl=60)
     ttl["a"] = 3
     assert (lru_get(lru), lru_get_default(LRUCache(2)), ttl_item(ttl)) == (1, "none", 3)
+
+
+@pytest.mark.parametrize("make", [lambda: LRUCache(64), lambda: TTLCache(64, 3600)])
+def test_int_keys_that_share_a_hash_are_told_apart_as_a_dict_does(make: Any) -> None:
+    # Small exact ints are their own hash, and a lookup takes two such ints with equal
+    # hashes as equal without Python's comparison; every other key with the same hash
+    # (a big int, -1 whose hash is -2, bool, float, an int subclass) must still be compared.
+    class Int(int):
+        pass
+
+    m = 2**61 - 1
+    keys: List[Any] = [5, 5 + m, -5 - m, 10**30, -1, -2, 1, True, 1.0, 7, Int(7), 0, False]
+    cache = make()
+    expected: Dict[Any, Any] = {}
+    for i, k in enumerate(keys):
+        cache[k] = i
+        expected[k] = i
+    assert len(cache) == len(expected)
+    for k in keys:
+        # Equal keys made anew (not the stored objects), so that identity does not decide.
+        fresh = int(str(k)) if type(k) is int else k
+        assert cache[fresh] == expected[k], k
+        assert cache.get(fresh) == expected[k], k
+        assert (fresh in cache) is True
+    assert 5 + 2 * m not in cache and cache.get(-3) is None
+    del cache[int("-1")]
+    assert -1 not in cache and cache[-2] == expected[-2]

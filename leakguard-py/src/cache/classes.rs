@@ -5,7 +5,7 @@
 use super::copy;
 use super::ops::{Garbage, hooks_of, key_error};
 use super::stats::{Config, Shared, Stats, TtlConfig, bump};
-use super::structure::{Core, List};
+use super::structure::{Core, KeyHash, List};
 use super::time::{Time, Timer, time_monotonic};
 use super::{CONTAINS, DELITEM, EXPLICIT, GETITEM, MISSING, PyLock, SETITEM};
 use leakguard::cache::{EvictionCause, ExternalCache, Registration, register_external};
@@ -486,9 +486,9 @@ impl CacheBase {
         }
         if let (Some(now), Some(ttl)) = (&now, &cfg.ttl) {
             // cachetools moves an expired entry to the LRU end before calling __missing__.
-            let hash = key.hash()?;
+            let kh = KeyHash::of(key)?;
             let mut core = this.shared.core.lock(py)?;
-            if let Some(i) = core.find(py, key, hash)? {
+            if let Some(i) = core.find(py, key, kh)? {
                 core.move_back(i, List::Lru);
             }
             drop(core);

@@ -4,7 +4,7 @@
 
 use super::classes::CacheBase;
 use super::stats::{Config, Stats, bump};
-use super::structure::{Core, List, Node, UNLINKED};
+use super::structure::{Core, KeyHash, List, Node, UNLINKED};
 use super::time::{Time, alive};
 use super::{CAPACITY, CONTAINS, DELITEM, EXPIRE, EXPIRED, HOOKS, NIL, POPITEM, REPLACED};
 use leakguard::cache::EvictionCause;
@@ -12,17 +12,6 @@ use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple, PyType};
 use std::sync::atomic::Ordering::Relaxed;
-
-/// The Python hash of `key` (`PyObject_Hash`, without pyo3's wrapper around it).
-#[inline(always)]
-pub(super) fn hash_of(key: &Bound<'_, PyAny>) -> PyResult<isize> {
-    // SAFETY: `key` is a live object and the thread is attached.
-    let hash = unsafe { pyo3::ffi::PyObject_Hash(key.as_ptr()) };
-    if hash == -1 {
-        return Err(PyErr::fetch(key.py()));
-    }
-    Ok(hash)
-}
 
 pub(super) fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
     PyKeyError::new_err(key.clone().unbind())
@@ -206,9 +195,9 @@ impl CacheBase {
         key: &Bound<'_, PyAny>,
         now: Option<&Time>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let hash = hash_of(key)?;
+        let kh = KeyHash::of(key)?;
         let mut core = self.shared.core.lock(py)?;
-        match core.find(py, key, hash)? {
+        match core.find(py, key, kh)? {
             Some(i) => {
                 if Self::expired(py, core.node(i), now)? {
                     bump(&self.stats().misses, 1);
@@ -241,13 +230,16 @@ impl CacheBase {
         expire_at: Option<&Time>,
         garbage: &mut Garbage,
     ) -> PyResult<()> {
-        let hash = hash_of(key)?;
+        let kh = KeyHash::of(key)?;
         let mut core = self.shared.core.lock(py)?;
         if let Some(now) = expire_at {
             self.expire_locked(py, &mut core, now, garbage)?;
         }
-        let mut existing = core.find(py, key, hash)?;
-        let mut diff = existing.map_or(size, |i| size - core.node(i).size);
+        let mut existing = core.find(py, key, kh)?;
+        let mut diff = match existing {
+            Some(i) => size - core.node(i).size,
+            None => size,
+        };
         let evicted_before = garbage.len();
         while core.currsize + diff > cfg.maxsize && core.len > 0 {
             let head = core.lru.head;
@@ -257,8 +249,10 @@ impl CacheBase {
             }
             garbage.push(core.remove(head));
         }
-        self.stats()
-            .evicted(CAPACITY, (garbage.len() - evicted_before) as u64);
+        let evicted = garbage.len() - evicted_before;
+        if evicted > 0 {
+            self.stats().evicted(CAPACITY, evicted as u64);
+        }
         match existing {
             Some(i) => {
                 let is_ttl = cfg.ttl.is_some();
@@ -274,18 +268,21 @@ impl CacheBase {
                     core.move_back(i, List::Ord);
                 }
                 self.stats().evicted(REPLACED, 1);
-                garbage.old = Some(old);
+                // `old` is None here (one write per garbage): no drop call for it.
+                if let Some(prev) = garbage.old.replace(old) {
+                    drop(prev.into_bound(py));
+                }
             }
             None => {
                 core.insert(Node {
                     key: key.clone().unbind(),
                     value: value.clone().unbind(),
-                    hash,
+                    hash: kh.hash,
                     size,
                     expires,
                     lru: UNLINKED,
                     ord: UNLINKED,
-                    small_int: false,
+                    small_int: kh.small_int,
                 });
             }
         }
@@ -308,11 +305,11 @@ impl CacheBase {
         garbage: &mut Garbage,
     ) -> PyResult<()> {
         let py = slf.py();
-        let hash = hash_of(key)?;
+        let kh = KeyHash::of(key)?;
         loop {
             let need = {
                 let core = self.shared.core.lock(py)?;
-                let diff = match core.find(py, key, hash)? {
+                let diff = match core.find(py, key, kh)? {
                     Some(i) => size - core.node(i).size,
                     None => size,
                 };
@@ -389,9 +386,9 @@ impl CacheBase {
         now: Option<&Time>,
         cause: EvictionCause,
     ) -> PyResult<Option<(Node, bool)>> {
-        let hash = hash_of(key)?;
+        let kh = KeyHash::of(key)?;
         let mut core = self.shared.core.lock(py)?;
-        let Some(i) = core.find(py, key, hash)? else {
+        let Some(i) = core.find(py, key, kh)? else {
             return Ok(None);
         };
         let expired = Self::expired(py, core.node(i), now)?;
@@ -421,9 +418,9 @@ impl CacheBase {
         key: &Bound<'_, PyAny>,
         now: Option<&Time>,
     ) -> PyResult<bool> {
-        let hash = hash_of(key)?;
+        let kh = KeyHash::of(key)?;
         let core = self.shared.core.lock(py)?;
-        match core.find(py, key, hash)? {
+        match core.find(py, key, kh)? {
             Some(i) => Ok(!Self::expired(py, core.node(i), now)?),
             None => Ok(false),
         }

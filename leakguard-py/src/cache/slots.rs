@@ -20,15 +20,29 @@ use pyo3::types::{PyTuple, PyType};
 use std::os::raw::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-/// The result of a slot, or the exception it raised (set on the thread) as `err`.
-fn finish<T>(py: Python<'_>, outcome: std::thread::Result<PyResult<T>>, err: T) -> T {
-    let e = match outcome {
-        Ok(Ok(value)) => return value,
-        Ok(Err(e)) => e,
-        Err(_) => PyRuntimeError::new_err("leakguard: internal error (panic) in a cache"),
-    };
-    e.restore(py);
-    err
+/// The result of a slot, or `err` with the exception it raised set on the thread. The
+/// exception is set inside the unwinding guard, so that what crosses it is one word.
+#[inline(always)]
+fn settle<T>(py: Python<'_>, result: PyResult<T>, err: T) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => {
+            e.restore(py);
+            err
+        }
+    }
+}
+
+/// The slot's value, or `err` after a panic (set as a RuntimeError).
+#[inline(always)]
+fn finish<T>(py: Python<'_>, outcome: std::thread::Result<T>, err: T) -> T {
+    match outcome {
+        Ok(value) => value,
+        Err(_) => {
+            PyRuntimeError::new_err("leakguard: internal error (panic) in a cache").restore(py);
+            err
+        }
+    }
 }
 
 /// `mp_subscript`: `c[k]`.
@@ -48,7 +62,11 @@ unsafe extern "C" fn subscript(
                 Borrowed::from_ptr(py, key),
             )
         };
-        CacheBase::getitem(&slf, &key).map(Py::into_ptr)
+        settle(
+            py,
+            CacheBase::getitem(&slf, &key).map(Py::into_ptr),
+            std::ptr::null_mut(),
+        )
     }));
     finish(py, outcome, std::ptr::null_mut())
 }
@@ -69,13 +87,14 @@ unsafe extern "C" fn ass_subscript(
                 Borrowed::from_ptr(py, key),
             )
         };
-        if value.is_null() {
-            CacheBase::__delitem__(&slf, &key).map(|()| 0)
+        let result = if value.is_null() {
+            CacheBase::__delitem__(&slf, &key)
         } else {
             // SAFETY: `value` is a live object borrowed for the call.
             let value = unsafe { Borrowed::from_ptr(py, value) };
-            CacheBase::set_item(&slf, &key, &value).map(|()| 0)
-        }
+            CacheBase::set_item(&slf, &key, &value)
+        };
+        settle(py, result.map(|()| 0), -1)
     }));
     finish(py, outcome, -1)
 }

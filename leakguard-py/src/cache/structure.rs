@@ -82,15 +82,52 @@ pub(super) struct Core {
 /// are equal, which a lookup then knows without Python's comparison.
 #[inline]
 pub(super) fn small_int(key: *mut pyo3::ffi::PyObject) -> bool {
+    small_int_value(key).is_some()
+}
+
+/// The value of `key` when it is a small exact int (see `small_int`): then also its hash.
+#[inline(always)]
+fn small_int_value(key: *mut pyo3::ffi::PyObject) -> Option<isize> {
     // SAFETY: `key` is a live object and the thread is attached; an exact int converts
     // without error, an overflow is reported in `overflow`, not raised.
     unsafe {
         if pyo3::ffi::Py_TYPE(key) != std::ptr::addr_of_mut!(pyo3::ffi::PyLong_Type) {
-            return false;
+            return None;
         }
         let mut overflow = 0;
         let v = pyo3::ffi::PyLong_AsLongAndOverflow(key, &mut overflow);
-        overflow == 0 && v != -1 && (v as i64).unsigned_abs() < (1 << 61) - 1
+        (overflow == 0 && v != -1 && (v as i64).unsigned_abs() < (1 << 61) - 1)
+            .then_some(v as isize)
+    }
+}
+
+/// The Python hash of a key, and whether the key is a small exact int (see `small_int`).
+#[derive(Clone, Copy)]
+pub(super) struct KeyHash {
+    pub(super) hash: isize,
+    pub(super) small_int: bool,
+}
+
+impl KeyHash {
+    /// `hash(key)`. A small exact int is its own hash: one call into CPython, which also
+    /// tells that the key is one, instead of `PyObject_Hash` and that check.
+    #[inline(always)]
+    pub(super) fn of(key: &Bound<'_, PyAny>) -> PyResult<KeyHash> {
+        if let Some(v) = small_int_value(key.as_ptr()) {
+            return Ok(KeyHash {
+                hash: v,
+                small_int: true,
+            });
+        }
+        // SAFETY: `key` is a live object and the thread is attached.
+        let hash = unsafe { pyo3::ffi::PyObject_Hash(key.as_ptr()) };
+        if hash == -1 {
+            return Err(PyErr::fetch(key.py()));
+        }
+        Ok(KeyHash {
+            hash,
+            small_int: false,
+        })
     }
 }
 
@@ -222,17 +259,20 @@ impl Core {
         }
     }
 
-    /// The node of `key`, comparing keys as a dict does (identity, then `==`).
+    /// The node of `key` (whose hash is `kh`), comparing keys as a dict does (identity, then
+    /// `==`).
     #[inline(always)]
     pub(super) fn find(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
-        hash: isize,
+        kh: KeyHash,
     ) -> PyResult<Option<u32>> {
         let mut failed = false;
-        // Whether `key` is a small exact int, found out at the first node that needs it.
-        let mut key_small: Option<bool> = None;
+        let KeyHash {
+            hash,
+            small_int: key_small,
+        } = kh;
         let slots = &self.slots;
         let key_ptr = key.as_ptr();
         let found = self.table.find(mix(hash), |&i| {
@@ -245,7 +285,7 @@ impl Core {
             if n.key.as_ptr() == key_ptr {
                 return true;
             }
-            if n.small_int && *key_small.get_or_insert_with(|| small_int(key_ptr)) {
+            if n.small_int && key_small {
                 // Two small exact ints with equal hashes.
                 return true;
             }
@@ -269,9 +309,13 @@ impl Core {
         Ok(found.copied())
     }
 
-    /// Stores `node` (the thread is attached: its key is looked at).
+    /// Stores `node` (the thread is attached: its key is looked at unless `node.small_int`
+    /// says already that it is a small exact int).
     pub(super) fn insert(&mut self, mut node: Node) -> u32 {
-        node.small_int = small_int(node.key.as_ptr());
+        // A caller that hashed the key with `KeyHash::of` knows; others leave it false.
+        if !node.small_int {
+            node.small_int = small_int(node.key.as_ptr());
+        }
         let hash = node.hash;
         let size = node.size;
         let i = match self.free.pop() {
