@@ -40,6 +40,25 @@ fn thread_tag() -> usize {
     }
 }
 
+/// Returns once `raw` is free, without taking it: spins briefly, then yields, then sleeps
+/// for doubling times up to 1 ms (a Python cache's lock is held for microseconds, unless a
+/// key's `__eq__` or a `getsizeof` runs long inside it).
+fn wait_until_free(raw: &RawMutex) {
+    let mut round = 0u32;
+    let mut nap = Duration::from_micros(10);
+    while raw.is_locked() {
+        if round < 64 {
+            std::hint::spin_loop();
+        } else if round < 128 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(1));
+        }
+        round = round.saturating_add(1);
+    }
+}
+
 /// The lock was taken by the thread asking for it again (from within one of its own
 /// operations): waiting would never end.
 #[derive(Debug, PartialEq, Eq)]
@@ -86,35 +105,39 @@ impl<T> PyLock<T> {
         }
     }
 
-    /// Locks; when another thread holds the lock, `wait` is called with the blocking
-    /// acquisition, which it must run on this thread (a Python thread runs it with the GIL
-    /// released). Returns `Reentered`, without waiting, when this thread holds the lock.
+    /// Locks; when another thread holds the lock, `wait` is called with a blocking wait until
+    /// the lock is free, which it must run on this thread (a Python thread runs it with the
+    /// GIL released), and the lock is tried again once `wait` returns (with the GIL back), as
+    /// often as it takes. The waiting thread never holds the lock while it waits for the GIL:
+    /// a fork (which the forking thread makes with the GIL held) thus never finds a cache's
+    /// lock held by a thread that was only waiting for the GIL, which the child would not
+    /// have. Returns `Reentered`, without waiting, when this thread holds the lock.
     pub(crate) fn lock_waiting(
         &self,
-        wait: impl FnOnce(&(dyn Fn() + Sync)),
+        mut wait: impl FnMut(&(dyn Fn() + Sync)),
     ) -> Result<PyLockGuard<'_, T>, Reentered> {
         let me = thread_tag();
-        // The guard state is a stateless marker, which the unlock makes anew.
-        if self.raw.try_lock().is_none() {
+        loop {
+            // The guard state is a stateless marker, which the unlock makes anew.
+            if self.raw.try_lock().is_some() {
+                return Ok(self.locked_by(me));
+            }
             // `owner` is this thread's tag only while this thread holds the lock: a value
             // left by another thread cannot equal `me`.
             if self.owner.load(Relaxed) == me {
                 return Err(Reentered);
             }
             let raw = &self.raw;
-            let acquired = AtomicBool::new(false);
+            let waited = AtomicBool::new(false);
             wait(&|| {
-                if !acquired.load(Relaxed) {
-                    let _ = raw.lock();
-                    acquired.store(true, Relaxed);
-                }
+                wait_until_free(raw);
+                waited.store(true, Relaxed);
             });
-            if !acquired.load(Relaxed) {
-                // `wait` did not run the acquisition: wait here.
-                let _ = raw.lock();
+            if !waited.load(Relaxed) {
+                // `wait` did not run the wait: wait here.
+                wait_until_free(raw);
             }
         }
-        Ok(self.locked_by(me))
     }
 
     /// Locks if the lock is free, without waiting.
@@ -256,6 +279,35 @@ mod tests {
         drop(held);
         waiter.join().unwrap();
         assert_eq!(*lock.try_lock().unwrap(), ["holder", "waiter"]);
+    }
+
+    #[test]
+    fn a_waiter_does_not_hold_the_lock_until_its_wait_has_returned() {
+        // What a fork needs: a Python thread waiting for the GIL (after its wait) must not
+        // hold the lock meanwhile.
+        let lock = Arc::new(PyLock::new(0));
+        let held = lock.lock_waiting(block).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let lock = Arc::clone(&lock);
+            thread::spawn(move || {
+                let mut free_after_wait = None;
+                let mut n = lock
+                    .lock_waiting(|wait| {
+                        tx.send(()).unwrap();
+                        wait();
+                        // Back from the wait (where Python would retake the GIL): free.
+                        free_after_wait = Some(!lock.raw.is_locked());
+                    })
+                    .unwrap();
+                *n += 1;
+                free_after_wait
+            })
+        };
+        rx.recv().unwrap();
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), Some(true));
+        assert_eq!(*lock.try_lock().unwrap(), 1);
     }
 
     #[test]
