@@ -512,8 +512,8 @@ struct Padded<T>(T);
 /// The price is paid when threads read the same shard at the same time: the contended line
 /// then takes three atomic writes per read instead of two. Per-thread counter stripes avoid
 /// that, but cost about ten instructions per read (a thread-local look-up with its first-use
-/// check, the stripe's address, and the registers to hold it). BENCHMARKS.md has both
-/// measured: this layout is the cheaper one on one thread and the dearer one on two.
+/// check, the stripe's address, and the registers to hold it): this layout is the cheaper
+/// one on one thread (the stripes were not kept, and are not in BENCHMARKS.md).
 #[repr(C)]
 struct ShardCell<K, V> {
     /// Hits (`[0]`) and misses (`[1]`) of the reads of this shard.
