@@ -342,3 +342,47 @@ fn without_profiling_the_demo_says_how_and_dumps_its_report_before_a_restart() {
             .unwrap()
     );
 }
+
+#[inline(never)]
+fn leak_through_another_function(bytes: usize) {
+    KEPT.lock().unwrap().push(vec![3u8; bytes]);
+}
+
+/// What the heap profile of a pre-restart dump needs in memory, measured with jemalloc's
+/// per-thread peak (`thread.peak`): taking the profile, symbolizing its stacks (the first time
+/// in this process or not, depending on the order the tests run in) and encoding it stay under
+/// the 64 MiB of headroom the dump asks for before it takes one.
+#[test]
+fn a_heap_profile_needs_less_than_the_headroom_a_dump_asks_for() {
+    let _heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..64 {
+        leak_through_this_function(64 << 10);
+        leak_through_another_function(64 << 10);
+    }
+    // SAFETY: `thread.peak.reset` is a void mallctl: no old or new value.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"thread.peak.reset".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "thread.peak.reset");
+    let profile = leakguard::profile::heap_profile(0.0).unwrap();
+    let encoded = profile.to_pprof();
+    // SAFETY: `thread.peak.read` is documented as a readable uint64_t.
+    let peak = unsafe { tikv_jemalloc_ctl::raw::read::<u64>(b"thread.peak.read\0") }.unwrap();
+    assert!(!encoded.is_empty());
+    let stacks = pprof::decode(&encoded).unwrap().sample.len();
+    eprintln!(
+        "a heap profile of {stacks} stacks, {} bytes encoded, needed {peak} bytes at its peak",
+        encoded.len()
+    );
+    assert!(
+        peak < 64 << 20,
+        "taking a heap profile of {stacks} stacks needed {peak} bytes, more than the 64 MiB \
+         headroom a dump asks for"
+    );
+}
