@@ -50,8 +50,7 @@
 
 use leakguard_benches::{Summary, machine};
 use leakguard_tests::{KeepAlive, Running, example_binary, free_port, request_with, wait_until_ok};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,83 +104,6 @@ impl Kind {
             Kind::NeverRetrying => "keep-alive, never retrying",
             Kind::Fresh => "fresh",
         }
-    }
-}
-
-/// A keep-alive client that never sends a request again: one connection reused until the
-/// server answers with `Connection: close` or an error occurs (the error is the request's
-/// failure; the next request connects again).
-struct NoRetry {
-    addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-impl NoRetry {
-    fn new(addr: SocketAddr) -> Self {
-        Self { addr, conn: None }
-    }
-
-    fn get(&mut self, path: &str) -> std::io::Result<u16> {
-        let result = self.try_get(path);
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
-    }
-
-    fn try_get(&mut self, path: &str) -> std::io::Result<u16> {
-        if self.conn.is_none() {
-            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
-            s.set_read_timeout(Some(Duration::from_secs(15)))?;
-            s.set_nodelay(true)?;
-            self.conn = Some(BufReader::new(s));
-        }
-        let conn = self.conn.as_mut().unwrap();
-        write!(
-            conn.get_mut(),
-            "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
-            self.addr
-        )?;
-        let mut status_line = String::new();
-        if conn.read_line(&mut status_line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "closed before an answer",
-            ));
-        }
-        let status: u16 = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-        let (mut length, mut close) = (0usize, false);
-        loop {
-            let mut line = String::new();
-            if conn.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "closed in the headers",
-                ));
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                let k = k.trim().to_ascii_lowercase();
-                if k == "content-length" {
-                    length = v.trim().parse().unwrap_or(0);
-                } else if k == "connection" && v.trim().eq_ignore_ascii_case("close") {
-                    close = true;
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        conn.read_exact(&mut body)?;
-        if close {
-            self.conn = None;
-        }
-        Ok(status)
     }
 }
 
@@ -280,12 +202,12 @@ fn run_round(binary: &PathBuf, variant: Variant) -> Outcome {
         let (stop, recs) = (Arc::clone(&stop), Arc::clone(&recs));
         clients.push(std::thread::spawn(move || {
             let mut keep = KeepAlive::new(service);
-            let mut plain = NoRetry::new(service);
+            let mut plain = KeepAlive::never_retrying(service);
             while !stop.load(Ordering::SeqCst) && Instant::now() < round_deadline {
                 let start = Instant::now();
                 let (result, resent) = match Kind::of(client) {
                     Kind::Retrying => keep_get(&mut keep, "/"),
-                    Kind::NeverRetrying => (plain.get("/"), None),
+                    Kind::NeverRetrying => (plain.get("/").map(|(s, _)| s), None),
                     Kind::Fresh => (request("GET", service, "/", &[]).map(|(s, _)| s), None),
                 };
                 let end = Instant::now();

@@ -291,6 +291,8 @@ pub struct KeepAlive {
     conn: Option<BufReader<TcpStream>>,
     /// Requests sent again after the server closed an idle connection.
     pub retries: u64,
+    /// Whether such a request is sent again (false: [`KeepAlive::never_retrying`]).
+    retry: bool,
 }
 
 impl KeepAlive {
@@ -300,6 +302,16 @@ impl KeepAlive {
             addr,
             conn: None,
             retries: 0,
+            retry: true,
+        }
+    }
+
+    /// A client of `addr` that never sends a request again: a request on a reused connection
+    /// that the server closed fails with the error it met (the next request connects again).
+    pub fn never_retrying(addr: SocketAddr) -> Self {
+        Self {
+            retry: false,
+            ..Self::new(addr)
         }
     }
 
@@ -308,7 +320,7 @@ impl KeepAlive {
         let reused = self.conn.is_some();
         match self.try_get(path) {
             Ok(r) => Ok(r),
-            Err(e) if reused && is_closed(&e) => {
+            Err(e) if self.retry && reused && is_closed(&e) => {
                 self.conn = None;
                 self.retries += 1;
                 self.try_get(path)
@@ -348,7 +360,12 @@ impl KeepAlive {
         let mut close = false;
         loop {
             let mut line = String::new();
-            conn.read_line(&mut line)?;
+            if conn.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed in the headers",
+                ));
+            }
             let line = line.trim_end();
             if line.is_empty() {
                 break;
