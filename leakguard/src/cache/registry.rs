@@ -734,7 +734,18 @@ mod external_tests {
         let probe: Arc<dyn ExternalCache> = Arc::new(Probe::default());
         let reg = register_external("ext-gone", Arc::downgrade(&probe)).unwrap();
         assert!(report().iter().any(|r| r.name == "ext-gone"));
+        let weak = Arc::downgrade(&probe);
         drop(probe);
+        // A report running on another test's thread may hold the probe for a moment after
+        // this drop (it upgrades every registered cache); the probe is gone once it lets go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while weak.strong_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the probe outlived its owner"
+            );
+            std::thread::yield_now();
+        }
         assert!(report().iter().all(|r| r.name != "ext-gone"));
         drop(reg);
     }
