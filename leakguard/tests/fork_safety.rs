@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use leakguard::cache::{LruCache, TtlCache};
 use leakguard::endpoint::EndpointRequest;
-use leakguard::{Guard, KindConfig};
+use leakguard::{Guard, KindConfig, ManualClock};
 
 /// Forks made while the parent's threads work.
 const FORKS: usize = 1000;
@@ -124,6 +124,10 @@ fn wait_for(pid: libc::pid_t) -> Option<i32> {
 
 #[test]
 fn a_thousand_forks_during_heavy_sampler_activity_never_block_a_child() {
+    // The TTL cache's time is the workers' to move: entries expire in the parent all the time,
+    // while in a child (where no worker runs) what it inserts stays until it reads it back,
+    // however slowly a loaded machine runs it.
+    let ttl_clock = ManualClock::new(0.0);
     let shared = Arc::new(Shared {
         guard: Guard::builder()
             .ignore_env()
@@ -135,6 +139,7 @@ fn a_thousand_forks_during_heavy_sampler_activity_never_block_a_child() {
         named: LruCache::builder(256).name("fork-shared").build(),
         unnamed: TtlCache::builder(4096, Duration::from_millis(50))
             .weigher(|_, v: &Vec<u8>| v.len() as u64)
+            .clock(Arc::new(ttl_clock.clone()))
             .build(),
     });
     leakguard::handles::configure("fork_test_conn", KindConfig::new().sample_every(1))
@@ -200,9 +205,11 @@ fn a_thousand_forks_during_heavy_sampler_activity_never_block_a_child() {
     for w in 0..2u64 {
         let stop = Arc::clone(&stop);
         let shared = Arc::clone(&shared);
+        let ttl_clock = ttl_clock.clone();
         workers.push(thread::spawn(move || {
             let mut i = w;
             while !stop.load(Ordering::Relaxed) {
+                ttl_clock.advance(Duration::from_micros(100));
                 let k = i.wrapping_mul(0x9e37_79b9) % 4096;
                 shared.named.insert(k, vec![0; 16]);
                 let _ = shared.named.get(&(k / 2));
