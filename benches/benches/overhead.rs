@@ -29,9 +29,11 @@
 //! - `on_prof` (with `--features profiling`): `on`, in a process started with
 //!   `_RJEM_MALLOC_CONF=prof:true`, jemalloc's heap profiler on at its default sample rate.
 //!
-//! All children start at once and are warmed up (2 s of wrk each); then in every round each
-//! variant gets `--secs` seconds of wrk, in an order that rotates every round. Per round, a
-//! variant's throughput, p99 latency and requests per CPU second of the service (its CPU time
+//! Every round starts a fresh process per variant, all at once, warms each up (2 s of wrk) and
+//! gives each `--secs` seconds of wrk, in an order that rotates every round: a process's own
+//! luck (its address-space layout, hash seeds, where its threads run) then varies from round
+//! to round like the rest of the noise instead of biasing one variant for the whole run. Per
+//! round, a variant's throughput, p99 latency and requests per CPU second of the service (its CPU time
 //! from `/proc/<pid>/stat`, which other processes' load moves much less than throughput) are
 //! divided by `off`'s of the same round; the verdict is on the median of those ratios over the
 //! rounds: throughput and requests per CPU second ≥ 0.99 and p99 ≤ 1.05 for `on`, ≥ 0.97 for
@@ -525,18 +527,20 @@ fn main() {
             " (on_prof needs --features profiling)"
         }
     );
-    let services: Vec<Service> = variants.iter().map(|&v| Service::start(v)).collect();
     let script = script();
-    for s in &services {
-        wrk(s.addr, &script, conns, if bench { 2 } else { 1 });
-        if s.endpoint.is_some() {
-            check_instrumented(s);
-        }
-    }
-
-    // runs[variant][round]
-    let mut runs: Vec<Vec<Run>> = services.iter().map(|_| Vec::new()).collect();
+    // runs[variant][round]. Every round starts its own processes: what one process happens to
+    // get (its address-space layout, its hash seeds, where its threads land) can favour it by
+    // a percent or two for its whole life, which the rounds of one process would not average
+    // out; fresh processes turn it into round-to-round noise, which the control measures.
+    let mut runs: Vec<Vec<Run>> = variants.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
+        let services: Vec<Service> = variants.iter().map(|&v| Service::start(v)).collect();
+        for s in &services {
+            wrk(s.addr, &script, conns, if bench { 2 } else { 1 });
+            if round == 0 && s.endpoint.is_some() {
+                check_instrumented(s);
+            }
+        }
         for k in 0..services.len() {
             let i = (k + round) % services.len();
             runs[i].push(measure(&services[i], &script, conns, secs));
@@ -557,11 +561,12 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if round + 1 == rounds
+            && let Some(on) = services.iter().find(|s| s.variant == Variant::On)
+        {
+            check_instrumented(on);
+        }
     }
-    if let Some(on) = services.iter().find(|s| s.variant == Variant::On) {
-        check_instrumented(on);
-    }
-    drop(services);
     let _ = std::fs::remove_file(&script);
     if !bench {
         eprintln!("smoke run done (no verdict without --bench)");
