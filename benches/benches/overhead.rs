@@ -413,7 +413,9 @@ fn stat_cpu(stat: &str) -> (f64, &str) {
 }
 
 /// CPU seconds the service has used: (all its threads, living or gone; leakguard's own
-/// threads, the ones named `leakguard-*`: the sampler and the endpoint's).
+/// threads, the ones named `leakguard-*`: the sampler and the endpoint's). Leakguard's threads
+/// use well under a millisecond a second, less than one clock tick of `stat` in a round, so
+/// their time comes from `schedstat` (nanoseconds) where the kernel has it.
 fn cpu_seconds(pid: u32) -> (f64, f64) {
     let all = stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()).0;
     let mut ours = 0.0;
@@ -422,7 +424,11 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
             let (cpu, name) = stat_cpu(&stat);
             if name.starts_with("leakguard") {
-                ours += cpu;
+                // schedstat: time on the CPU (ns), time waiting for it, timeslices.
+                let precise = std::fs::read_to_string(task.path().join("schedstat"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+                ours += precise.map_or(cpu, |ns| ns / 1e9);
             }
         }
     }
