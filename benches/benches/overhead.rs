@@ -29,9 +29,11 @@
 //! - `on_prof` (with `--features profiling`): `on`, in a process started with
 //!   `_RJEM_MALLOC_CONF=prof:true`, jemalloc's heap profiler on at its default sample rate.
 //!
-//! All children start at once and are warmed up (2 s of wrk each); then in every round each
-//! variant gets `--secs` seconds of wrk, in an order that rotates every round. Per round, a
-//! variant's throughput, p99 latency and requests per CPU second of the service (its CPU time
+//! Every round starts a fresh process per variant, all at once, warms each up (2 s of wrk) and
+//! gives each `--secs` seconds of wrk, in an order that rotates every round: a process's own
+//! luck (its address-space layout, hash seeds, where its threads run) then varies from round
+//! to round like the rest of the noise instead of biasing one variant for the whole run. Per
+//! round, a variant's throughput, p99 latency and requests per CPU second of the service (its CPU time
 //! from `/proc/<pid>/stat`, which other processes' load moves much less than throughput) are
 //! divided by `off`'s of the same round; the verdict is on the median of those ratios over the
 //! rounds: throughput and requests per CPU second ≥ 0.99 and p99 ≤ 1.05 for `on`, ≥ 0.97 for
@@ -411,7 +413,9 @@ fn stat_cpu(stat: &str) -> (f64, &str) {
 }
 
 /// CPU seconds the service has used: (all its threads, living or gone; leakguard's own
-/// threads, the ones named `leakguard-*`: the sampler and the endpoint's).
+/// threads, the ones named `leakguard-*`: the sampler and the endpoint's). Leakguard's threads
+/// use well under a millisecond a second, less than one clock tick of `stat` in a round, so
+/// their time comes from `schedstat` (nanoseconds) where the kernel has it.
 fn cpu_seconds(pid: u32) -> (f64, f64) {
     let all = stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()).0;
     let mut ours = 0.0;
@@ -420,7 +424,11 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
             let (cpu, name) = stat_cpu(&stat);
             if name.starts_with("leakguard") {
-                ours += cpu;
+                // schedstat: time on the CPU (ns), time waiting for it, timeslices.
+                let precise = std::fs::read_to_string(task.path().join("schedstat"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+                ours += precise.map_or(cpu, |ns| ns / 1e9);
             }
         }
     }
@@ -525,18 +533,20 @@ fn main() {
             " (on_prof needs --features profiling)"
         }
     );
-    let services: Vec<Service> = variants.iter().map(|&v| Service::start(v)).collect();
     let script = script();
-    for s in &services {
-        wrk(s.addr, &script, conns, if bench { 2 } else { 1 });
-        if s.endpoint.is_some() {
-            check_instrumented(s);
-        }
-    }
-
-    // runs[variant][round]
-    let mut runs: Vec<Vec<Run>> = services.iter().map(|_| Vec::new()).collect();
+    // runs[variant][round]. Every round starts its own processes: what one process happens to
+    // get (its address-space layout, its hash seeds, where its threads land) can favour it by
+    // a percent or two for its whole life, which the rounds of one process would not average
+    // out; fresh processes turn it into round-to-round noise, which the control measures.
+    let mut runs: Vec<Vec<Run>> = variants.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
+        let services: Vec<Service> = variants.iter().map(|&v| Service::start(v)).collect();
+        for s in &services {
+            wrk(s.addr, &script, conns, if bench { 2 } else { 1 });
+            if round == 0 && s.endpoint.is_some() {
+                check_instrumented(s);
+            }
+        }
         for k in 0..services.len() {
             let i = (k + round) % services.len();
             runs[i].push(measure(&services[i], &script, conns, secs));
@@ -557,11 +567,12 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if round + 1 == rounds
+            && let Some(on) = services.iter().find(|s| s.variant == Variant::On)
+        {
+            check_instrumented(on);
+        }
     }
-    if let Some(on) = services.iter().find(|s| s.variant == Variant::On) {
-        check_instrumented(on);
-    }
-    drop(services);
     let _ = std::fs::remove_file(&script);
     if !bench {
         eprintln!("smoke run done (no verdict without --bench)");

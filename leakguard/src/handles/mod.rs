@@ -76,11 +76,13 @@
 //!   ([`HandleKind::track_with_site`]) keep at most the capture depth's frames, names cut
 //!   at [`MAX_FUNCTION_BYTES`] and [`MAX_FILE_BYTES`], in a table of at most
 //!   [`EXTERNAL_FRAME_CAPACITY`] distinct frames;
-//! - `/proc/net/tcp` is read up to a line and byte cap ([`TCP_MAX_LINES`],
-//!   [`TCP_MAX_BYTES`]), and the report says when it was cut. Reports and `/metrics` reuse one
-//!   read for [`TCP_REUSE`], or longer (up to [`TCP_REUSE_MAX`]) when a read took long: the
-//!   kernel walks its whole connection table for every read, and reading costs at most 0.1%
-//!   of one CPU.
+//! - the process's TCP sockets are counted by asking each of its socket descriptors for its
+//!   state (at most [`MAX_FDS_SCANNED`] descriptors), not by reading `/proc/net/tcp`, whose
+//!   every read makes the kernel walk the whole machine's connection table. Reports and
+//!   `/metrics` reuse one reading for [`TCP_REUSE`], or longer (up to [`TCP_REUSE_MAX`]) when a
+//!   reading took long, so that it costs at most 0.1% of one CPU. [`tcp_sockets`], which
+//!   reads the tables of a procfs tree, reads them up to a line and byte cap
+//!   ([`TCP_MAX_LINES`], [`TCP_MAX_BYTES`]) and says when it cut them.
 //!
 //! # Precision
 //!

@@ -21,17 +21,17 @@ pub const TCP_MAX_LINES: usize = 32_768;
 pub const TCP_MAX_BYTES: u64 = 8 << 20;
 /// Descriptors looked at, at most, to find this process's sockets.
 pub const MAX_FDS_SCANNED: usize = 65_536;
-/// How long, at least, reports and `/metrics` reuse one read of the live TCP tables.
-/// Reading `/proc/net/tcp` makes the kernel walk and format its whole table of connections
-/// (`TIME_WAIT` ones too, which belong to no process), whatever this process owns: several
-/// milliseconds on a large machine, tens with the tens of thousands of `TIME_WAIT` sockets
-/// that a server closing its connections leaves. A scrape flood would otherwise pay it on
-/// every request, and the guard's tick pays it whenever the reuse has run out. So a read
-/// that took `d` of CPU time is reused for `TCP_REUSE_COST_FACTOR × d` when that is longer
-/// (at most [`TCP_REUSE_MAX`]): reading the tables costs at most 0.1% of one CPU.
-/// [`tcp_sockets`] itself never reuses.
+/// How long, at least, reports and `/metrics` reuse one reading of this process's TCP
+/// sockets. The reading asks each of the process's socket descriptors for its state (about
+/// 2 µs a socket; the kernel's tables, which [`tcp_sockets`] reads, would cost a walk of the
+/// whole machine's connections), so a process holding tens of thousands of connections pays
+/// tens of milliseconds for it; a scrape flood would otherwise pay that on every request, and
+/// the guard's tick pays it whenever the reuse has run out. So a reading that took `d` of CPU
+/// time is reused for `TCP_REUSE_COST_FACTOR × d` when that is longer (at most
+/// [`TCP_REUSE_MAX`]): reading costs at most 0.1% of one CPU. [`tcp_sockets`] itself never
+/// reuses.
 pub const TCP_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long, at most, one read of the live TCP tables is reused (see [`TCP_REUSE`]).
+/// How long, at most, one reading of this process's TCP sockets is reused (see [`TCP_REUSE`]).
 pub const TCP_REUSE_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 /// A read is reused for at least this many times the CPU time it took (see [`TCP_REUSE`]).
 const TCP_REUSE_COST_FACTOR: u64 = 1000;
@@ -67,7 +67,8 @@ pub struct TcpSockets {
     pub sockets: u64,
     /// This process's socket descriptors of any protocol (TCP, UDP, Unix, …).
     pub socket_fds: u64,
-    /// Lines read from the tables.
+    /// Lines read from the tables (0 for the live process's own reading, which asks its
+    /// socket descriptors instead of reading the tables).
     pub lines_read: u64,
     /// Whether a table (or the descriptor list) was longer than the caps and was cut: the
     /// counts are then lower bounds.
@@ -128,8 +129,9 @@ pub(super) fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
     out.push(&LAST);
 }
 
-/// [`tcp_sockets`] of the live `/proc`, reused for [`TCP_REUSE`] or longer when reading took
-/// long (by the handle registry's clock); any other root is read every time.
+/// This process's TCP sockets of the live `/proc` ([`own_tcp_sockets`]), reused for
+/// [`TCP_REUSE`] or longer when reading took long (by the handle registry's clock); any other
+/// root is read every time, from its tables ([`tcp_sockets`]).
 pub(crate) fn tcp_sockets_reused(proc_root: &Path) -> TcpSockets {
     if proc_root != Path::new("/proc") {
         return tcp_sockets(proc_root);
@@ -142,7 +144,7 @@ pub(crate) fn tcp_sockets_reused(proc_root: &Path) -> TcpSockets {
         return tcp.clone();
     }
     let cpu = thread_cpu_nanos();
-    let fresh = tcp_sockets(proc_root);
+    let fresh = own_tcp_sockets(&proc_root.join("self/fd"));
     let reuse = reuse_nanos(thread_cpu_nanos().saturating_sub(cpu));
     *LAST.lock() = Some((now, reuse, fresh.clone()));
     fresh
@@ -225,6 +227,107 @@ pub fn tcp_sockets(proc_root: &Path) -> TcpSockets {
     out
 }
 
+/// This process's TCP sockets by state, asked of each of its own socket descriptors (listed in
+/// `fd_dir`, `/proc/self/fd`) with `getsockopt(TCP_INFO)`, the state the kernel keeps in the
+/// socket: the same counts as [`tcp_sockets`] gives from the live tables, at a cost that grows
+/// with this process's sockets instead of the whole machine's. Reading `/proc/net/tcp` and
+/// `tcp6` makes the kernel walk every bucket of its connection hash table (262,144 on a machine
+/// with 24 GiB) for each file: about 7 ms of CPU per reading where this takes some 2 µs per
+/// socket. Several descriptors of one socket count it once; nothing is read from the tables
+/// (`lines_read` stays 0).
+pub(crate) fn own_tcp_sockets(fd_dir: &Path) -> TcpSockets {
+    let mut out = TcpSockets {
+        states: TCP_STATES.iter().map(|s| (*s, 0)).collect(),
+        ..TcpSockets::default()
+    };
+    let entries = match std::fs::read_dir(fd_dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            out.note = Some(format!("cannot list {}: {e}", fd_dir.display()));
+            return out;
+        }
+    };
+    let mut counted = HashSet::new();
+    for (seen, entry) in entries.enumerate() {
+        if seen >= MAX_FDS_SCANNED {
+            out.truncated = true;
+            out.note = Some(format!(
+                "only the first {MAX_FDS_SCANNED} descriptors were looked at"
+            ));
+            break;
+        }
+        let Ok(entry) = entry else { continue };
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::c_int>().ok())
+        else {
+            continue;
+        };
+        // Closed since the listing, or not a link: not a socket of ours.
+        let Some(inode) = std::fs::read_link(entry.path())
+            .ok()
+            .and_then(|target| socket_inode(&target))
+        else {
+            continue;
+        };
+        out.socket_fds += 1;
+        if !counted.insert(inode) {
+            continue; // another descriptor of a socket already counted
+        }
+        if let Some(state) = tcp_state(fd, inode) {
+            out.sockets += 1;
+            if let Some(count) = TCP_STATES
+                .get(usize::from(state).wrapping_sub(1))
+                .and_then(|name| out.states.get_mut(name))
+            {
+                *count += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The kernel's state of the TCP socket open as `fd` (numbered as in `/proc/net/tcp`), if `fd`
+/// is still the socket of inode `inode` and a TCP one; `None` for any other descriptor (UDP,
+/// Unix, closed and reused since it was listed).
+fn tcp_state(fd: libc::c_int, inode: u64) -> Option<u8> {
+    // SAFETY: an all-zero `stat` is a valid value for `fstat` to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid `stat` to write into; an fd that is not open gives EBADF.
+    if unsafe { libc::fstat(fd, &mut st) } != 0
+        || st.st_mode & libc::S_IFMT != libc::S_IFSOCK
+        || st.st_ino != inode
+    {
+        return None;
+    }
+    // `tcpi_state` is the first byte of `struct tcp_info`, and the kernel copies no more than
+    // the length asked for.
+    let mut state = 0u8;
+    let mut len: libc::socklen_t = 1;
+    // SAFETY: `state` is a writable byte and `len` says so; a descriptor that is not a TCP
+    // socket gives an error (ENOPROTOOPT, EOPNOTSUPP), not a write.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut state).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len == 1 && state != 0).then_some(state)
+}
+
+/// The inode of a `/proc/<pid>/fd` link's target `socket:[<inode>]`.
+fn socket_inode(target: &Path) -> Option<u64> {
+    target
+        .to_str()
+        .and_then(|t| t.strip_prefix("socket:["))
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.parse::<u64>().ok())
+}
+
 /// Socket inodes of the descriptors in `fd_dir`, the number of socket descriptors, and
 /// whether the listing was cut at [`MAX_FDS_SCANNED`].
 fn socket_inodes(fd_dir: &Path) -> std::io::Result<(HashSet<u64>, u64, bool)> {
@@ -241,12 +344,7 @@ fn socket_inodes(fd_dir: &Path) -> std::io::Result<(HashSet<u64>, u64, bool)> {
         let Ok(target) = std::fs::read_link(entry.path()) else {
             continue;
         };
-        if let Some(inode) = target
-            .to_str()
-            .and_then(|t| t.strip_prefix("socket:["))
-            .and_then(|t| t.strip_suffix(']'))
-            .and_then(|t| t.parse::<u64>().ok())
-        {
+        if let Some(inode) = socket_inode(&target) {
             sockets += 1;
             inodes.insert(inode);
         }
@@ -311,6 +409,7 @@ fn parse_tcp_line(line: &[u8]) -> Option<(u8, u64)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -339,6 +438,102 @@ mod tests {
         }
         assert!(thread_cpu_nanos() >= before + 1_000_000);
         assert!(x > 0);
+    }
+
+    /// The socket inode of one of this process's descriptors.
+    fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        link.ok()
+            .and_then(|t| socket_inode(&t))
+            .unwrap_or_else(|| panic!("descriptor {} is a socket", fd.as_raw_fd()))
+    }
+
+    #[test]
+    fn each_socket_descriptor_tells_the_state_the_kernels_table_shows() {
+        use std::io::Read;
+        use std::net::{TcpListener, TcpStream, UdpSocket};
+        use std::os::fd::AsRawFd;
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        // A connection whose peer closed: CLOSE_WAIT once our side has seen the FIN.
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut left, _) = listener.accept().unwrap();
+        drop(peer);
+        left.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(left.read(&mut [0u8; 8]).unwrap(), 0, "the peer's FIN");
+
+        let tcp: [(libc::c_int, u64); 4] = [
+            (listener.as_raw_fd(), inode_of(&listener)),
+            (client.as_raw_fd(), inode_of(&client)),
+            (accepted.as_raw_fd(), inode_of(&accepted)),
+            (left.as_raw_fd(), inode_of(&left)),
+        ];
+        let states: Vec<Option<u8>> = tcp.iter().map(|&(fd, i)| tcp_state(fd, i)).collect();
+        // listen, established twice, close_wait (the kernel's numbering, as in TCP_STATES).
+        assert_eq!(states, [Some(10), Some(1), Some(1), Some(8)]);
+
+        // The same as the kernel's table says of these sockets.
+        let mut table = TcpSockets {
+            states: TCP_STATES.iter().map(|s| (*s, 0)).collect(),
+            ..TcpSockets::default()
+        };
+        let ours: HashSet<u64> = tcp.iter().map(|&(_, i)| i).collect();
+        count_states(File::open("/proc/net/tcp").unwrap(), &ours, &mut table).unwrap();
+        assert_eq!(table.sockets, 4);
+        assert_eq!(
+            (
+                table.states["listen"],
+                table.states["established"],
+                table.states["close_wait"]
+            ),
+            (1, 2, 1)
+        );
+
+        // Not TCP, or no longer the socket listed: no state.
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(tcp_state(udp.as_raw_fd(), inode_of(&udp)), None);
+        let (unix, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(tcp_state(unix.as_raw_fd(), inode_of(&unix)), None);
+        assert_eq!(tcp_state(listener.as_raw_fd(), inode_of(&udp)), None);
+        let file = File::open("/proc/self/status").unwrap();
+        assert_eq!(tcp_state(file.as_raw_fd(), 1), None);
+    }
+
+    #[test]
+    fn the_own_reading_counts_each_tcp_socket_once_and_every_socket_descriptor() {
+        use std::net::{TcpListener, UdpSocket};
+        use std::os::fd::AsRawFd;
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let again = listener.try_clone().unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // A descriptor list of our own making (links named by descriptor, as in /proc/self/fd):
+        // the listener twice, a UDP socket, a number that is no descriptor, a file.
+        let dir = tempfile::tempdir().unwrap();
+        let link = |fd: libc::c_int, target: String| {
+            std::os::unix::fs::symlink(target, dir.path().join(fd.to_string())).unwrap();
+        };
+        link(
+            listener.as_raw_fd(),
+            format!("socket:[{}]", inode_of(&listener)),
+        );
+        link(again.as_raw_fd(), format!("socket:[{}]", inode_of(&again)));
+        link(udp.as_raw_fd(), format!("socket:[{}]", inode_of(&udp)));
+        link(1 << 20, "socket:[12345]".to_owned());
+        link(1 << 21, "/etc/hostname".to_owned());
+        std::fs::write(dir.path().join("not-a-descriptor"), b"").unwrap();
+
+        let t = own_tcp_sockets(dir.path());
+        assert_eq!(t.note, None);
+        assert_eq!((t.sockets, t.socket_fds, t.lines_read), (1, 4, 0));
+        assert_eq!(t.states["listen"], 1);
+        assert_eq!(t.states.values().sum::<u64>(), 1);
+
+        let missing = own_tcp_sockets(&dir.path().join("missing"));
+        assert!(missing.note.is_some_and(|n| n.contains("cannot list")));
     }
 
     const LINE: &[u8] = b"   1: 0100007F:1F90 0100007F:C350 08 00000000:00000000 00:00000000 00000000  1000        0 424242 1 0000000000000000 20 4 30 10 -1\n";
