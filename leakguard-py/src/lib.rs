@@ -2,7 +2,7 @@
 //! of the `leakguard` Python package (the Python half lives in `python/leakguard/`, with the
 //! `_leakguard.pyi` stubs and `py.typed`).
 //!
-//! Four parts, each a module:
+//! Five parts, each a module:
 //!
 //! - this file: the process's sampler (`sample`, `allocator_status`), `parse_size`, and the
 //!   mapping of the core's errors to `LeakguardError` and `ConfigError`;
@@ -12,7 +12,8 @@
 //!   than wrapped (their own structure, lock and timer), registered with the core's cache
 //!   registry so the guard reports and shrinks them;
 //! - `handles`: handle tracking, through the core's handle registry, with creation sites
-//!   taken from the Python stack.
+//!   taken from the Python stack;
+//! - `fork`: a forked child's parking table made anew (no waiter of the parent's in it).
 //!
 //! Whatever may wait or lock runs with the GIL released.
 //!
@@ -22,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod fork;
 mod handles;
 
 use leakguard::allocator::AllocatorChoice;
@@ -204,6 +206,7 @@ fn parse_size(value: &str, name: &str) -> PyResult<u64> {
 #[pymodule]
 fn _leakguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    fork::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("LeakguardError", py.get_type::<LeakguardError>())?;
     m.add("ConfigError", config_error(py)?)?;
