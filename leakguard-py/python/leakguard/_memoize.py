@@ -426,7 +426,10 @@ def cached(
     concurrent calls with the same key wait for the first one's result instead of
     computing it again. With ``info=True`` the wrapper has ``cache_info()`` (hits, misses,
     maxsize, currsize). The wrapper also has ``cache_clear()``, ``cache``, ``cache_key``,
-    ``cache_lock`` and ``cache_condition``. ``cache`` must be a mapping: ``None`` raises
+    ``cache_lock`` and ``cache_condition`` (read-only when neither ``lock`` nor ``condition``
+    is given: such a wrapper's calls run in native code, and a hit runs no Python code at
+    all when ``key`` is ``hashkey`` or ``typedkey`` and the cache is a leakguard cache or a
+    dict). ``cache`` must be a mapping: ``None`` raises
     TypeError.
 
     >>> from leakguard import LRUCache, cached

@@ -626,7 +626,7 @@ impl TtlCacheBase {
             r
         };
         let out = PyList::empty(py);
-        for n in garbage.nodes {
+        for n in garbage.into_nodes() {
             out.append(PyTuple::new(py, [n.key, n.value])?)?;
         }
         result.map(|()| out)

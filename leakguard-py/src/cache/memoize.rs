@@ -96,6 +96,10 @@ impl CachedCore {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.func)?;
         visit.call(&self.cache)?;
+        // A reference of its own to the cache: the collector counts each.
+        if let Some(native) = &self.native {
+            visit.call(native)?;
+        }
         visit.call(&self.key)?;
         visit.call(&self.kwmark)
     }
