@@ -150,3 +150,149 @@ def test_every_decorator_and_key_function_is_exported() -> None:
         assert name in leakguard.__all__
         assert getattr(leakguard, name) is getattr(leakguard.cache, name)
     assert leakguard.keys.methodkey("self", 1, x=2) == leakguard.keys.hashkey(1, x=2)
+
+
+def test_a_hit_runs_no_python_code_and_keys_are_those_of_the_key_functions() -> None:
+    cache: LRUCache[Any, Any] = LRUCache(maxsize=8, name="pytest-native-hit")
+    calls: List[Any] = []
+
+    @cached(cache, info=True)
+    def f(a: Any, b: Any = 0, *, c: Any = 0) -> Any:
+        calls.append((a, b, c))
+        return (a, b, c)
+
+    assert f(1, c=3, b=2) == (1, 2, 3)
+    assert f(1, **{}) == (1, 0, 0)
+    # The keys are hashkey's: the arguments' tuple, and the sorted keywords after the mark.
+    assert set(cache) == {hashkey(1, c=3, b=2), hashkey(1)}
+    events: List[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            events.append(frame.f_code.co_name)
+
+    import sys
+
+    sys.setprofile(profile)
+    try:
+        hits = [f(1, b=2, c=3), f(1)]
+    finally:
+        sys.setprofile(None)
+    assert hits == [(1, 2, 3), (1, 0, 0)]
+    assert events == []  # no Python frame: not the wrapper's, not hashkey's
+    assert len(calls) == 2
+    assert tuple(f.cache_info()) == (2, 2, 8, 2)  # type: ignore[attr-defined]
+
+    typed: LRUCache[Any, Any] = LRUCache(maxsize=8)
+    g: Any = cached(typed, key=typedkey)(lambda a, b=0: (a, b))
+    assert g(1, b=2.0) == (1, 2.0) and g(1.0, b=2) == (1.0, 2)
+    assert set(typed) == {typedkey(1, b=2.0), typedkey(1.0, b=2)}
+
+
+def test_errors_propagate_and_are_not_cached() -> None:
+    cache: LRUCache[Any, Any] = LRUCache(maxsize=8)
+    calls: List[int] = []
+
+    @cached(cache)
+    def f(n: Any) -> int:
+        calls.append(n)
+        if n < 0:
+            raise ValueError("negative")
+        return int(n)
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="negative"):
+            f(-1)
+    assert calls == [-1, -1] and len(cache) == 0
+    with pytest.raises(TypeError, match="unhashable"):
+        f([1])
+    assert f(2) == 2 and f(2) == 2 and calls == [-1, -1, 2]
+
+    # A recursive function sees its own results cached.
+    @cached(LRUCache(maxsize=128))
+    def fib(n: int) -> int:
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    assert fib(80) == 23416728348467685
+
+
+def test_other_mappings_and_overriding_caches_are_read_through_getitem() -> None:
+    class Defaulting(LRUCache[Any, Any]):
+        def __missing__(self, key: Any) -> Any:
+            return "default"
+
+    class Counting(LRUCache[Any, Any]):
+        reads = 0
+
+        def __getitem__(self, key: Any) -> Any:
+            Counting.reads += 1
+            return super().__getitem__(key)
+
+    class Odd(KeyError):
+        pass
+
+    class Strict(dict):  # type: ignore[type-arg]
+        def __missing__(self, key: Any) -> Any:
+            raise Odd(key)  # a KeyError subclass: a miss
+
+    caches: List[Any] = [Defaulting(maxsize=4), Counting(maxsize=4), Strict(), {}]
+    for cache in caches:
+        wrapper: Any = cached(cache)(lambda n: n * 10)
+        first, second = wrapper(1), wrapper(1)
+        if isinstance(cache, Defaulting):
+            assert (first, second) == ("default", "default")  # __missing__ answers
+        else:
+            assert (first, second) == (10, 10) and cache[(1,)] == 10
+    assert Counting.reads >= 2
+
+    class Refusing(dict):  # type: ignore[type-arg]
+        def __setitem__(self, key: Any, value: Any) -> None:
+            raise ValueError("value too large")
+
+    refused: Any = cached(Refusing())(lambda n: n + 1)
+    assert refused(1) == 2 and refused(1) == 2  # computed each time, not stored
+
+
+def test_the_wrapper_behaves_as_a_function() -> None:
+    import copy
+    import gc
+    import weakref
+
+    cache: LRUCache[Any, Any] = LRUCache(maxsize=8)
+
+    class Shop:
+        @cached(cache)
+        def price(self, item: str) -> int:
+            return len(item)
+
+    shop = Shop()
+    assert shop.price("apple") == 5 and Shop.price(shop, "apple") == 5
+    wrapper: Any = Shop.__dict__["price"]
+    assert copy.copy(wrapper) is wrapper and copy.deepcopy(wrapper) is wrapper
+    assert (wrapper.cache_lock, wrapper.cache_condition) == (None, None)
+    with pytest.raises(AttributeError):
+        wrapper.cache = {}
+    wrapper.cache_clear()
+    assert len(cache) == 0
+
+    # Stacked over a locked wrapper, the outer one keeps its own attributes.
+    lock = threading.Lock()
+    inner: Any = cached(LRUCache(maxsize=2), lock=lock)(lambda n: n)
+    outer: Any = cached(LRUCache(maxsize=2))(inner)
+    assert outer(3) == 3 and outer.cache_lock is None and outer.__wrapped__ is inner
+
+    # A cycle through the wrapper (the function's globals, the cache holding the wrapper)
+    # is collected.
+    def make() -> "weakref.ref[Any]":
+        holder: LRUCache[Any, Any] = LRUCache(maxsize=2)
+
+        def fn(n: int) -> int:
+            return n
+
+        w: Any = cached(holder)(fn)
+        holder["self"] = w
+        return weakref.ref(w)
+
+    ref = make()
+    gc.collect()
+    assert ref() is None

@@ -32,6 +32,8 @@ __all__ = [
     "_TTLCacheCore",
     "_CacheBase",
     "_TTLCacheBase",
+    "_CachedCore",
+    "_CachedBase",
     "_Timer",
     "_cache_report",
     "_shrink_caches",
@@ -177,6 +179,30 @@ class _TTLCacheCore(_CacheCore):
 # The classes leakguard.cache derives from: the cores with c[k], c[k] = v and del c[k] as C slots.
 class _CacheBase(_CacheCore): ...
 class _TTLCacheBase(_TTLCacheCore, _CacheBase): ...
+
+# The native core of leakguard.cached's wrapper without a lock or a condition.
+@disjoint_base
+class _CachedCore:
+    """Native core of the wrapper of a function memoized without a lock or a condition."""
+
+    def __new__(
+        cls, func: Callable[..., Any], cache: Any, key: Callable[..., Any], kind: int, info: bool, kwmark: Any
+    ) -> Self: ...
+    @property
+    def cache(self) -> Any:
+        """The cache the results are kept in."""
+    @property
+    def cache_key(self) -> Callable[..., Any]:
+        """The function that makes a key of the arguments."""
+    def _lg_counts(self) -> Tuple[int, int]:
+        """The calls answered from the cache and those that were not, as counted so far (with
+        ``info``)."""
+    def _lg_reset_counts(self) -> None:
+        """Sets the counts back to 0."""
+
+# What leakguard._memoize derives the wrapper from: the core with the call as a C slot.
+class _CachedBase(_CachedCore):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
 @final
 class _Timer:

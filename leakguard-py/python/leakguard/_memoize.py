@@ -29,6 +29,7 @@ from typing import (
 )
 
 from leakguard import keys
+from leakguard._leakguard import _CachedBase
 
 __all__ = ["CacheInfo", "cached", "cachedmethod"]
 
@@ -332,6 +333,61 @@ class _FunctionWrapperBase:
         return f"<cached {self.__wrapped__!r}>"
 
 
+class _NativeWrapper(_CachedBase):
+    """The wrapper of a function memoized without a lock or a condition: a call (the key,
+    the lookup, the count and, on a miss, the function's call and the store) runs in the
+    native core, as ``_BasicMixin`` does it; the rest is ``_FunctionWrapperBase``'s."""
+
+    __wrapped__: Callable[..., Any]
+    __qualname__: str
+
+    def __init__(
+        self, func: Callable[..., Any], cache: Any, key: Any, kind: int, info: bool, kwmark: Any
+    ) -> None:
+        # The core holds cache and key (read-only attributes: func.__dict__ cannot override
+        # them).
+        functools.update_wrapper(cast(Any, self), func)
+
+    # Properties, so that what a stacked wrapper's __dict__ brings cannot override them.
+    @property
+    def cache_lock(self) -> None:
+        return None
+
+    @property
+    def cache_condition(self) -> None:
+        return None
+
+    __get__ = _FunctionWrapperBase.__get__
+    __copy__ = _FunctionWrapperBase.__copy__
+    __deepcopy__ = _FunctionWrapperBase.__deepcopy__
+    __reduce__ = _FunctionWrapperBase.__reduce__
+    __repr__ = _FunctionWrapperBase.__repr__
+
+    def cache_clear(self) -> None:
+        self.cache.clear()
+
+
+class _NativeInfoWrapper(_NativeWrapper):
+    """``_NativeWrapper`` counting hits and misses, as ``_InfoMixin`` does."""
+
+    def cache_clear(self) -> None:
+        self.cache.clear()
+        self._lg_reset_counts()
+
+    def cache_info(self) -> CacheInfo:
+        hits, misses = self._lg_counts()
+        return _make_info(self.cache, hits, misses)
+
+
+def _key_kind(key: Any) -> int:
+    """1 for ``hashkey`` and 2 for ``typedkey`` (their keys are built natively), else 0."""
+    if key is keys.hashkey:
+        return 1
+    if key is keys.typedkey:
+        return 2
+    return 0
+
+
 def _function_class(locked: bool, conditioned: bool, info: bool) -> Any:
     mixin = _MIXINS[(locked, conditioned, info)]
     return _FUNCTION_CLASSES[mixin]
@@ -370,7 +426,10 @@ def cached(
     concurrent calls with the same key wait for the first one's result instead of
     computing it again. With ``info=True`` the wrapper has ``cache_info()`` (hits, misses,
     maxsize, currsize). The wrapper also has ``cache_clear()``, ``cache``, ``cache_key``,
-    ``cache_lock`` and ``cache_condition``. ``cache`` must be a mapping: ``None`` raises
+    ``cache_lock`` and ``cache_condition`` (read-only when neither ``lock`` nor ``condition``
+    is given: such a wrapper's calls run in native code, and a hit runs no Python code at
+    all when ``key`` is ``hashkey`` or ``typedkey`` and the cache is a leakguard cache or a
+    dict). ``cache`` must be a mapping: ``None`` raises
     TypeError.
 
     >>> from leakguard import LRUCache, cached
@@ -385,6 +444,10 @@ def cached(
 
     def decorator(func: _F) -> _F:
         the_lock = _lock_and_condition(lock, condition)
+        if the_lock is None:
+            native = _NativeInfoWrapper if info else _NativeWrapper
+            kwmark = keys._KWMARK[0]
+            return native(func, cache, key, _key_kind(key), bool(info), kwmark)  # type: ignore[return-value]
         cls = _function_class(the_lock is not None, condition is not None, bool(info))
         wrapper = cls(func, cache, key, the_lock, condition, _make_info if info else None)
         return wrapper  # type: ignore[no-any-return]

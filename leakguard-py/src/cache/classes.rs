@@ -16,6 +16,14 @@ use pyo3::{PyTraverseError, PyVisit};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
+/// What [`CacheBase::lookup`] found.
+pub(super) enum Lookup {
+    Hit(Py<PyAny>),
+    Miss,
+    /// The class overrides `__getitem__` or `__missing__`: read through `c[k]`.
+    Generic,
+}
+
 /// Native base of ``leakguard.LRUCache``: the mapping, its lock, its registration.
 #[pyclass(subclass, frozen, module = "leakguard._leakguard", name = "_CacheCore")]
 pub(crate) struct CacheBase {
@@ -485,13 +493,7 @@ impl CacheBase {
             return Ok(v);
         }
         if let (Some(now), Some(ttl)) = (&now, &cfg.ttl) {
-            // cachetools moves an expired entry to the LRU end before calling __missing__.
-            let kh = KeyHash::of(key)?;
-            let mut core = this.shared.core.lock(py)?;
-            if let Some(i) = core.find(py, key, kh)? {
-                core.move_back(i, List::Lru);
-            }
-            drop(core);
+            this.touch_expired(py, key)?;
             if cfg.hooks & MISSING != 0 {
                 let _frozen = ttl.timer.get().freeze(py, now);
                 return Ok(slf.call_method1("__missing__", (key,))?.unbind());
@@ -502,6 +504,39 @@ impl CacheBase {
             return Ok(slf.call_method1("__missing__", (key,))?.unbind());
         }
         Err(key_error(key))
+    }
+
+    /// `c[k]` as the memoizing decorator's wrapper reads it (see `memoize`): the value, or
+    /// None when the key is absent, without the KeyError; `Generic` when the class overrides
+    /// `__getitem__` or `__missing__` (the wrapper then goes through `c[k]`).
+    #[inline(always)]
+    pub(super) fn lookup(slf: &Bound<'_, CacheBase>, key: &Bound<'_, PyAny>) -> PyResult<Lookup> {
+        let py = slf.py();
+        let this = slf.get();
+        let cfg = this.cfg()?;
+        if cfg.hooks & (GETITEM | MISSING) != 0 {
+            return Ok(Lookup::Generic);
+        }
+        let now = this.now(py, cfg)?;
+        if let Some(v) = this.get_impl(py, cfg, key, now.as_ref())? {
+            return Ok(Lookup::Hit(v));
+        }
+        if now.is_some() {
+            this.touch_expired(py, key)?;
+        }
+        Ok(Lookup::Miss)
+    }
+
+    /// What `c[k]` does to an expired entry before raising KeyError (or calling
+    /// `__missing__`), as cachetools does: moves it to the LRU end.
+    #[inline(never)]
+    fn touch_expired(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let kh = KeyHash::of(key)?;
+        let mut core = self.shared.core.lock(py)?;
+        if let Some(i) = core.find(py, key, kh)? {
+            core.move_back(i, List::Lru);
+        }
+        Ok(())
     }
 
     /// `get(key, default=None)` (declared to Python in `fastcall`, with the vectorcall
@@ -591,7 +626,7 @@ impl TtlCacheBase {
             r
         };
         let out = PyList::empty(py);
-        for n in garbage.nodes {
+        for n in garbage.into_nodes() {
             out.append(PyTuple::new(py, [n.key, n.value])?)?;
         }
         result.map(|()| out)
@@ -628,6 +663,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     super::fastcall::install(&m.py().get_type::<CacheBase>())?;
     m.add_class::<TtlCacheBase>()?;
     super::slots::register(m)?;
+    super::memoize::register(m)?;
     m.add_class::<Timer>()?;
     m.add_function(wrap_pyfunction!(_cache_report, m)?)?;
     m.add_function(wrap_pyfunction!(_shrink_caches, m)?)?;

@@ -38,6 +38,8 @@
 //! - `slots`: `c[k]`, `c[k] = v` and `del c[k]` as C slots of `_CacheBase` and `_TTLCacheBase`,
 //!   made with `PyType_FromSpecWithBases` as subclasses of pyo3's classes (pyo3 enters every
 //!   slot through its trampoline, which costs as much as a hit);
+//! - `memoize`: the wrapper that `leakguard.cached` makes of a function (without a lock or a
+//!   condition), called through a C slot: the key, the lookup and the count in native code;
 //! - `classes`: pyo3's classes `_CacheCore`, `_TTLCacheCore` (the data and every other method)
 //!   and the module's functions.
 
@@ -45,6 +47,7 @@ mod classes;
 mod copy;
 mod fastcall;
 mod lock;
+mod memoize;
 mod ops;
 mod slots;
 mod stats;

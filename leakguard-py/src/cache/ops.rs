@@ -17,10 +17,13 @@ pub(super) fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
     PyKeyError::new_err(key.clone().unbind())
 }
 
-/// The objects an operation removed, dropped after its lock is released.
+/// The objects an operation removed, dropped after its lock is released. The first node
+/// is kept inline: a write that evicts one entry (a full cache's usual write) allocates
+/// nothing for it.
 #[derive(Default)]
 pub(super) struct Garbage {
-    pub(super) nodes: Vec<Node>,
+    first: Option<Node>,
+    rest: Vec<Node>,
     /// The value a write replaced.
     pub(super) old: Option<Py<PyAny>>,
 }
@@ -30,12 +33,23 @@ impl Garbage {
         Self::default()
     }
 
+    #[inline(always)]
     pub(super) fn push(&mut self, node: Node) {
-        self.nodes.push(node);
+        if self.first.is_none() {
+            self.first = Some(node);
+        } else {
+            self.rest.push(node);
+        }
     }
 
+    #[inline(always)]
     pub(super) fn len(&self) -> usize {
-        self.nodes.len()
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// The nodes, in the order they were removed.
+    pub(super) fn into_nodes(self) -> impl Iterator<Item = Node> {
+        self.first.into_iter().chain(self.rest)
     }
 
     /// Drops what the operation removed, after its lock; the thread is attached.
@@ -44,11 +58,15 @@ impl Garbage {
         if let Some(old) = self.old {
             drop(old.into_bound(py));
         }
-        if self.nodes.is_empty() {
+        let Some(first) = self.first else {
             // The common write, which evicts nothing: no iterator to drop.
             return;
+        };
+        first.release(py);
+        if self.rest.is_empty() {
+            return;
         }
-        for node in self.nodes {
+        for node in self.rest {
             node.release(py);
         }
     }

@@ -23,7 +23,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 /// The result of a slot, or `err` with the exception it raised set on the thread. The
 /// exception is set inside the unwinding guard, so that what crosses it is one word.
 #[inline(always)]
-fn settle<T>(py: Python<'_>, result: PyResult<T>, err: T) -> T {
+pub(super) fn settle<T>(py: Python<'_>, result: PyResult<T>, err: T) -> T {
     match result {
         Ok(value) => value,
         Err(e) => {
@@ -35,7 +35,7 @@ fn settle<T>(py: Python<'_>, result: PyResult<T>, err: T) -> T {
 
 /// The slot's value, or `err` after a panic (set as a RuntimeError).
 #[inline(always)]
-fn finish<T>(py: Python<'_>, outcome: std::thread::Result<T>, err: T) -> T {
+pub(super) fn finish<T>(py: Python<'_>, outcome: std::thread::Result<T>, err: T) -> T {
     match outcome {
         Ok(value) => value,
         Err(_) => {

@@ -7,6 +7,7 @@ use super::NIL;
 use super::time::Time;
 use hashbrown::HashTable;
 use pyo3::prelude::*;
+use std::os::raw::c_int;
 
 pub(super) struct Node {
     pub(super) key: Py<PyAny>,
@@ -98,6 +99,48 @@ fn small_int_value(key: *mut pyo3::ffi::PyObject) -> Option<isize> {
         let v = pyo3::ffi::PyLong_AsLongAndOverflow(key, &mut overflow);
         (overflow == 0 && v != -1 && (v as i64).unsigned_abs() < (1 << 61) - 1)
             .then_some(v as isize)
+    }
+}
+
+/// `a == b` as `PyObject_RichCompareBool` tells it (1, 0, or -1 with an exception set), with
+/// a shorter way for two exact tuples of one length (the keys of the memoizing decorators):
+/// item by item as the tuple's own comparison does, two small exact ints told apart by value
+/// (see `small_int`) and any other pair of items compared by Python.
+///
+/// # Safety
+///
+/// Both are live objects and the thread is attached.
+#[inline(always)]
+unsafe fn keys_equal(a: *mut pyo3::ffi::PyObject, b: *mut pyo3::ffi::PyObject) -> c_int {
+    use pyo3::ffi;
+    // SAFETY: the caller's contract; the items of a tuple are live while it is.
+    unsafe {
+        let tuple = std::ptr::addr_of_mut!(ffi::PyTuple_Type);
+        if ffi::Py_TYPE(a) != tuple || ffi::Py_TYPE(b) != tuple {
+            return ffi::PyObject_RichCompareBool(a, b, ffi::Py_EQ);
+        }
+        let len = ffi::PyTuple_Size(a);
+        if len != ffi::PyTuple_Size(b) {
+            // The tuple's comparison, which compares the common items first.
+            return ffi::PyObject_RichCompareBool(a, b, ffi::Py_EQ);
+        }
+        for i in 0..len {
+            let (x, y) = (ffi::PyTuple_GetItem(a, i), ffi::PyTuple_GetItem(b, i));
+            if x == y {
+                continue;
+            }
+            if let (Some(vx), Some(vy)) = (small_int_value(x), small_int_value(y)) {
+                if vx == vy {
+                    continue;
+                }
+                return 0;
+            }
+            let r = ffi::PyObject_RichCompareBool(x, y, ffi::Py_EQ);
+            if r != 1 {
+                return r;
+            }
+        }
+        1
     }
 }
 
@@ -291,9 +334,7 @@ impl Core {
             }
             // SAFETY: both pointers are live objects (the node's key is owned by the node, `key`
             // is borrowed for the call) and this thread is attached to the interpreter.
-            match unsafe {
-                pyo3::ffi::PyObject_RichCompareBool(n.key.as_ptr(), key_ptr, pyo3::ffi::Py_EQ)
-            } {
+            match unsafe { keys_equal(n.key.as_ptr(), key_ptr) } {
                 1 => true,
                 0 => false,
                 _ => {
