@@ -343,22 +343,7 @@ fn without_profiling_the_demo_says_how_and_dumps_its_report_before_a_restart() {
     );
 }
 
-#[inline(never)]
-fn leak_through_another_function(bytes: usize) {
-    KEPT.lock().unwrap().push(vec![3u8; bytes]);
-}
-
-/// What the heap profile of a pre-restart dump needs in memory, measured with jemalloc's
-/// per-thread peak (`thread.peak`): taking the profile, symbolizing its stacks (the first time
-/// in this process or not, depending on the order the tests run in) and encoding it stay under
-/// the 64 MiB of headroom the dump asks for before it takes one.
-#[test]
-fn a_heap_profile_needs_less_than_the_headroom_a_dump_asks_for() {
-    let _heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
-    for _ in 0..64 {
-        leak_through_this_function(64 << 10);
-        leak_through_another_function(64 << 10);
-    }
+fn thread_peak_reset() {
     // SAFETY: `thread.peak.reset` is a void mallctl: no old or new value.
     let rc = unsafe {
         tikv_jemalloc_sys::mallctl(
@@ -370,19 +355,317 @@ fn a_heap_profile_needs_less_than_the_headroom_a_dump_asks_for() {
         )
     };
     assert_eq!(rc, 0, "thread.peak.reset");
-    let profile = leakguard::profile::heap_profile(0.0).unwrap();
-    let encoded = profile.to_pprof();
+}
+
+/// The calling thread's peak of allocated minus freed bytes since the last reset.
+fn thread_peak() -> u64 {
     // SAFETY: `thread.peak.read` is documented as a readable uint64_t.
-    let peak = unsafe { tikv_jemalloc_ctl::raw::read::<u64>(b"thread.peak.read\0") }.unwrap();
-    assert!(!encoded.is_empty());
-    let stacks = pprof::decode(&encoded).unwrap().sample.len();
-    eprintln!(
-        "a heap profile of {stacks} stacks, {} bytes encoded, needed {peak} bytes at its peak",
-        encoded.len()
+    unsafe { tikv_jemalloc_ctl::raw::read::<u64>(b"thread.peak.read\0") }.unwrap()
+}
+
+/// jemalloc's `prof.reset`: forgets what was sampled and samples one allocation every `2^lg`
+/// bytes from now on.
+fn prof_reset(lg: usize) {
+    // SAFETY: `prof.reset` is documented as writable with a size_t (the new lg_sample).
+    unsafe { tikv_jemalloc_ctl::raw::write::<usize>(b"prof.reset\0", lg) }.unwrap();
+}
+
+/// Puts the sample period back to this binary's when dropped (a failed test included).
+struct SampleEveryAllocation;
+
+impl SampleEveryAllocation {
+    fn start() -> Self {
+        prof_reset(0);
+        SampleEveryAllocation
+    }
+}
+
+impl Drop for SampleEveryAllocation {
+    fn drop(&mut self) {
+        prof_reset(16);
+    }
+}
+
+/// Levels of [`walk`]: `2^LEVELS` distinct call paths.
+const LEVELS: u32 = 14;
+
+/// Allocates 64 bytes through one of `2^level` call paths, chosen by the bits of `path`
+/// (each level calls [`left`] or [`right`]): every path is a distinct stack.
+#[inline(never)]
+fn walk(path: u32, level: u32, keep: &mut Vec<Vec<u8>>) {
+    if level == 0 {
+        keep.push(std::hint::black_box(vec![7u8; 64]));
+        return;
+    }
+    if path & 1 == 1 {
+        left(path >> 1, level - 1, keep);
+    } else {
+        right(path >> 1, level - 1, keep);
+    }
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn left(path: u32, level: u32, keep: &mut Vec<Vec<u8>>) {
+    walk(path, level, keep);
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn right(path: u32, level: u32, keep: &mut Vec<Vec<u8>>) {
+    walk(path, level, keep);
+    std::hint::black_box(());
+}
+
+/// What the heap profile of a pre-restart dump needs in memory, measured with jemalloc's
+/// per-thread peak (`thread.peak`), with a large profile: every allocation sampled, 16384
+/// live allocations from as many distinct call paths. The dump parses jemalloc's text as it
+/// reads it and keeps the 4096 largest stacks; it symbolizes them only from what earlier
+/// profiles resolved, else writes them unsymbolized (addresses and mappings, for
+/// `go tool pprof <binary> <file>`); either way what it needs stays under
+/// `leakguard::profile::DUMP_NEEDS`, the headroom it asks for before taking one.
+#[test]
+fn a_heap_profile_needs_less_than_the_headroom_a_dump_asks_for() {
+    use leakguard::profile::{DUMP_NEEDS, MAX_STACKS};
+    let _heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
+    let mut keep: Vec<Vec<u8>> = Vec::with_capacity(1 << LEVELS);
+    let sampling = SampleEveryAllocation::start();
+    for path in 0..1u32 << LEVELS {
+        walk(path, LEVELS, &mut keep);
+    }
+
+    // The call paths were never profiled before: the dump writes them unsymbolized.
+    thread_peak_reset();
+    let profile = leakguard::profile::heap_profile(0.0).unwrap();
+    let (unsymbolized, why) = profile.to_pprof_near_limit();
+    let cold = thread_peak();
+    drop(sampling);
+    let why = why.expect("not symbolized");
+    assert!(why.contains("go tool pprof"), "{why}");
+    assert_eq!(profile.stacks.len(), MAX_STACKS);
+    // More stacks than are held while parsing: the smaller ones were left out as it went.
+    // (The thread's first allocations after the reset may still be counted down to the old
+    // period and not sampled.)
+    assert!(
+        profile.stacks.len() + profile.dropped_stacks > 3 * MAX_STACKS,
+        "{} left out",
+        profile.dropped_stacks
+    );
+    let u = pprof::decode(&unsymbolized).unwrap();
+    assert_eq!(u.sample.len(), MAX_STACKS);
+    assert!(u.function.is_empty());
+    assert!(
+        u.location
+            .iter()
+            .all(|l| l.line.is_empty() && l.address > 0)
+    );
+    assert!(!u.mapping.is_empty() && u.mapping.iter().all(|m| !m.has_functions));
+    // The executable's mapping comes first: `go tool pprof <binary>` takes it for the binary.
+    let exe = std::env::current_exe().unwrap();
+    assert_eq!(
+        u.string(u.mapping[0].filename),
+        exe.to_string_lossy(),
+        "{:?}",
+        u.mapping
+    );
+    let ids: std::collections::HashSet<u64> = u.location.iter().map(|l| l.id).collect();
+    assert!(
+        u.sample
+            .iter()
+            .all(|s| s.location_id.iter().all(|id| ids.contains(id)))
+    );
+    let in_exe = u.location.iter().filter(|l| l.mapping_id == 1).count();
+    assert!(
+        in_exe * 10 >= u.location.len() * 9,
+        "{in_exe} of {}",
+        u.location.len()
     );
     assert!(
-        peak < 64 << 20,
-        "taking a heap profile of {stacks} stacks needed {peak} bytes, more than the 64 MiB \
-         headroom a dump asks for"
+        u.comments().iter().any(|c| c.contains("not symbolized")),
+        "{:?}",
+        u.comments()
     );
+
+    // The same profile symbolized in the process names the call paths at the same addresses.
+    let s = pprof::decode(&profile.to_pprof()).unwrap();
+    let addresses: std::collections::HashSet<u64> = u.location.iter().map(|l| l.address).collect();
+    let walked = |p: &pprof::Profile| -> Vec<u64> {
+        p.function
+            .iter()
+            .filter(|f| ["profile::left", "profile::right"].contains(&p.string(f.name)))
+            .map(|f| f.id)
+            .collect()
+    };
+    assert_eq!(walked(&s).len(), 2, "{} functions", s.function.len());
+    let through_walk: Vec<u64> = s
+        .location
+        .iter()
+        .filter(|l| {
+            l.line
+                .iter()
+                .any(|line| walked(&s).contains(&line.function_id))
+        })
+        .map(|l| l.address)
+        .collect();
+    assert!(!through_walk.is_empty());
+    assert!(through_walk.iter().all(|a| addresses.contains(a)));
+
+    // Now that they were resolved, the dump symbolizes them, from the cache.
+    thread_peak_reset();
+    let (symbolized, why) = profile.to_pprof_near_limit();
+    let warm = thread_peak();
+    assert_eq!(why, None);
+    let w = pprof::decode(&symbolized).unwrap();
+    assert_eq!(walked(&w).len(), 2, "{} functions", w.function.len());
+    eprintln!(
+        "a heap profile of {} stacks ({} left out): taken and encoded unsymbolized, {} bytes, \
+         {cold} bytes at its peak; encoded symbolized from the cache, {} bytes, {warm} bytes \
+         at its peak",
+        profile.stacks.len(),
+        profile.dropped_stacks,
+        unsymbolized.len(),
+        symbolized.len()
+    );
+    assert!(
+        cold < DUMP_NEEDS && cold + warm < DUMP_NEEDS,
+        "taking and encoding a heap profile of {MAX_STACKS} stacks needed {cold} bytes \
+         unsymbolized, {cold} + {warm} symbolized, more than the {DUMP_NEEDS} of headroom a \
+         dump asks for"
+    );
+    drop(keep);
+}
+
+/// The most a dump symbolizes: as many distinct addresses as the symbol cache holds (three
+/// quarters of it, so that this test's own resolving does not empty it), spread over the
+/// whole executable code of the binary, so that they name thousands of functions. Symbolized
+/// from the cache, they need memory in proportion to them only: under what a dump asks for,
+/// less what parsing may need.
+#[test]
+fn symbolizing_the_most_addresses_a_dump_symbolizes_stays_under_the_headroom() {
+    use leakguard::profile::{DUMP_NEEDS, HeapProfile, MAX_SYMBOLS, Stack};
+    // The symbol cache is shared: no other test resolves while this one fills it.
+    let _heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
+    let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_string_lossy();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let (start, end) = maps
+        .lines()
+        .filter(|l| l.ends_with(&*exe) && l.split_whitespace().nth(1).unwrap().contains('x'))
+        .map(|l| {
+            let (a, b) = l
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .split_once('-')
+                .unwrap();
+            (
+                usize::from_str_radix(a, 16).unwrap(),
+                usize::from_str_radix(b, 16).unwrap(),
+            )
+        })
+        .next()
+        .unwrap();
+    let n = MAX_SYMBOLS * 3 / 4;
+    let step = (end - start) / n;
+    let stacks: Vec<Stack> = (0..n / 4)
+        .map(|i| Stack {
+            addrs: (0..4).map(|k| start + (i * 4 + k) * step + 1).collect(),
+            bytes: 1e6 - i as f64,
+            objects: 1.0,
+        })
+        .collect();
+    let profile = HeapProfile {
+        sample_period: 1,
+        stacks,
+        ..HeapProfile::default()
+    };
+    // Not resolved yet: left unsymbolized.
+    assert!(profile.to_pprof_near_limit().1.is_some());
+    // Resolved by an earlier profile (the cache may be emptied when full: again then).
+    let mut tries = 0;
+    let (encoded, peak) = loop {
+        let _ = profile.to_pprof();
+        thread_peak_reset();
+        let (encoded, why) = profile.to_pprof_near_limit();
+        let peak = thread_peak();
+        if why.is_none() {
+            break (encoded, peak);
+        }
+        tries += 1;
+        assert!(tries < 3, "{why:?}");
+    };
+    let p = pprof::decode(&encoded).unwrap();
+    eprintln!(
+        "symbolizing {n} addresses spread over {} MiB of code from the cache: {} functions, \
+         {} bytes encoded, {peak} bytes at its peak",
+        (end - start) >> 20,
+        p.function.len(),
+        encoded.len()
+    );
+    assert!(p.function.len() > n / 8, "{}", p.function.len());
+    assert!(peak < DUMP_NEEDS - (6 << 20), "{peak}");
+}
+
+/// Allocates through a call path no profile saw before the restart dump's.
+#[inline(never)]
+fn allocate_before_the_restart(bytes: usize) -> Vec<u8> {
+    std::hint::black_box(vec![9u8; bytes])
+}
+
+/// The pre-restart dump, with stacks no earlier profile resolved: the profile is written
+/// unsymbolized, with the process's mappings, and the event and the dump's report say so.
+#[test]
+fn a_pre_restart_dump_with_unresolved_stacks_writes_them_unsymbolized_and_says_so() {
+    let _heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
+    let held = allocate_before_the_restart(16 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let guard = Guard::builder()
+        .ignore_env()
+        .no_endpoint()
+        .background(false)
+        .limit(64 << 30)
+        .dump_dir(dir.path())
+        .restart_action(leakguard::RestartAction::None)
+        .restart_policy(leakguard::restart::RestartPolicy {
+            drain_delay: Duration::ZERO,
+            ..Default::default()
+        })
+        .start()
+        .unwrap();
+    guard.request_restart("test").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let event = loop {
+        if let Some(e) = guard
+            .events()
+            .into_iter()
+            .find(|e| e.message.starts_with("post-mortem dump"))
+        {
+            break e.message;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", guard.events());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    drop(held);
+    assert!(event.contains("heap profile not symbolized"), "{event}");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let (profile, report) = (&files[0], &files[1]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert!(
+        report["heap_profile_unsymbolized"]
+            .as_str()
+            .unwrap()
+            .contains("go tool pprof <binary> <file>"),
+        "{report}"
+    );
+    let p = pprof::decode(&std::fs::read(profile).unwrap()).unwrap();
+    assert!(!p.sample.is_empty() && p.function.is_empty());
+    assert!(p.mapping.iter().all(|m| !m.has_functions));
+    assert!(p.location.iter().all(|l| l.line.is_empty()));
+    assert!(p.location.iter().any(|l| l.mapping_id == 1));
 }

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 /// (at most the drain timeout) before it concludes that the process lives on.
 const SIGNAL_SETTLE: Duration = Duration::from_secs(10);
 
-/// What a heap profile before a restart may need (profile text, parsed stacks, encoding, debug
-/// information on first use): with less headroom to the limit, the pre-restart dump writes the
-/// report only.
-pub(crate) const DUMP_NEEDS: u64 = 64 << 20;
+// What the heap profile of a pre-restart dump may need, derived from its bounds (see
+// `crate::profile::DUMP_NEEDS`): with less headroom to the limit, the pre-restart dump writes
+// the report only.
+use crate::profile::DUMP_NEEDS;
 
 impl Inner {
     /// Starts the wanted restart unless the uptime or the rate limit holds it back (said once
@@ -190,7 +190,7 @@ impl Inner {
                     crate::units::format_bytes(DUMP_NEEDS)
                 )
             });
-            let _ = self.dump_and_say_with(&why, skip);
+            let _ = self.dump_and_say_with(&why, skip, true);
         }
         let record = crate::handover::note_restart(self.clock.unix_seconds(), &reason);
         self.restarts.store(record.restarts_total, Ordering::SeqCst);
@@ -293,11 +293,15 @@ impl Inner {
     }
 
     /// Writes a post-mortem dump (heap profile and report) to the dump directory; with
-    /// `skip_profile`, the report only, saying why.
+    /// `skip_profile`, the report only, saying why. `near_limit` (before a restart): the
+    /// profile is symbolized only when the binary's symbols were already read in this process,
+    /// and is otherwise written unsymbolized as it is encoded, so that it needs no more than
+    /// [`DUMP_NEEDS`].
     fn dump(
         &self,
         reason: &str,
         skip_profile: Option<String>,
+        near_limit: bool,
     ) -> Result<crate::profile::DumpOutcome> {
         let Some(dir) = &self.config.dump_dir else {
             return Err(Error::config(
@@ -324,31 +328,50 @@ impl Inner {
                     crate::profile::MAX_STACKS
                 )
             });
+        use crate::profile::ProfileBody;
+        // Before a restart, the profile as `dump_body` bounds it (and why it is not
+        // symbolized, if it is not); on request, symbolized.
         #[cfg(feature = "profiling")]
-        let profile = profile.map(|p| p.to_pprof()).map_err(|e| e.to_string());
+        let (body, unsymbolized) = match &profile {
+            Ok(p) if near_limit => {
+                let (body, why) = p.dump_body();
+                (Ok(body), why)
+            }
+            Ok(p) => (Ok(ProfileBody::Encoded(p.to_pprof())), None),
+            Err(e) => (Err(e.to_string()), None),
+        };
         #[cfg(not(feature = "profiling"))]
-        let profile = profile.map(|_| Vec::new()).map_err(|e| e.to_string());
-        crate::profile::write_dump_noting(dir, reason, &report, profile, cut, now)
+        let (body, unsymbolized) = {
+            let _ = near_limit;
+            let body = profile
+                .as_ref()
+                .map(|_| ProfileBody::Encoded(Vec::new()))
+                .map_err(|e| e.to_string());
+            (body, None)
+        };
+        crate::profile::write_dump_noting(dir, reason, &report, body, cut, unsymbolized, now)
     }
 
     /// Dumps and reports the outcome as an event.
     pub(super) fn dump_and_say(&self, reason: &str) -> Result<crate::profile::DumpOutcome> {
-        self.dump_and_say_with(reason, None)
+        self.dump_and_say_with(reason, None, false)
     }
 
-    /// [`Inner::dump_and_say`], leaving the heap profile out (saying why) with `skip_profile`.
+    /// [`Inner::dump_and_say`], leaving the heap profile out (saying why) with `skip_profile`;
+    /// `near_limit` as [`Inner::dump`] takes it.
     fn dump_and_say_with(
         &self,
         reason: &str,
         skip_profile: Option<String>,
+        near_limit: bool,
     ) -> Result<crate::profile::DumpOutcome> {
-        let outcome = self.dump(reason, skip_profile);
+        let outcome = self.dump(reason, skip_profile, near_limit);
         let event = match &outcome {
             Ok(o) => self.event(
                 Level::Info,
                 EventKind::Profile,
                 format!(
-                    "post-mortem dump written ({reason}): {}{}",
+                    "post-mortem dump written ({reason}): {}{}{}",
                     o.files
                         .iter()
                         .map(|f| f.display().to_string())
@@ -361,6 +384,10 @@ impl Inner {
                             .profile_cut
                             .as_deref()
                             .map(|c| format!("; heap profile cut: {c}")))
+                        .unwrap_or_default(),
+                    o.profile_unsymbolized
+                        .as_deref()
+                        .map(|u| format!("; heap profile not symbolized: {u}"))
                         .unwrap_or_default()
                 ),
             ),

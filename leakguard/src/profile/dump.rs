@@ -18,6 +18,19 @@ pub const MAX_REPORT_BYTES: usize = 16 << 20;
 /// dump says so. A profile keeps at most [`MAX_STACKS`](super::MAX_STACKS) stacks.
 pub const MAX_PROFILE_BYTES: usize = 16 << 20;
 
+/// Writes a heap profile to a dump file as it encodes it.
+pub(crate) type WriteProfile<'a> =
+    Box<dyn FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + 'a>;
+
+/// A heap profile for a dump: encoded already, or encoded as it is written to the file.
+pub(crate) enum ProfileBody<'a> {
+    /// Encoded (gzipped pprof); left out beyond [`MAX_PROFILE_BYTES`].
+    Encoded(Vec<u8>),
+    /// Written as it is encoded, through the dump's write buffer: bounded by its encoder.
+    #[cfg_attr(not(feature = "profiling"), allow(dead_code))]
+    Streamed(WriteProfile<'a>),
+}
+
 /// The buffer dump files are written through.
 const WRITE_BUFFER: usize = 64 << 10;
 
@@ -30,6 +43,9 @@ pub struct DumpOutcome {
     pub profile_error: Option<String>,
     /// What the heap profile left out, if anything (its smaller stacks beyond the bound).
     pub profile_cut: Option<String>,
+    /// Why the heap profile is not symbolized, if it is not: its locations are addresses in
+    /// the process's mappings, which `go tool pprof <binary> <file>` symbolizes.
+    pub profile_unsymbolized: Option<String>,
     /// Files of older dumps removed to keep at most [`DUMPS_KEPT`].
     pub removed: Vec<PathBuf>,
 }
@@ -178,11 +194,21 @@ pub fn write_dump(
     profile: std::result::Result<Vec<u8>, String>,
     unix_seconds: f64,
 ) -> Result<DumpOutcome> {
-    write_dump_noting(dir, reason, report_json, profile, None, unix_seconds)
+    write_dump_noting(
+        dir,
+        reason,
+        report_json,
+        profile.map(ProfileBody::Encoded),
+        None,
+        None,
+        unix_seconds,
+    )
 }
 
 /// [`write_dump`], with `cut`: what was left out of the heap profile (said in the dump's
-/// report as `heap_profile_cut`).
+/// report as `heap_profile_cut`), and `unsymbolized`: why the profile is not symbolized, if
+/// it is not (`heap_profile_unsymbolized`). The profile may be written as it is encoded
+/// ([`ProfileBody::Streamed`]).
 ///
 /// The report file is written as it is encoded, through a small buffer: the report text is
 /// embedded as it is (checked to be JSON without building it as a tree), so the dump needs
@@ -193,8 +219,9 @@ pub(crate) fn write_dump_noting(
     dir: &Path,
     reason: &str,
     report_json: &str,
-    profile: std::result::Result<Vec<u8>, String>,
+    profile: std::result::Result<ProfileBody<'_>, String>,
     cut: Option<String>,
+    unsymbolized: Option<String>,
     unix_seconds: f64,
 ) -> Result<DumpOutcome> {
     match std::fs::metadata(dir) {
@@ -213,17 +240,15 @@ pub(crate) fn write_dump_noting(
         }
     }
     let stem = new_stem(unix_seconds);
-    let profile = profile.and_then(|bytes| {
-        if bytes.len() > MAX_PROFILE_BYTES {
-            Err(format!(
-                "left out: the heap profile is {} bytes, more than the {MAX_PROFILE_BYTES} a dump writes",
-                bytes.len()
-            ))
-        } else {
-            Ok(bytes)
-        }
+    let profile = profile.and_then(|body| match body {
+        ProfileBody::Encoded(bytes) if bytes.len() > MAX_PROFILE_BYTES => Err(format!(
+            "left out: the heap profile is {} bytes, more than the {MAX_PROFILE_BYTES} a dump writes",
+            bytes.len()
+        )),
+        body => Ok(body),
     });
     let cut = cut.filter(|_| profile.is_ok());
+    let unsymbolized = unsymbolized.filter(|_| profile.is_ok());
     let report_left_out = (report_json.len() > MAX_REPORT_BYTES).then(|| {
         format!(
             "the report is {} bytes, more than the {MAX_REPORT_BYTES} a dump writes",
@@ -246,6 +271,7 @@ pub(crate) fn write_dump_noting(
         field(w, "heap_profile", &heap_profile)?;
         field(w, "heap_profile_error", &profile.as_ref().err())?;
         field(w, "heap_profile_cut", &cut)?;
+        field(w, "heap_profile_unsymbolized", &unsymbolized)?;
         field(w, "report_left_out", &report_left_out)?;
         w.write_all(b"  \"report\": ")?;
         if report_left_out.is_some() {
@@ -259,9 +285,12 @@ pub(crate) fn write_dump_noting(
     })?;
     let mut files = vec![report_path];
     let profile_error = match profile {
-        Ok(bytes) => {
+        Ok(body) => {
             let path = dir.join(format!("{stem}.heap.pb.gz"));
-            write_file_with(&path, |w| w.write_all(&bytes))?;
+            match body {
+                ProfileBody::Encoded(bytes) => write_file_with(&path, |w| w.write_all(&bytes))?,
+                ProfileBody::Streamed(write) => write_file_with(&path, write)?,
+            }
             files.push(path);
             None
         }
@@ -272,6 +301,7 @@ pub(crate) fn write_dump_noting(
         files,
         profile_error,
         profile_cut: cut,
+        profile_unsymbolized: unsymbolized,
         removed,
     })
 }

@@ -41,7 +41,12 @@ fn prof_dump(path: &str) -> Result<()> {
     })
 }
 
-fn read_bounded(file: &mut std::fs::File) -> Result<String> {
+/// The buffer a dump is read through.
+const READ_BUFFER: usize = 64 << 10;
+
+/// Parses the dump in `file` as it is read, through a [`READ_BUFFER`]: the text is never
+/// held whole.
+fn parse_bounded(file: &mut std::fs::File, at: f64) -> Result<HeapProfile> {
     let len = file
         .metadata()
         .map_err(|e| perr(format!("cannot size the heap dump: {e}")))?
@@ -51,16 +56,17 @@ fn read_bounded(file: &mut std::fs::File) -> Result<String> {
             "the heap dump is {len} bytes, more than the {MAX_DUMP_BYTES} leakguard reads"
         )));
     }
-    let mut text = String::with_capacity(len as usize);
     file.seek(SeekFrom::Start(0))
-        .and_then(|_| file.take(MAX_DUMP_BYTES).read_to_string(&mut text))
         .map_err(|e| perr(format!("cannot read the heap dump: {e}")))?;
-    Ok(text)
+    HeapProfile::read_jeheap(
+        std::io::BufReader::with_capacity(READ_BUFFER, file.take(MAX_DUMP_BYTES)),
+        at,
+    )
 }
 
-/// jemalloc's dump as text: written to a memfd (no directory needed), else to a file in the
+/// jemalloc's dump, parsed: written to a memfd (no directory needed), else to a file in the
 /// temporary directory that is removed at once.
-fn dump_text() -> Result<String> {
+fn dump_parsed(at: f64) -> Result<HeapProfile> {
     // SAFETY: memfd_create with a NUL-terminated name and valid flags.
     let fd = unsafe { libc::memfd_create(c"leakguard-heap".as_ptr(), libc::MFD_CLOEXEC) };
     if fd >= 0 {
@@ -68,7 +74,7 @@ fn dump_text() -> Result<String> {
         let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
         let path = format!("/proc/self/fd/{}", file.as_raw_fd());
         if prof_dump(&path).is_ok() {
-            return read_bounded(&mut file);
+            return parse_bounded(&mut file, at);
         }
         // /proc may be missing: fall through to the temporary directory.
     }
@@ -91,7 +97,7 @@ fn dump_text() -> Result<String> {
     }
     let result = std::fs::File::open(&path)
         .map_err(|e| perr(format!("cannot open the heap dump {name}: {e}")))
-        .and_then(|mut f| read_bounded(&mut f));
+        .and_then(|mut f| parse_bounded(&mut f, at));
     let _ = std::fs::remove_file(&path);
     result
 }
@@ -101,5 +107,5 @@ pub(super) fn take(at: f64) -> Result<HeapProfile> {
     if let Some(how) = st.how_to_enable() {
         return Err(perr(how));
     }
-    HeapProfile::parse_jeheap(&dump_text()?, at)
+    dump_parsed(at)
 }

@@ -41,8 +41,12 @@
 //! # Bounds and cost
 //!
 //! - a profile keeps at most [`MAX_STACKS`] stacks (the largest; how many were left out is
-//!   said in the profile's comments) of at most [`MAX_DEPTH`] frames; a dump larger than
-//!   [`MAX_DUMP_BYTES`] is refused;
+//!   said in the profile's comments) of at most [`MAX_DEPTH`] frames; jemalloc's text is
+//!   parsed as it is read, holding at most [`MAX_STACKS_WHILE_PARSING`] stacks; a dump larger
+//!   than [`MAX_DUMP_BYTES`] is refused;
+//! - a pre-restart dump symbolizes the profile only from the symbol cache (addresses earlier
+//!   profiles resolved), else writes it unsymbolized, so that it needs at most
+//!   [`DUMP_NEEDS`];
 //! - symbols are resolved in the process with the `backtrace` crate's DWARF reader, cached for
 //!   at most [`MAX_SYMBOLS`] addresses; the first profile pays for reading the binary's debug
 //!   information (see `BENCHMARKS.md`);
@@ -65,8 +69,8 @@ mod jemalloc;
 mod pprof;
 mod symbols;
 
-pub(crate) use self::dump::write_dump_noting;
 pub use self::dump::{DUMPS_KEPT, DumpOutcome, MAX_PROFILE_BYTES, MAX_REPORT_BYTES, write_dump};
+pub(crate) use self::dump::{ProfileBody, write_dump_noting};
 pub use self::symbols::MAX_SYMBOLS;
 
 use crate::endpoint::{EndpointRequest, EndpointResponse};
@@ -82,8 +86,43 @@ pub const MAX_STACKS: usize = 4096;
 pub const MAX_DEPTH: usize = 64;
 /// Most allocation sites the report lists.
 pub const MAX_SITES: usize = 10;
-/// Largest jemalloc dump leakguard reads, bytes.
+/// Largest jemalloc dump leakguard reads, bytes. It is read as it is parsed, never whole.
 pub const MAX_DUMP_BYTES: u64 = 64 << 20;
+/// Longest line of a jemalloc dump leakguard reads, bytes (a stack's line of 128 addresses,
+/// jemalloc's deepest, is about 2 KiB).
+pub const MAX_LINE_BYTES: usize = 64 << 10;
+/// Most stacks held while a dump is parsed: when there are this many, the smaller half is
+/// left out (and counted), so parsing needs at most this many stacks of [`MAX_DEPTH`] frames
+/// in memory whatever the dump's length.
+pub const MAX_STACKS_WHILE_PARSING: usize = 2 * MAX_STACKS;
+
+/// What the heap profile of a pre-restart dump may need in memory, bytes: with less headroom
+/// to the limit, the dump writes the report only. Derived from the bounds of its steps:
+///
+/// - parsing jemalloc's text as it is read: at most [`MAX_STACKS_WHILE_PARSING`] (8192)
+///   stacks of at most [`MAX_DEPTH`] (64) addresses, 4 MiB, their index and the sort that
+///   prunes them (about 1 MiB), a 64 KiB read buffer and one line of at most
+///   [`MAX_LINE_BYTES`]: 6 MiB;
+/// - then either, when every address was resolved by an earlier profile, symbolizing from the
+///   symbol cache, at most [`MAX_SYMBOLS`] addresses at under 1 KiB each (the location, its
+///   lines, the names in the string table, the encoded profile): 16 MiB;
+/// - or, unsymbolized, encoding as it is written: the mappings (at most 256), an index of at
+///   most 32768 addresses, one sample and the compressor's state: under 3 MiB. Nothing is
+///   resolved: the first resolution reads the binary's symbols and debug information (57.6 MB
+///   in a debug test binary), and each new address the debug information of its compilation
+///   unit (symbolizing 16384 new addresses spread over a 9 MiB test binary needed 50 MB).
+///
+/// 6 + max(16, 3) = 22 MiB, rounded to 24 MiB. Measured with jemalloc's per-thread peak in a
+/// debug build: parsing 48 MB of text, 5.1 MB; taking and encoding unsymbolized a profile of
+/// 16384 distinct stacks cut to 4096, 4.5 MB; symbolizing 12288 addresses naming 4676
+/// functions from the cache, 7.3 MB.
+pub const DUMP_NEEDS: u64 = 24 << 20;
+
+/// Why a near-the-limit dump's profile is not symbolized.
+#[cfg(feature = "profiling")]
+const UNSYMBOLIZED: &str = "some of its addresses were not resolved by an earlier profile in \
+     this process, and resolving them near the memory limit reads the binary's debug \
+     information, which could cause the OOM kill the restart is meant to prevent";
 
 /// `Content-Type` of a served profile.
 pub const PPROF_CONTENT_TYPE: &str = "application/octet-stream";
@@ -200,10 +239,65 @@ fn perr(reason: impl Into<String>) -> Error {
     Error::Profile(reason.into())
 }
 
+/// Bytes and objects of one stack.
+type Counts = (f64, f64);
+
+/// The stacks of a dump being parsed: identical ones merged, at most
+/// [`MAX_STACKS_WHILE_PARSING`] held. When full, the largest [`MAX_STACKS`] are kept and the
+/// others counted as left out: a stack among the largest [`MAX_STACKS`] of the whole dump is
+/// never among those (it is among the largest of any part of the dump).
+#[derive(Default)]
+struct BoundedStacks {
+    by_addrs: HashMap<Box<[usize]>, Counts>,
+    dropped: usize,
+}
+
+impl BoundedStacks {
+    fn add(&mut self, addrs: Box<[usize]>, bytes: f64, objects: f64) {
+        if !self.by_addrs.contains_key(&addrs) && self.by_addrs.len() >= MAX_STACKS_WHILE_PARSING {
+            self.prune(MAX_STACKS);
+        }
+        let e = self.by_addrs.entry(addrs).or_default();
+        e.0 += bytes;
+        e.1 += objects;
+    }
+
+    /// The held stacks, largest first (ties: by address, so the order does not depend on
+    /// the hash), at most `keep`.
+    fn sorted(&mut self, keep: usize) -> Vec<(Box<[usize]>, Counts)> {
+        let mut all: Vec<_> = self.by_addrs.drain().collect();
+        all.sort_unstable_by(|a, b| b.1.0.total_cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
+        if all.len() > keep {
+            self.dropped += all.len() - keep;
+            all.truncate(keep);
+        }
+        all
+    }
+
+    fn prune(&mut self, keep: usize) {
+        let kept = self.sorted(keep);
+        self.by_addrs.extend(kept);
+    }
+
+    /// The largest `keep` stacks, largest first, and how many were left out.
+    fn into_largest(mut self, keep: usize) -> (Vec<Stack>, usize) {
+        let stacks = self
+            .sorted(keep)
+            .into_iter()
+            .map(|(addrs, (bytes, objects))| Stack {
+                addrs,
+                bytes,
+                objects,
+            })
+            .collect();
+        (stacks, self.dropped)
+    }
+}
+
 impl HeapProfile {
     /// Parses jemalloc's `heap_v2` text format (what `prof.dump` writes). Identical stacks
     /// (after cutting them at [`MAX_DEPTH`]) are merged; only the [`MAX_STACKS`] largest are
-    /// kept.
+    /// kept. The same as [`HeapProfile::read_jeheap`] over the text.
     ///
     /// ```
     /// let text = "heap_v2/524288\n  t*: 3: 3145728 [0: 0]\n\
@@ -219,20 +313,50 @@ impl HeapProfile {
     /// # Ok::<(), leakguard::Error>(())
     /// ```
     pub fn parse_jeheap(text: &str, at: f64) -> Result<HeapProfile> {
-        let mut lines = text.lines();
-        let header = lines.next().ok_or_else(|| perr("the heap dump is empty"))?;
+        Self::read_jeheap(text.as_bytes(), at)
+    }
+
+    /// Parses jemalloc's `heap_v2` text as it is read, line by line, in bounded memory
+    /// whatever the text's length: a line longer than [`MAX_LINE_BYTES`] is an error, at most
+    /// [`MAX_STACKS_WHILE_PARSING`] stacks are held while parsing (when there are that many,
+    /// the smaller half is left out and counted in `dropped_stacks`), and reading stops at
+    /// the `MAPPED_LIBRARIES:` section. At most [`MAX_STACKS`] stacks are kept, the largest.
+    pub fn read_jeheap(mut reader: impl std::io::BufRead, at: f64) -> Result<HeapProfile> {
+        use std::io::BufRead as _;
+        let mut buf = Vec::new();
+        let mut next_line = |buf: &mut Vec<u8>| -> Result<bool> {
+            buf.clear();
+            let n = std::io::Read::take(&mut reader, MAX_LINE_BYTES as u64 + 1)
+                .read_until(b'\n', buf)
+                .map_err(|e| perr(format!("cannot read the heap dump: {e}")))?;
+            if buf.len() > MAX_LINE_BYTES {
+                return Err(perr(format!(
+                    "a line of the heap dump is longer than {MAX_LINE_BYTES} bytes"
+                )));
+            }
+            Ok(n > 0)
+        };
+        let text = |buf: &[u8]| -> Result<String> {
+            std::str::from_utf8(buf)
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| perr("the heap dump is not text"))
+        };
+        if !next_line(&mut buf)? {
+            return Err(perr("the heap dump is empty"));
+        }
+        let header = text(&buf)?;
         let period: u64 = header
-            .trim()
             .strip_prefix("heap_v2/")
             .and_then(|p| p.parse().ok())
             .filter(|p| *p > 0)
             .ok_or_else(|| perr(format!("not a jemalloc heap_v2 dump: {header:?}")))?;
         let rate = period as f64;
-        let mut index: HashMap<Box<[usize]>, usize> = HashMap::new();
-        let mut stacks: Vec<Stack> = Vec::new();
+        let mut kept = BoundedStacks::default();
         let mut current: Option<Box<[usize]>> = None;
-        for line in lines {
-            let line = line.trim();
+        while next_line(&mut buf)? {
+            let line = std::str::from_utf8(&buf)
+                .map_err(|_| perr("the heap dump is not text"))?
+                .trim();
             if line.starts_with("MAPPED_LIBRARIES") {
                 break;
             }
@@ -269,30 +393,16 @@ impl HeapProfile {
             // jeprof's unbiasing: a sampled object of size s stands for 1/(1-e^(-s/period))
             // objects of that size.
             let scale = 1.0 / (1.0 - (-(bytes / n) / rate).exp());
-            match index.get(&addrs) {
-                Some(&i) => {
-                    stacks[i].bytes += bytes * scale;
-                    stacks[i].objects += n * scale;
-                }
-                None => {
-                    index.insert(addrs.clone(), stacks.len());
-                    stacks.push(Stack {
-                        addrs,
-                        bytes: bytes * scale,
-                        objects: n * scale,
-                    });
-                }
-            }
+            kept.add(addrs, bytes * scale, n * scale);
         }
-        let mut profile = HeapProfile {
+        let (stacks, dropped_stacks) = kept.into_largest(MAX_STACKS);
+        Ok(HeapProfile {
             at,
             sample_period: period,
             stacks,
-            dropped_stacks: 0,
+            dropped_stacks,
             base_at: None,
-        };
-        profile.bound();
-        Ok(profile)
+        })
     }
 
     /// Sorts the stacks, largest change first, and keeps at most [`MAX_STACKS`].
@@ -392,6 +502,68 @@ impl HeapProfile {
     #[cfg_attr(docsrs, doc(cfg(feature = "profiling")))]
     pub fn to_pprof(&self) -> Vec<u8> {
         pprof::encode(self)
+    }
+
+    /// The profile as gzipped pprof protobuf without symbols: each location is an address in
+    /// one of the process's executable mappings (the executable's first), marked as not
+    /// symbolized, for `go tool pprof <binary> <file>` to symbolize; the allocator's own
+    /// frames stay in the stacks. Nothing is resolved in the process: what a pre-restart dump
+    /// writes when not every address was resolved by an earlier profile (see
+    /// [`HeapProfile::to_pprof_near_limit`] and [`DUMP_NEEDS`]).
+    #[cfg(feature = "profiling")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "profiling")))]
+    pub fn to_pprof_unsymbolized(&self) -> Vec<u8> {
+        pprof::encode_addresses(self, UNSYMBOLIZED)
+    }
+
+    /// What a pre-restart dump writes of this profile, and why it is not symbolized if it
+    /// is not: symbolized when every address was already resolved by an earlier profile in
+    /// this process (the baseline, the growth the leak detector computes, a served profile),
+    /// taken from the symbol cache without reading any symbols; else unsymbolized
+    /// ([`HeapProfile::to_pprof_unsymbolized`]). Resolving new addresses reads the binary's
+    /// symbols and the debug information of their compilation units, which near the memory
+    /// limit could cause the OOM kill the restart is meant to prevent (see [`DUMP_NEEDS`]).
+    #[cfg(feature = "profiling")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "profiling")))]
+    pub fn to_pprof_near_limit(&self) -> (Vec<u8>, Option<String>) {
+        let (body, why) = self.dump_body();
+        let bytes = match body {
+            ProfileBody::Encoded(bytes) => bytes,
+            ProfileBody::Streamed(write) => {
+                let mut out = Vec::new();
+                // Writing into a Vec cannot fail.
+                let _ = write(&mut out);
+                out
+            }
+        };
+        (bytes, why)
+    }
+
+    /// [`HeapProfile::to_pprof_near_limit`] for a dump file: the unsymbolized profile is
+    /// written as it is encoded.
+    #[cfg(feature = "profiling")]
+    pub(crate) fn dump_body(&self) -> (ProfileBody<'_>, Option<String>) {
+        let addrs = self.stacks.iter().flat_map(|s| s.addrs.iter().copied());
+        if let Some(frames) = symbols::cached_frames(addrs) {
+            let resolve = |a: usize| {
+                frames
+                    .get(&a)
+                    .cloned()
+                    .unwrap_or_else(|| symbols::unresolved(a))
+            };
+            return (
+                ProfileBody::Encoded(pprof::encode_with(self, &resolve)),
+                None,
+            );
+        }
+        (
+            ProfileBody::Streamed(Box::new(move |w| {
+                pprof::write_addresses(self, UNSYMBOLIZED, w)
+            })),
+            Some(format!(
+                "{UNSYMBOLIZED}; `go tool pprof <binary> <file>` symbolizes it"
+            )),
+        )
     }
 }
 
@@ -802,6 +974,44 @@ MAPPED_LIBRARIES:
         assert_eq!(p.stacks.len(), MAX_STACKS);
         assert_eq!(p.dropped_stacks, 5);
         assert!(p.stacks.iter().all(|s| s.addrs[0] > 5));
+    }
+
+    #[test]
+    fn while_parsing_the_smaller_stacks_are_left_out_as_it_goes_and_counted() {
+        // Three times what is held while parsing, the largest spread through the text.
+        let n = 3 * MAX_STACKS_WHILE_PARSING + 1;
+        let mut text = String::from("heap_v2/1024\n");
+        for i in 0..n {
+            let bytes = 1024 + (i * 7919) % n;
+            text.push_str(&format!("@ 0x{:x}\n  t*: 1: {bytes} [0: 0]\n", i + 1));
+        }
+        let p = HeapProfile::parse_jeheap(&text, 0.0).unwrap();
+        assert_eq!(p.stacks.len(), MAX_STACKS);
+        assert_eq!(p.dropped_stacks, n - MAX_STACKS);
+        let mut raw: Vec<usize> = p
+            .stacks
+            .iter()
+            .map(|s| 1024 + ((s.addrs[0] - 1) * 7919) % n)
+            .collect();
+        assert!(raw.windows(2).all(|w| w[0] > w[1]), "largest first");
+        raw.sort_unstable();
+        assert_eq!(raw, (1024 + n - MAX_STACKS..1024 + n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_overlong_line_or_binary_text_is_an_error() {
+        let long = format!("heap_v2/1024\n@ {}\n", "0x1 ".repeat(MAX_LINE_BYTES / 4));
+        let e = HeapProfile::parse_jeheap(&long, 0.0).unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        let e = HeapProfile::read_jeheap(&b"heap_v2/1024\n@ 0x1\xff\n"[..], 0.0).unwrap_err();
+        assert!(e.to_string().contains("not text"), "{e}");
+        // Reading stops at the mappings: what follows is not read.
+        let p = HeapProfile::read_jeheap(
+            &b"heap_v2/1024\n@ 0x1\n t*: 1: 2048 [0: 0]\nMAPPED_LIBRARIES:\n\xff\xff"[..],
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(p.stacks.len(), 1);
     }
 
     #[test]

@@ -131,12 +131,17 @@ impl Strings {
 /// Most executable mappings listed (from `/proc/self/maps`).
 const MAX_MAPPINGS: usize = 256;
 
-/// The executable file mappings of this process: (start, end, offset, path).
+/// The executable file mappings of this process: (start, end, offset, path), those of the
+/// executable first (`go tool pprof <binary> <profile>` takes the first mapping for the
+/// binary it is given). `/proc/self/maps` is read line by line.
 fn mappings() -> Vec<(u64, u64, u64, String)> {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+    use std::io::BufRead as _;
+    let Ok(maps) = std::fs::File::open("/proc/self/maps") else {
         return Vec::new();
     };
-    maps.lines()
+    let mut out: Vec<(u64, u64, u64, String)> = std::io::BufReader::new(maps)
+        .lines()
+        .map_while(|l| l.ok())
         .filter_map(|l| {
             let mut f = l.split_ascii_whitespace();
             let range = f.next()?;
@@ -155,12 +160,16 @@ fn mappings() -> Vec<(u64, u64, u64, String)> {
             ))
         })
         .take(MAX_MAPPINGS)
-        .collect()
+        .collect();
+    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+        let exe = exe.to_string_lossy();
+        out.sort_by_key(|m| m.3 != exe);
+    }
+    out
 }
 
-/// Encodes `p` (a profile or a diff) as gzipped pprof.
-pub(super) fn encode(p: &HeapProfile) -> Vec<u8> {
-    let mut strings = Strings::new();
+/// The profile's header: sample types, period, time and comments, with their strings.
+fn header(p: &HeapProfile, strings: &mut Strings, comments: &[String]) -> Profile {
     let mut out = Profile {
         sample_type: vec![
             ValueType {
@@ -181,20 +190,122 @@ pub(super) fn encode(p: &HeapProfile) -> Vec<u8> {
         ..Profile::default()
     };
     out.default_sample_type = out.sample_type[1].r#type;
+    out.comment = comments.iter().map(|c| strings.get(c)).collect();
+    out
+}
+
+/// Most addresses whose location is shared between the stacks of an unsymbolized profile;
+/// an address seen beyond these gets a location per stack (a larger file, no more memory).
+const MAX_LOCATION_INDEX: usize = 1 << 15;
+
+/// Encodes `p` as gzipped pprof without symbolizing it: locations are addresses in the
+/// process's mappings (marked as having no functions, so `go tool pprof <binary> <file>`
+/// symbolizes them). Nothing is resolved, and nothing is built whole but the compressed
+/// output: samples and locations are encoded one by one as they are written. What it needs
+/// besides the output is bounded: the mappings (at most [`MAX_MAPPINGS`]), a location index of
+/// at most [`MAX_LOCATION_INDEX`] addresses, one sample, and the compressor's state.
+pub(super) fn encode_addresses(p: &HeapProfile, why: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_addresses(p, why, &mut out);
+    out
+}
+
+/// [`encode_addresses`], written to `w` as it is encoded and compressed: not even the output
+/// is held.
+pub(super) fn write_addresses(
+    p: &HeapProfile,
+    why: &str,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    use prost::Message as _;
+    let mut strings = Strings::new();
+    let mut comments = vec![format!(
+        "leakguard heap profile: live allocations sampled by jemalloc every {} bytes on average; not symbolized ({why}): `go tool pprof <binary> <file>` symbolizes it; the allocator's own frames are in the stacks",
+        p.sample_period
+    )];
+    if p.dropped_stacks > 0 {
+        comments.push(format!(
+            "{} smaller stacks left out (at most {} kept)",
+            p.dropped_stacks,
+            super::MAX_STACKS
+        ));
+    }
+    let mut head = header(p, &mut strings, &comments);
     let maps = mappings();
     for (i, (start, end, offset, path)) in maps.iter().enumerate() {
-        out.mapping.push(Mapping {
+        head.mapping.push(Mapping {
             id: i as u64 + 1,
             memory_start: *start,
             memory_limit: *end,
             file_offset: *offset,
             filename: strings.get(path),
-            has_functions: true,
-            has_filenames: true,
-            has_line_numbers: true,
-            has_inline_frames: true,
+            has_functions: false,
+            has_filenames: false,
+            has_line_numbers: false,
+            has_inline_frames: false,
         });
     }
+    let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::default());
+    let mut scratch = Vec::new();
+    // Messages written one after another merge into one: repeated fields are concatenated.
+    fn put(gz: &mut impl std::io::Write, scratch: &mut Vec<u8>) -> std::io::Result<()> {
+        gz.write_all(scratch)?;
+        scratch.clear();
+        Ok(())
+    }
+    // Encoding into a Vec cannot fail.
+    let _ = head.encode(&mut scratch);
+    put(&mut gz, &mut scratch)?;
+    let mut locations: HashMap<usize, u64> = HashMap::new();
+    let mut next_id = 0u64;
+    for stack in &p.stacks {
+        let mut sample = Sample {
+            location_id: Vec::with_capacity(stack.addrs.len()),
+            value: vec![stack.objects.round() as i64, stack.bytes.round() as i64],
+        };
+        for &addr in stack.addrs.iter() {
+            if let Some(id) = locations.get(&addr) {
+                sample.location_id.push(*id);
+                continue;
+            }
+            next_id += 1;
+            if locations.len() < MAX_LOCATION_INDEX {
+                locations.insert(addr, next_id);
+            }
+            let a = addr as u64;
+            let location = Location {
+                id: next_id,
+                mapping_id: maps
+                    .iter()
+                    .position(|(s, e, _, _)| *s <= a && a < *e)
+                    .map_or(0, |i| i as u64 + 1),
+                address: a.saturating_sub(1),
+                line: Vec::new(),
+            };
+            prost::encoding::message::encode(4, &location, &mut scratch);
+            sample.location_id.push(next_id);
+        }
+        prost::encoding::message::encode(2, &sample, &mut scratch);
+        put(&mut gz, &mut scratch)?;
+    }
+    let tail = Profile {
+        string_table: strings.table,
+        ..Profile::default()
+    };
+    let _ = tail.encode(&mut scratch);
+    put(&mut gz, &mut scratch)?;
+    gz.finish().map(|_| ())
+}
+
+/// Encodes `p` (a profile or a diff) as gzipped pprof, symbolized.
+pub(super) fn encode(p: &HeapProfile) -> Vec<u8> {
+    encode_with(p, &symbols::resolve)
+}
+
+/// [`encode`], with the frames of each address from `resolve`.
+pub(super) fn encode_with(p: &HeapProfile, resolve: &dyn Fn(usize) -> Arc<[Frame]>) -> Vec<u8> {
+    let mut strings = Strings::new();
     let mut comments = vec![format!(
         "leakguard heap profile: live allocations sampled by jemalloc every {} bytes on average; allocator frames left out",
         p.sample_period
@@ -212,14 +323,27 @@ pub(super) fn encode(p: &HeapProfile) -> Vec<u8> {
             super::MAX_STACKS
         ));
     }
-    out.comment = comments.iter().map(|c| strings.get(c)).collect();
+    let mut out = header(p, &mut strings, &comments);
+    let maps = mappings();
+    for (i, (start, end, offset, path)) in maps.iter().enumerate() {
+        out.mapping.push(Mapping {
+            id: i as u64 + 1,
+            memory_start: *start,
+            memory_limit: *end,
+            file_offset: *offset,
+            filename: strings.get(path),
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: true,
+        });
+    }
 
     let mut functions: HashMap<Arc<str>, u64> = HashMap::new();
     // A location is an address, and how many of its inlined frames were left out.
     let mut locations: HashMap<(usize, usize), u64> = HashMap::new();
     for stack in &p.stacks {
-        let resolved: Vec<Arc<[Frame]>> =
-            stack.addrs.iter().map(|a| symbols::resolve(*a)).collect();
+        let resolved: Vec<Arc<[Frame]>> = stack.addrs.iter().map(|a| resolve(*a)).collect();
         let Some((first, skip)) = symbols::site_start(&resolved) else {
             continue;
         };

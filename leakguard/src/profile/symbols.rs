@@ -28,6 +28,36 @@ pub(crate) struct Frame {
 static CACHE: LazyLock<Mutex<HashMap<usize, Arc<[Frame]>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// The cached frames of every address `addrs` names, or `None` as soon as one is not cached:
+/// symbolizing from these reads no symbols and no debug information, so it needs memory in
+/// proportion to them only (at most [`MAX_SYMBOLS`] addresses). Taken under one lock, so the
+/// cache being emptied meanwhile changes nothing.
+#[cfg(feature = "profiling")]
+pub(crate) fn cached_frames(
+    addrs: impl Iterator<Item = usize>,
+) -> Option<HashMap<usize, Arc<[Frame]>>> {
+    let cache = CACHE.lock();
+    let mut out: HashMap<usize, Arc<[Frame]>> = HashMap::new();
+    for a in addrs {
+        if out.contains_key(&a) {
+            continue;
+        }
+        out.insert(a, Arc::clone(cache.get(&a)?));
+    }
+    Some(out)
+}
+
+/// What an address that could not be resolved stands for: itself, in hex.
+pub(crate) fn unresolved(address: usize) -> Arc<[Frame]> {
+    let hex: Arc<str> = Arc::from(format!("{address:#x}"));
+    Arc::from(vec![Frame {
+        function: Arc::clone(&hex),
+        system_name: hex,
+        file: None,
+        line: 0,
+    }])
+}
+
 /// The symbol cache's lock, taken around a fork (see [`crate::fork`]).
 fn fork_locks(out: &mut Vec<&'static dyn crate::fork::ForkLock>) {
     out.push(&*CACHE);
@@ -88,13 +118,7 @@ fn resolve_uncached(address: usize) -> Arc<[Frame]> {
         })
     });
     if frames.is_empty() {
-        let hex: Arc<str> = Arc::from(format!("{address:#x}"));
-        frames.push(Frame {
-            function: Arc::clone(&hex),
-            system_name: hex,
-            file: None,
-            line: 0,
-        });
+        return unresolved(address);
     }
     Arc::from(frames)
 }
