@@ -640,24 +640,6 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         }
     }
 
-    /// In a full shard, prefetches the index table's lines of the entry an insert will most
-    /// likely evict (the front of the queue it evicts from), so that they arrive while the
-    /// insert looks its own key up; removing the evicted entry from the table otherwise waits
-    /// for them at the end.
-    #[inline(always)]
-    fn prefetch_victim(&self) {
-        let ring = if self.small_weight > self.small_target || self.weight == self.small_weight {
-            &self.small
-        } else {
-            &self.main
-        };
-        if let Some(idx) = ring.front()
-            && let Some(Slot::Live { hash, .. }) = self.slots.get(idx as usize)
-        {
-            prefetch_table(self.table_at.0, self.table_at.1, fold(*hash));
-        }
-    }
-
     /// Evicts one entry from the small queue (moving accessed ones to main). `protect` is the
     /// entry being inserted, which is never chosen. Returns whether an entry was evicted.
     #[inline(always)]
@@ -877,9 +859,6 @@ impl<K: Hash + Eq, V: Clone> Shard<K, V> {
         self.inserts += 1;
         if let Some(now) = now {
             self.reclaim_expired(now, 4, p, out);
-        }
-        if self.weight >= self.capacity {
-            self.prefetch_victim();
         }
         let existing = self.find(hash, &key);
         if weight > self.capacity {
