@@ -79,7 +79,7 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Why an entry left a cache; the eviction listener receives it.
@@ -424,6 +424,7 @@ where
             .map(|i| {
                 Padded(ShardCell {
                     lookups: [AtomicU64::new(0), AtomicU64::new(0)],
+                    table_at: [AtomicUsize::new(0), AtomicUsize::new(0)],
                     lock: RwLock::new(Shard::new(base + u64::from(i < extra))),
                 })
             })
@@ -518,6 +519,11 @@ struct Padded<T>(T);
 struct ShardCell<K, V> {
     /// Hits (`[0]`) and misses (`[1]`) of the reads of this shard.
     lookups: [AtomicU64; 2],
+    /// Where the shard's index table is (its control bytes, and its bucket mask), as the last
+    /// writer left it ([`Shard::table_at`]): an operation prefetches its key's lines of the
+    /// table from here before it takes the lock ([`shard::prefetch_table`]). Read with
+    /// relaxed loads of a line the operation touches anyway; a stale value is harmless.
+    table_at: [AtomicUsize; 2],
     lock: RwLock<Shard<K, V>>,
 }
 
@@ -528,19 +534,66 @@ impl<K, V> ShardCell<K, V> {
     }
 
     #[inline]
-    fn write(&self) -> parking_lot::RwLockWriteGuard<'_, Shard<K, V>> {
-        self.lock.write()
+    fn write(&self) -> ShardWrite<'_, K, V> {
+        ShardWrite {
+            guard: self.lock.write(),
+            table_at: &self.table_at,
+        }
     }
 
     #[inline]
-    fn try_write(&self) -> Option<parking_lot::RwLockWriteGuard<'_, Shard<K, V>>> {
-        self.lock.try_write()
+    fn try_write(&self) -> Option<ShardWrite<'_, K, V>> {
+        self.lock.try_write().map(|guard| ShardWrite {
+            guard,
+            table_at: &self.table_at,
+        })
+    }
+
+    /// Prefetches the lines of the index table that a look-up of `hash` reads first; called
+    /// before taking the lock.
+    #[inline(always)]
+    fn prefetch(&self, hash: u64) {
+        shard::prefetch_table(
+            self.table_at[0].load(Relaxed),
+            self.table_at[1].load(Relaxed),
+            hash,
+        );
     }
 
     /// Counts a read of this shard: a hit or a miss.
     #[inline]
     fn count(&self, hit: bool) {
         self.lookups[usize::from(!hit)].fetch_add(1, Relaxed);
+    }
+}
+
+/// The write lock of a shard; publishes where the index table is when released.
+struct ShardWrite<'a, K, V> {
+    guard: parking_lot::RwLockWriteGuard<'a, Shard<K, V>>,
+    table_at: &'a [AtomicUsize; 2],
+}
+
+impl<K, V> std::ops::Deref for ShardWrite<'_, K, V> {
+    type Target = Shard<K, V>;
+    #[inline]
+    fn deref(&self) -> &Shard<K, V> {
+        &self.guard
+    }
+}
+
+impl<K, V> std::ops::DerefMut for ShardWrite<'_, K, V> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Shard<K, V> {
+        &mut self.guard
+    }
+}
+
+impl<K, V> Drop for ShardWrite<'_, K, V> {
+    #[inline]
+    fn drop(&mut self) {
+        let (ctrl, mask) = self.guard.table_at();
+        self.table_at[0].store(ctrl, Relaxed);
+        self.table_at[1].store(mask, Relaxed);
     }
 }
 
@@ -713,9 +766,9 @@ where
     fn insert_with(&self, key: K, value: V, weight: u64, now: Option<u64>, p: &Params) {
         let hash = hash_of(&self.hasher, &key);
         let mut out = Evicted::new();
-        self.shards[self.shard_of(hash)]
-            .0
-            .write()
+        let cell = &self.shards[self.shard_of(hash)].0;
+        cell.prefetch(hash);
+        cell.write()
             .insert(hash, key, value, weight, now, p, &mut out);
         self.dispatch(out);
     }
@@ -733,6 +786,7 @@ where
         }
         let hash = hash_of(&self.hasher, key);
         let cell = &self.shards[self.shard_of(hash)].0;
+        cell.prefetch(hash);
         let shard = cell.read();
         let found = shard.get(hash, key);
         cell.count(found.is_some());
@@ -752,6 +806,7 @@ where
         let si = self.shard_of(hash);
         let cell = &self.shards[si].0;
         let now = self.now();
+        cell.prefetch(hash);
         let shard = cell.read();
         let found = shard.get_timed(hash, key, now, &self.params);
         cell.count(matches!(found, Lookup::Hit(_)));
