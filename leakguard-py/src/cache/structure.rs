@@ -110,7 +110,10 @@ fn small_int_value(key: *mut pyo3::ffi::PyObject) -> Option<isize> {
 /// # Safety
 ///
 /// Both are live objects and the thread is attached.
-#[inline(always)]
+///
+/// Out of line: inlined into [`Core::find`]'s probe loop it cost every lookup ~40 instructions
+/// (the loop's registers spilled), where a call costs a few on the rarer path that compares.
+#[inline(never)]
 unsafe fn keys_equal(a: *mut pyo3::ffi::PyObject, b: *mut pyo3::ffi::PyObject) -> c_int {
     use pyo3::ffi;
     // SAFETY: the caller's contract; the items of a tuple are live while it is.
