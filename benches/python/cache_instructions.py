@@ -51,10 +51,11 @@ main()
 OPS = ["get c[k]", "get c.get(k)", "set present", "get miss", "set new"]
 
 
-def instructions(lib: str, kind: str, op: str, n: int) -> int:
+def callgrind_instructions(child: str, *args: str) -> int:
+    """Instructions the Python program `child`, run with `args`, executes under callgrind."""
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         "-c", CHILD, lib, kind, op, str(n)],
+         "-c", child, *args],
         capture_output=True, text=True, check=True,
         # A fixed string hash: with a random one the interpreter's own dict lookups (names,
         # attributes) move the counts by tens of instructions from run to run.
@@ -64,6 +65,10 @@ def instructions(lib: str, kind: str, op: str, n: int) -> int:
     if found is None:
         raise RuntimeError(proc.stderr[-2000:])
     return int(found.group(1))
+
+
+def instructions(lib: str, kind: str, op: str, n: int) -> int:
+    return callgrind_instructions(CHILD, lib, kind, op, str(n))
 
 
 def per_op(lib: str, kind: str, op: str) -> float:

@@ -18,11 +18,10 @@ Usage: python benches/python/cached_instructions.py [--variants ...] [--calls ..
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
 import sys
 from typing import Dict, List
+
+from cache_instructions import callgrind_instructions
 
 CHILD = r"""
 import functools, random, sys
@@ -85,18 +84,7 @@ CALLS = ["hit", "hit kw", "miss", "mix"]
 
 
 def instructions(variant: str, call: str, n: int) -> int:
-    proc = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         "-c", CHILD, variant, call, str(n)],
-        capture_output=True, text=True, check=True,
-        # A fixed string hash: with a random one the interpreter's own dict lookups move the
-        # counts by tens of instructions from run to run.
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    if found is None:
-        raise RuntimeError(proc.stderr[-2000:])
-    return int(found.group(1))
+    return callgrind_instructions(CHILD, variant, call, str(n))
 
 
 def per_call(variant: str, call: str) -> float:

@@ -168,8 +168,17 @@ fn mappings() -> Vec<(u64, u64, u64, String)> {
     out
 }
 
-/// The profile's header: sample types, period, time and comments, with their strings.
-fn header(p: &HeapProfile, strings: &mut Strings, comments: &[String]) -> Profile {
+/// The profile's header: sample types, period, time, comments (`first`, then what was left
+/// out) and the process's mappings, marked as symbolized or not, with their strings.
+fn header(p: &HeapProfile, strings: &mut Strings, first: Vec<String>, symbolized: bool) -> Profile {
+    let mut comments = first;
+    if p.dropped_stacks > 0 {
+        comments.push(format!(
+            "{} smaller stacks left out (at most {} kept)",
+            p.dropped_stacks,
+            super::MAX_STACKS
+        ));
+    }
     let mut out = Profile {
         sample_type: vec![
             ValueType {
@@ -191,7 +200,28 @@ fn header(p: &HeapProfile, strings: &mut Strings, comments: &[String]) -> Profil
     };
     out.default_sample_type = out.sample_type[1].r#type;
     out.comment = comments.iter().map(|c| strings.get(c)).collect();
+    for (i, (start, end, offset, path)) in mappings().iter().enumerate() {
+        out.mapping.push(Mapping {
+            id: i as u64 + 1,
+            memory_start: *start,
+            memory_limit: *end,
+            file_offset: *offset,
+            filename: strings.get(path),
+            has_functions: symbolized,
+            has_filenames: symbolized,
+            has_line_numbers: symbolized,
+            has_inline_frames: symbolized,
+        });
+    }
     out
+}
+
+/// The id of the mapping that holds address `a` (0: none).
+fn mapping_id(mappings: &[Mapping], a: u64) -> u64 {
+    mappings
+        .iter()
+        .find(|m| m.memory_start <= a && a < m.memory_limit)
+        .map_or(0, |m| m.id)
 }
 
 /// Most addresses whose location is shared between the stacks of an unsymbolized profile;
@@ -220,32 +250,11 @@ pub(super) fn write_addresses(
 ) -> std::io::Result<()> {
     use prost::Message as _;
     let mut strings = Strings::new();
-    let mut comments = vec![format!(
+    let comments = vec![format!(
         "leakguard heap profile: live allocations sampled by jemalloc every {} bytes on average; not symbolized ({why}): `go tool pprof <binary> <file>` symbolizes it; the allocator's own frames are in the stacks",
         p.sample_period
     )];
-    if p.dropped_stacks > 0 {
-        comments.push(format!(
-            "{} smaller stacks left out (at most {} kept)",
-            p.dropped_stacks,
-            super::MAX_STACKS
-        ));
-    }
-    let mut head = header(p, &mut strings, &comments);
-    let maps = mappings();
-    for (i, (start, end, offset, path)) in maps.iter().enumerate() {
-        head.mapping.push(Mapping {
-            id: i as u64 + 1,
-            memory_start: *start,
-            memory_limit: *end,
-            file_offset: *offset,
-            filename: strings.get(path),
-            has_functions: false,
-            has_filenames: false,
-            has_line_numbers: false,
-            has_inline_frames: false,
-        });
-    }
+    let head = header(p, &mut strings, comments, false);
     let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::default());
     let mut scratch = Vec::new();
     // Messages written one after another merge into one: repeated fields are concatenated.
@@ -276,10 +285,7 @@ pub(super) fn write_addresses(
             let a = addr as u64;
             let location = Location {
                 id: next_id,
-                mapping_id: maps
-                    .iter()
-                    .position(|(s, e, _, _)| *s <= a && a < *e)
-                    .map_or(0, |i| i as u64 + 1),
+                mapping_id: mapping_id(&head.mapping, a),
                 address: a.saturating_sub(1),
                 line: Vec::new(),
             };
@@ -316,28 +322,7 @@ pub(super) fn encode_with(p: &HeapProfile, resolve: &dyn Fn(usize) -> Arc<[Frame
             p.at
         ));
     }
-    if p.dropped_stacks > 0 {
-        comments.push(format!(
-            "{} smaller stacks left out (at most {} kept)",
-            p.dropped_stacks,
-            super::MAX_STACKS
-        ));
-    }
-    let mut out = header(p, &mut strings, &comments);
-    let maps = mappings();
-    for (i, (start, end, offset, path)) in maps.iter().enumerate() {
-        out.mapping.push(Mapping {
-            id: i as u64 + 1,
-            memory_start: *start,
-            memory_limit: *end,
-            file_offset: *offset,
-            filename: strings.get(path),
-            has_functions: true,
-            has_filenames: true,
-            has_line_numbers: true,
-            has_inline_frames: true,
-        });
-    }
+    let mut out = header(p, &mut strings, comments, true);
 
     let mut functions: HashMap<Arc<str>, u64> = HashMap::new();
     // A location is an address, and how many of its inlined frames were left out.
@@ -382,13 +367,9 @@ pub(super) fn encode_with(p: &HeapProfile, resolve: &dyn Fn(usize) -> Arc<[Frame
                     })
                     .collect();
                 let a = addr as u64;
-                let mapping_id = maps
-                    .iter()
-                    .position(|(s, e, _, _)| *s <= a && a < *e)
-                    .map_or(0, |i| i as u64 + 1);
                 out.location.push(Location {
                     id,
-                    mapping_id,
+                    mapping_id: mapping_id(&out.mapping, a),
                     address: a.saturating_sub(1),
                     line: lines,
                 });
