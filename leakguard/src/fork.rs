@@ -18,12 +18,19 @@
 //! The locks are taken outer first, in the order leakguard's threads nest them (see [`locks`]),
 //! so the forking thread never waits for a lock whose holder waits for one it took.
 //!
+//! The child does not release them the usual way: a lock that had waiters in the parent would
+//! look them up in parking_lot's table of waiters, the parent's, copied in the middle of its
+//! use (a thread that was parking at the moment of the fork left a bucket of it locked for
+//! ever). The child stores "free, no waiters" into each lock's word instead
+//! ([`ForkLock::reset_in_child`]).
+//!
 //! Each mutex is waited for at most [`PREPARE_WAIT`], the read-write locks (a cache's shards,
 //! the stack-walk section) for at most [`PREPARE_BUDGET`] in all: a lock held longer than that
 //! (or held by the forking thread itself, e.g. a fork from inside a callback) is not waited
-//! for, and in the child it is forcibly released if it is still marked held (a mutex; a shard's
-//! read-write lock is not, and a child would wait on that shard); its data is then whatever the holder left,
-//! which for these tables means at worst a stale or partial entry. A fork therefore costs at
+//! for, and in the child it is freed if it is still marked held (a mutex, or a read-write lock
+//! held by readers only; a shard's read-write lock held by a writer is not, and a child would
+//! wait on that shard); a mutex's data is then whatever the holder left, which for these
+//! tables means at worst a stale or partial entry. A fork therefore costs at
 //! most a few microseconds normally (plus a few nanoseconds per shard of every live cache),
 //! and never blocks on leakguard for long.
 
@@ -49,8 +56,19 @@ pub(crate) trait ForkLock: Sync {
     /// Only after a successful `acquire` on the same thread, or in the child of a fork (one
     /// thread left) when the lock is marked held by a thread that no longer exists.
     unsafe fn release(&self);
-    /// Whether the lock is marked held and may be forcibly released in a child (a mutex;
-    /// not a read-write lock, whose readers cannot be released one by one).
+    /// Marks the lock free in a child, without waking anyone: the threads that wait for it
+    /// in the parent's records do not exist here, and parking_lot's table of waiters is
+    /// the parent's, copied in the middle of its use (a bucket of it may be locked by a thread
+    /// that was parking at the moment of the fork; releasing the lock the usual way would look
+    /// its waiters up there and wait for that bucket forever).
+    ///
+    /// # Safety
+    /// Only in the child of a fork (one thread left), when the lock was taken by `prepare`
+    /// or is held by threads that do not exist there and [`ForkLock::held_and_releasable`].
+    unsafe fn reset_in_child(&self);
+    /// Whether the lock is marked held and may be made free in a child: a mutex, or a
+    /// read-write lock held only by readers (which change nothing but atomics); not a
+    /// read-write lock held by a writer, whose data may be half changed.
     fn held_and_releasable(&self) -> bool;
     /// Whether a child can recover the lock if the fork happens without it (a mutex can be
     /// released there; a read-write lock cannot, so the fork waits longer for it).
@@ -65,6 +83,15 @@ impl<T: Send> ForkLock for parking_lot::Mutex<T> {
         // SAFETY: by the trait's contract the lock is held and nobody else will release it.
         unsafe { self.force_unlock(Default::default()) }
     }
+    unsafe fn reset_in_child(&self) {
+        // SAFETY: by the trait's contract no other thread exists to use the lock; the raw
+        // lock is all interior mutability (an atomic word).
+        unsafe {
+            reset_raw(self.raw(), |w: &std::sync::atomic::AtomicU8| {
+                w.store(0, std::sync::atomic::Ordering::Relaxed)
+            })
+        }
+    }
     fn held_and_releasable(&self) -> bool {
         self.is_locked()
     }
@@ -73,12 +100,7 @@ impl<T: Send> ForkLock for parking_lot::Mutex<T> {
     }
 }
 
-impl<R, T> ForkLock for parking_lot::lock_api::RwLock<R, T>
-where
-    R: parking_lot::lock_api::RawRwLockTimed<Duration = Duration> + Sync,
-    R::ExclusiveGuard: Default,
-    T: Send + Sync,
-{
+impl<T: Send + Sync> ForkLock for parking_lot::RwLock<T> {
     fn acquire(&self, wait: Duration) -> bool {
         self.try_write_for(wait).map(std::mem::forget).is_some()
     }
@@ -86,12 +108,40 @@ where
         // SAFETY: by the trait's contract the write lock is held by us.
         unsafe { self.force_unlock_write(Default::default()) }
     }
+    unsafe fn reset_in_child(&self) {
+        // SAFETY: as for the mutex.
+        unsafe {
+            reset_raw(self.raw(), |w: &std::sync::atomic::AtomicUsize| {
+                w.store(0, std::sync::atomic::Ordering::Relaxed)
+            })
+        }
+    }
     fn held_and_releasable(&self) -> bool {
-        false
+        self.is_locked() && !self.is_locked_exclusive()
     }
     fn releasable_in_child(&self) -> bool {
         false
     }
+}
+
+/// parking_lot's raw locks are each one atomic word, 0 when free and unlocked (their `INIT`);
+/// these checks stop the build if that changes.
+const _: () = {
+    use std::mem::{align_of, size_of};
+    assert!(size_of::<parking_lot::RawMutex>() == size_of::<std::sync::atomic::AtomicU8>());
+    assert!(align_of::<parking_lot::RawMutex>() == align_of::<std::sync::atomic::AtomicU8>());
+    assert!(size_of::<parking_lot::RawRwLock>() == size_of::<std::sync::atomic::AtomicUsize>());
+    assert!(align_of::<parking_lot::RawRwLock>() == align_of::<std::sync::atomic::AtomicUsize>());
+};
+
+/// Stores 0 (free, no waiters) into the word of a raw parking_lot lock, waking nobody.
+///
+/// # Safety
+/// `R` is `parking_lot::RawMutex` (word `A` = `AtomicU8`) or `parking_lot::RawRwLock`
+/// (`AtomicUsize`), and no other thread uses the lock (the child of a fork).
+unsafe fn reset_raw<R, A>(raw: &R, store_zero: impl FnOnce(&A)) {
+    // SAFETY: by the contract and the checks above, the raw lock is exactly its atomic word.
+    store_zero(unsafe { &*std::ptr::from_ref(raw).cast::<A>() })
 }
 
 /// What the fork in progress took: the objects kept alive until their locks are released, and
@@ -322,16 +372,24 @@ unsafe fn release_all(in_child: bool) -> Vec<Arc<dyn ForkObject>> {
     for (lock, taken) in pending.locks.iter().rev() {
         // SAFETY: the lock is in a static or in one of `pending.objects`, alive.
         let lock = unsafe { &**lock };
-        if *taken || (in_child && lock.held_and_releasable()) {
-            // SAFETY: taken by `prepare` on this thread; or, in the child (one thread), marked
-            // held by a thread that does not exist here.
+        if in_child {
+            if *taken || lock.held_and_releasable() {
+                // SAFETY: the child has one thread; the lock was taken by `prepare` or is
+                // marked held by threads that do not exist here.
+                unsafe { lock.reset_in_child() };
+            }
+        } else if *taken {
+            // SAFETY: taken by `prepare` on this thread.
             unsafe { lock.release() };
         }
     }
     pending.locks.clear();
-    if pending.objects_locked || (in_child && OBJECTS.is_locked()) {
-        // SAFETY: locked by `prepare` on this thread, or in the child by a thread that does
-        // not exist here.
+    if in_child {
+        // SAFETY: the child has one thread; whoever holds the lock, `prepare` or a thread
+        // that does not exist here, will not release it.
+        unsafe { (&OBJECTS as &dyn ForkLock).reset_in_child() };
+    } else if pending.objects_locked {
+        // SAFETY: locked by `prepare` on this thread.
         unsafe { OBJECTS.force_unlock(Default::default()) };
     }
     pending.objects_locked = false;
@@ -350,8 +408,8 @@ extern "C" fn parent() {
 extern "C" fn child() {
     // SAFETY: called by the fork after `prepare`; the child has one thread.
     let objects = unsafe { release_all(true) };
-    // SAFETY: as above.
-    unsafe { PENDING.force_unlock(Default::default()) };
+    // SAFETY: as above (another thread of the parent's may have been waiting to fork).
+    unsafe { (&PENDING as &dyn ForkLock).reset_in_child() };
     drop(objects);
 }
 
@@ -398,6 +456,94 @@ mod tests {
         fn fork_locks<'a>(&'a self, out: &mut Vec<&'a dyn ForkLock>) {
             out.push(&self.0);
         }
+    }
+
+    /// Reads a parking_lot mutex's state word (bit 0 locked, bit 1 a thread parked on it).
+    fn mutex_word(m: &parking_lot::Mutex<()>) -> u8 {
+        // SAFETY: the raw mutex is exactly its atomic word (checked at build time above).
+        let raw = unsafe { &*std::ptr::from_ref(m.raw()).cast::<std::sync::atomic::AtomicU8>() };
+        raw.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A child forked while a thread of the parent was in the middle of parking (holding a
+    /// bucket of parking_lot's table) frees a lock with waiters without looking into that
+    /// table. Released the usual way, the lock's parked bit sends the release to the table,
+    /// where the bucket stays locked forever (found by `fork_safety.rs` once in ~3,000 forks).
+    #[test]
+    fn a_child_frees_a_lock_whose_waiters_bucket_was_locked_at_the_fork() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let lock: &'static parking_lot::Mutex<()> =
+            Box::leak(Box::new(parking_lot::Mutex::new(())));
+        // SAFETY: the raw lock is only used for its address, the key parking_lot parks it on.
+        let key = std::ptr::from_ref(unsafe { lock.raw() }) as usize;
+        std::mem::forget(lock.lock());
+        // A waiter: the lock's parked bit is set, as when a thread waits for a lock that
+        // `prepare` took.
+        let waiter = std::thread::spawn(move || drop(lock.lock()));
+        while mutex_word(lock) & 2 == 0 {
+            std::thread::yield_now();
+        }
+        // A thread in the middle of parking on the same key: parking_lot calls `validate`
+        // with the key's bucket locked.
+        static IN_BUCKET: AtomicBool = AtomicBool::new(false);
+        static LEAVE: AtomicBool = AtomicBool::new(false);
+        let parker = std::thread::spawn(move || {
+            // SAFETY: the callbacks neither panic nor call into parking_lot.
+            unsafe {
+                parking_lot_core::park(
+                    key,
+                    || {
+                        IN_BUCKET.store(true, Ordering::SeqCst);
+                        while !LEAVE.load(Ordering::SeqCst) {
+                            std::hint::spin_loop();
+                        }
+                        false
+                    },
+                    || {},
+                    |_, _| {},
+                    parking_lot_core::DEFAULT_PARK_TOKEN,
+                    None,
+                )
+            }
+        });
+        while !IN_BUCKET.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        // SAFETY: the child only frees, takes and frees the lock, then leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: one thread in the child; the lock's holder and waiter are not here.
+            unsafe { (lock as &dyn ForkLock).reset_in_child() };
+            drop(lock.lock());
+            // SAFETY: ends the child without running the test harness's code.
+            unsafe { libc::_exit(0) };
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut status = 0;
+        let exited = loop {
+            // SAFETY: waitpid on our own child, with a valid status pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break true;
+            }
+            if std::time::Instant::now() >= deadline {
+                // SAFETY: killing and reaping our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        LEAVE.store(true, Ordering::SeqCst);
+        parker.join().unwrap();
+        // SAFETY: locked above by this thread, its guard forgotten.
+        unsafe { lock.force_unlock(Default::default()) };
+        waiter.join().unwrap();
+        assert!(exited, "the child blocked freeing the lock");
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
     }
 
     #[test]
