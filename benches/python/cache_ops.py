@@ -1,11 +1,15 @@
 """Python cache operations: leakguard's LRUCache/TTLCache against cachebox's and cachetools'.
 
 Each workload runs on every contender in one process, interleaved: each round measures every
-contender once, in turn, and each figure is the median over the rounds, in nanoseconds per
-operation. A measurement is a Python loop over keys (``for k in keys: c[k]``); the loop's
-own cost (``for k in keys: pass``, measured the same way) is subtracted, so the figures are
-the operations' net cost, and the ratios are of net figures (contender / leakguard: above 1
-means leakguard is faster).
+contender once, in an order that rotates every round, each run once untimed right before it
+is timed (so that none is always the first after another workload, with its code and data
+the coldest); each figure is the median over the rounds, in nanoseconds per operation. A
+measurement is a Python loop over keys (``for k in keys: c[k]``); the loop's own cost (``for
+k in keys: pass``, measured at the start and end of every round) is subtracted, so the
+figures are the operations' net cost. A ratio (peer / leakguard: above 1 means leakguard is
+faster) is the median over the rounds of the ratio of their net figures in the same round,
+milliseconds apart, with a distribution-free 95% confidence interval (``intervals.py``): a
+machine whose speed drifts moves both sides of a round's ratio alike.
 
 Workloads, on caches of 1,024 entries (keys are ints, scattered):
 - ``get hit``: ``c[k]`` and ``c.get(k)`` of a present key;
@@ -27,7 +31,7 @@ one that ``import leakguard`` gives), loaded under another package name with the
 ``leakguard.cache`` classes on top, so that two builds are compared in one process.
 
 With ``--check``, exits 1 when leakguard is slower than cachebox on a get or set of LRUCache
-or TTLCache (net median ratio below ``--min-ratio``, 1.0 by default) or not at least 3x
+or TTLCache (median ratio below ``--min-ratio``, 1.0 by default) or not at least 3x
 cachetools there: a benchmark that can fail.
 
 Usage: python benches/python/cache_ops.py [--rounds 21] [--n 200000] [--check] [--json]
@@ -46,11 +50,12 @@ import statistics
 import sys
 import time
 import types
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cachetools
 
 import leakguard
+from intervals import median_interval
 
 # A peer, installed from benches/python/requirements.txt (not a dependency of the package).
 cachebox: Any = importlib.import_module("cachebox")
@@ -211,12 +216,19 @@ def contenders(keys: List[int]) -> Dict[str, Dict[str, Run]]:
     return table
 
 
-def measure(rounds: int, n: int) -> Tuple[Dict[str, Dict[str, float]], float]:
+Results = Dict[str, Dict[str, float]]
+Ratios = Dict[str, Dict[str, Tuple[float, Optional[Tuple[float, float, float]]]]]
+
+
+def measure(rounds: int, n: int) -> Tuple[Results, Ratios, float]:
+    """Net ns per operation (median over the rounds) of every contender on every workload,
+    each peer's ratio to leakguard (the median of the rounds' ratios, with its confidence
+    interval), and the harness loop's cost."""
     keys = [(i * 7919) % SIZE for i in range(n)]
     table = contenders(keys)
     loop = _loop_only(keys)
     samples: Dict[Tuple[str, str], List[float]] = {}
-    loop_samples: List[float] = []
+    harness_by_round: List[float] = []
 
     def timed(run: Run) -> float:
         prepare = getattr(run, "prepare", None)
@@ -228,19 +240,34 @@ def measure(rounds: int, n: int) -> Tuple[Dict[str, Dict[str, float]], float]:
 
     gc.disable()
     try:
-        for _ in range(rounds):
-            loop_samples.append(timed(loop))
+        for r in range(rounds):
+            before = timed(loop)
             for op, runs in table.items():
-                for who, run in runs.items():
+                # The contenders take turns in an order that rotates every round, and each is
+                # run once untimed right before it is timed: none always comes first after
+                # another workload, when its code and its cache's entries are the coldest.
+                order = list(runs.items())
+                order = order[r % len(order):] + order[: r % len(order)]
+                for who, run in order:
+                    timed(run)
                     samples.setdefault((op, who), []).append(timed(run))
-            loop_samples.append(timed(loop))
+            harness_by_round.append((before + timed(loop)) / 2)
     finally:
         gc.enable()
-    harness = statistics.median(loop_samples)
-    out: Dict[str, Dict[str, float]] = {}
+    harness = statistics.median(harness_by_round)
+    out: Results = {}
+    ratios: Ratios = {}
     for (op, who), values in samples.items():
         out.setdefault(op, {})[who] = max(statistics.median(values) - harness, 0.1)
-    return out, harness
+    for op, row in out.items():
+        lg = samples[(op, "leakguard")]
+        for who in row:
+            per_round = [
+                max(x - h, 0.1) / max(y - h, 0.1)
+                for x, y, h in zip(samples[(op, who)], lg, harness_by_round)
+            ]
+            ratios.setdefault(op, {})[who] = (statistics.median(per_round), median_interval(per_round))
+    return out, ratios, harness
 
 
 #: The workloads the targets are about: get and set of a present key.
@@ -263,39 +290,48 @@ def main() -> None:
     for spec in args.variant:
         name, _, path = spec.partition("=")
         VARIANTS[name] = load_variant(name, path)
-    results, harness = measure(args.rounds, args.n)
+    results, ratios, harness = measure(args.rounds, args.n)
+
+    def span(op: str, who: str) -> str:
+        interval = ratios[op][who][1]
+        return f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "-"
+
     if args.json:
-        print(json.dumps({"harness_ns": harness, "net_ns": results}, indent=2))
+        print(json.dumps({"harness_ns": harness, "net_ns": results, "ratios": ratios}, indent=2))
     else:
+        coverage = next(iter(ratios["LRUCache get hit c[k]"].values()))[1]
         print(
             f"Python {sys.version.split()[0]}, leakguard {leakguard.__version__}, cachebox "
             f"{cachebox.__version__}, cachetools {cachetools.__version__}; {args.rounds} "
             f"rounds of {args.n} operations on caches of {SIZE} entries; net ns/op (median, "
-            f"loop of {harness:.1f} ns subtracted); ratio = peer / leakguard"
+            f"loop of {harness:.1f} ns subtracted); ratio = peer / leakguard, the median of the "
+            f"rounds' ratios and its "
+            + (f"{coverage[2]:.1%} confidence interval" if coverage else "interval (too few rounds)")
         )
         extra = "".join(f" {v:>12} {'cb/' + v:>10}" for v in VARIANTS)
         print(f"\n{'workload':32} {'leakguard':>10} {'cachebox':>10} {'cachetools':>10}"
-              f" {'vs cachebox':>12} {'vs cachetools':>14}{extra}")
+              f" {'vs cachebox':>22} {'vs cachetools':>22}{extra}")
         for op, row in results.items():
             lg, cb, ct = row["leakguard"], row["cachebox"], row["cachetools"]
             cells = "".join(f" {row[v]:12.1f} {cb / row[v]:9.2f}x" for v in VARIANTS)
             print(
-                f"{op:32} {lg:10.1f} {cb:10.1f} {ct:10.1f} {cb / lg:11.2f}x {ct / lg:13.2f}x"
+                f"{op:32} {lg:10.1f} {cb:10.1f} {ct:10.1f}"
+                f" {ratios[op]['cachebox'][0]:8.2f}x ({span(op, 'cachebox'):>9})"
+                f" {ratios[op]['cachetools'][0]:8.2f}x ({span(op, 'cachetools'):>9})"
                 f"{cells}"
             )
     if args.check:
         misses = []
         for op in TARGETS:
-            row = results[op]
-            if row["cachebox"] / row["leakguard"] < args.min_ratio:
-                misses.append(f"{op}: {row['cachebox'] / row['leakguard']:.2f}x cachebox")
-            if row["cachetools"] / row["leakguard"] < 3.0:
-                misses.append(f"{op}: {row['cachetools'] / row['leakguard']:.2f}x cachetools")
+            vs_cb, vs_ct = ratios[op]["cachebox"][0], ratios[op]["cachetools"][0]
+            if vs_cb < args.min_ratio:
+                misses.append(f"{op}: {vs_cb:.2f}x cachebox ({span(op, 'cachebox')})")
+            if vs_ct < 3.0:
+                misses.append(f"{op}: {vs_ct:.2f}x cachetools ({span(op, 'cachetools')})")
         if misses:
             print("\nmissed targets:\n  " + "\n  ".join(misses))
             sys.exit(1)
-        print("\nall targets met")
-
+        print("\nall targets met (median ratios)")
 
 if __name__ == "__main__":
     main()

@@ -6,30 +6,41 @@ Run with the venv's interpreter, against a release build of the extension:
     .venv/bin/maturin build --release --manifest-path leakguard-py/Cargo.toml \\
         --interpreter .venv/bin/python --out target/wheels-release
     .venv/bin/pip install --force-reinstall --no-deps target/wheels-release/leakguard_oom-*.whl
-    .venv/bin/python benches/python/gunicorn_overhead.py --rounds 10 --seconds 4
+    .venv/bin/python benches/python/gunicorn_overhead.py --rounds 30 --seconds 4
 
 Three gunicorn servers run side by side on loopback, two sync workers each:
 
 * ``bare``: no leakguard at all; the handler memoizes through ``functools.lru_cache(1024)``;
-* ``bare_again``: a second ``bare`` server, the control: its ratio to ``bare`` is what this
-  machine's noise alone makes of two identical servers;
+* ``bare_again``: a second ``bare`` server, the control: two identical servers, whose ratio
+  must come out as 1;
 * ``guarded``: ``gunicorn.conf.py`` imports leakguard's hooks (a guard per worker, sampling
   every second, a debug endpoint per worker that this script scrapes at ``/metrics`` every
   second, as Prometheus would); the handler memoizes through
   ``leakguard.cached(leakguard.LRUCache(1024, name="orders"))``, a cache the guard reports.
 
 A request decodes a JSON body, looks a price up in the cache (a skewed key out of 2,048, so
-both hits and misses), and renders a JSON answer. In every round each server gets ``--seconds``
-of wrk, in an order that rotates every round (round 0 warms all up and is not counted). Per
-round, a server's throughput and its requests per CPU second (the CPU time of its master and
-workers, from ``/proc``, which other processes' load moves much less than throughput) are
-divided by ``bare``'s of the same round; the verdict is on the medians of those ratios, target
->= 0.98 for both. FAIL (exit 1) when a target is missed by more than the control's noise floor;
-PASS when it is met and the noise floor is within the target's margin (0.02); INCONCLUSIVE
-(exit 2) otherwise. It also prints the CPU time of leakguard's own threads in the guarded
-workers (the sampler and the endpoint's), and how many garbage collections a request causes
-there (each runs leakguard's ``gc.callbacks`` entry, the one piece of leakguard that runs
-Python code, on the worker's thread).
+both hits and misses), and renders a JSON answer. The servers run on one CPU and wrk (one
+per server) and this script on the others, as when the load comes from another machine.
+Every round starts the three servers afresh (so that a process's own luck, its memory layout
+and where its workers run, varies from round to round like the rest of the noise instead of
+biasing a server for the whole run) and warms them up together with ``--warmup`` seconds of
+wrk. Then ``bare_again`` and ``guarded``, in an order that rotates every round, are each
+driven for ``--seconds`` side by side with ``bare``, the two sharing the CPU at the same
+moment: whatever slows the machine down then (a neighbour on the host, the CPU's clock)
+slows both, where runs one after the other differ by up to ±10 % on a shared virtual
+machine. Per round, a server's throughput and its requests per CPU second (the run time of
+its master's and workers' threads, from ``schedstat``; the cost per request, which is what
+a server on a CPU of its own would be limited by) are divided by those of the ``bare`` it
+ran beside; the verdict is on the medians of those ratios, target >= 0.98 for both. Each
+median comes with a distribution-free 95% confidence interval (order statistics of the
+rounds' ratios), which narrows as rounds are added: PASS when the whole interval meets the
+target, FAIL (exit 1) when the whole interval misses it, INCONCLUSIVE (exit 2) when it
+straddles the target or when the control's interval for the same ratio does not hold 1 (the
+rounds were biased). At
+least 6 rounds are needed for a verdict. It also prints the CPU time of leakguard's own
+threads in the guarded workers (the sampler and the endpoint's), and how many garbage
+collections a request causes there (each runs leakguard's ``gc.callbacks`` entry, the one
+piece of leakguard that runs Python code, on the worker's thread).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -50,8 +62,12 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
+from intervals import median_interval
+
 TARGET = 0.98
 SERVERS = ("bare", "bare_again", "guarded")
+# The CPU the servers run on (the others run wrk and this script), when there are two or more.
+SERVICE_CPU: Optional[int] = None
 
 APP = '''
 import functools, json, os
@@ -97,19 +113,30 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def free_port() -> int:
     with socket.socket() as s:
+        # As the servers bind (Rust's and gunicorn's listeners set SO_REUSEADDR): a port whose
+        # earlier connections wait in TIME_WAIT is free for them.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 def free_port_pair() -> int:
-    """A port p such that p and p + 1 are free (the endpoints of worker slots 0 and 1)."""
-    for _ in range(100):
-        base = free_port()
-        if base >= 65535:
-            continue
+    """A port p such that p and p + 1 are free (the endpoints of worker slots 0 and 1), taken
+    below the kernel's ephemeral range: gunicorn's sync workers close every connection, so
+    wrk's client ports fill that range with TIME_WAIT sockets, where two free neighbours
+    become rare."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(1000):
+        base = rng.randrange(10_000, max(low - 1, 10_001))
         try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", base + 1))
+            for port in (base, base + 1):
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("127.0.0.1", port))
             return base
         except OSError:
             continue
@@ -143,19 +170,22 @@ class Server(NamedTuple):
     workers: List[int]
 
     def cpu(self) -> Tuple[float, float]:
-        """CPU seconds of the master and its workers, and of leakguard's threads in them."""
-        total = stat_cpu(f"/proc/{self.process.pid}/stat")[0]
-        ours = 0.0
-        for w in self.workers:
-            total += stat_cpu(f"/proc/{w}/stat")[0]
+        """CPU seconds of the master and its workers (every thread's run time from
+        ``schedstat``, in nanoseconds), and of leakguard's threads in them."""
+        total = ours = 0.0
+        for pid in [self.process.pid, *self.workers]:
             try:
-                tasks = os.listdir(f"/proc/{w}/task")
+                tasks = os.listdir(f"/proc/{pid}/task")
             except OSError:
                 continue
             for t in tasks:
-                cpu, name = stat_cpu(f"/proc/{w}/task/{t}/stat")
-                if name.startswith("leakguard"):
-                    ours += cpu
+                try:
+                    ns = int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0])
+                except (OSError, IndexError, ValueError):
+                    continue
+                total += ns / 1e9
+                if stat_cpu(f"/proc/{pid}/task/{t}/stat")[1].startswith("leakguard"):
+                    ours += ns / 1e9
         return total, ours
 
 
@@ -175,16 +205,18 @@ def wait_http(url: str, server: "subprocess.Popen[bytes]", log: Path, timeout: f
 
 def start(tmp: Path, name: str, guarded: bool, endpoint_base: int) -> Server:
     d = tmp / name
-    d.mkdir()
+    d.mkdir(parents=True)
     (d / "app.py").write_text(APP)
     port = free_port()
     args = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
             "--chdir", str(d), "--log-level", "warning"]
+    if SERVICE_CPU is not None:
+        args[:0] = ["taskset", "-c", str(SERVICE_CPU)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEAKGUARD_")}
     env["BENCH_GUARDED"] = "1" if guarded else "0"
     if guarded:
         (d / "gunicorn.conf.py").write_text(GUARDED_CONF)
-        args[3:3] = ["-c", str(d / "gunicorn.conf.py")]
+        args[args.index("--workers"):args.index("--workers")] = ["-c", str(d / "gunicorn.conf.py")]
         env["LEAKGUARD_ADDR"] = f"127.0.0.1:{endpoint_base}"
         env["LEAKGUARD_LIMIT"] = "1GiB"
     log = d / "gunicorn.log"
@@ -212,17 +244,22 @@ def millis(text: str) -> float:
     raise ValueError(text)
 
 
-def wrk(wrk_bin: str, script: Path, port: int, seconds: int, connections: int) -> Wrk:
-    out = subprocess.run(
+def spawn_wrk(wrk_bin: str, script: Path, port: int, seconds: int, connections: int) -> "subprocess.Popen[str]":
+    return subprocess.Popen(
         [wrk_bin, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}/orders"],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
-    ).stdout
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish_wrk(load: "subprocess.Popen[str]", seconds: int) -> Wrk:
+    out, err = load.communicate(timeout=seconds + 60)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     count = re.search(r"(\d+) requests in", out)
     p99 = re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE)
-    if rate is None or count is None or p99 is None or "Non-2xx" in out or "Socket errors" in out:
-        sys.exit("wrk reported errors or no rate:\n" + out)
+    if (load.returncode != 0 or rate is None or count is None or p99 is None or "Non-2xx" in out
+            or "Socket errors" in out):
+        sys.exit("wrk reported errors or no rate:\n" + out + err)
     return Wrk(int(count.group(1)), float(rate.group(1)), millis(p99.group(1)))
 
 
@@ -233,13 +270,16 @@ class Run(NamedTuple):
     elapsed_s: float
 
 
-def measure(server: Server, wrk_bin: str, script: Path, seconds: int, connections: int) -> Run:
-    cpu0, ours0 = server.cpu()
+def measure_together(servers: List[Server], wrk_bin: str, script: Path, seconds: int, connections: int) -> List[Run]:
+    """Drives the servers at once, each with its own wrk, and measures each."""
+    before = [s.cpu() for s in servers]
     started = time.monotonic()
-    w = wrk(wrk_bin, script, server.port, seconds, connections)
+    loads = [spawn_wrk(wrk_bin, script, s.port, seconds, connections) for s in servers]
+    results = [finish_wrk(load, seconds) for load in loads]
     elapsed = time.monotonic() - started
-    cpu1, ours1 = server.cpu()
-    return Run(w, (cpu1 - cpu0) * 1e6 / max(w.requests, 1), ours1 - ours0, elapsed)
+    after = [s.cpu() for s in servers]
+    return [Run(w, (a[0] - b[0]) * 1e6 / max(w.requests, 1), a[1] - b[1], elapsed)
+            for w, b, a in zip(results, before, after)]
 
 
 def gc_collections(endpoint_base: int) -> int:
@@ -252,88 +292,124 @@ def gc_collections(endpoint_base: int) -> int:
     return total
 
 
-def spread(ratios: List[float]) -> float:
-    """The control's noise floor: max(|median - 1|, IQR / 2) of its per-round ratios."""
-    if len(ratios) < 2:
-        return float("inf")
-    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-    return max(abs(statistics.median(ratios) - 1), (q3 - q1) / 2)
-
-
-def word(value: float, noise: float) -> str:
-    """FAIL when the target is missed by more than the noise floor; PASS when it is met and
-    the noise floor is within the margin; INCONCLUSIVE otherwise."""
-    miss = TARGET - value
-    if miss > noise:
-        return "FAIL"
-    if miss <= 0 and noise <= 1 - TARGET:
+def word(values: List[float], control: List[float]) -> str:
+    """PASS when the median's whole interval meets the target, FAIL when it misses it whole,
+    INCONCLUSIVE when it straddles it or the control's interval does not hold 1."""
+    interval, control_interval = median_interval(values), median_interval(control)
+    if interval is None or control_interval is None:
+        return "INCONCLUSIVE"
+    if not control_interval[0] <= 1 <= control_interval[1]:
+        return "INCONCLUSIVE"
+    if interval[0] >= TARGET:
         return "PASS"
+    if interval[1] < TARGET:
+        return "FAIL"
     return "INCONCLUSIVE"
+
+
+def show(values: List[float]) -> str:
+    """The median and its interval."""
+    interval = median_interval(values)
+    span = f"{interval[0]:.3f}–{interval[1]:.3f}" if interval else "-"
+    return f"{statistics.median(values):.3f} ({span})"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=10, help="measured rounds (default 10)")
+    ap.add_argument("--rounds", type=int, default=30, help="measured rounds (default 30)")
     ap.add_argument("--seconds", type=int, default=4, help="seconds per wrk run (default 4)")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of wrk to warm a server up (default 2)")
     ap.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     opts = ap.parse_args()
     wrk_bin = shutil.which("wrk")
     if wrk_bin is None:
         sys.exit("wrk is not on PATH (Debian: apt-get install wrk)")
+    # The servers get a CPU of their own and wrk (and this script) the others, as when the
+    # load comes from another machine.
+    global SERVICE_CPU
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2 and shutil.which("taskset"):
+        SERVICE_CPU = cpus[0]
+        os.sched_setaffinity(0, set(cpus[1:]))
+        print(f"servers on CPU {SERVICE_CPU}; wrk and this script on CPUs {cpus[1:]}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="leakguard-gunicorn-bench-") as tmp_name:
         tmp = Path(tmp_name)
         script = tmp / "post.lua"
         script.write_text(WRK_SCRIPT)
-        endpoint_base = free_port_pair()
-        servers = [start(tmp, name, name == "guarded", endpoint_base) for name in SERVERS]
-        # The scraper: every second, /metrics of each guarded worker, as Prometheus would.
+        # The scraper: every second, /metrics of each guarded worker, as Prometheus would,
+        # while the round's servers run (``base`` is their endpoints' first port, or None).
         stop = threading.Event()
         scrapes = [0, 0]  # ok, failed
+        live: Dict[str, Optional[int]] = {"base": None}
+        live_lock = threading.Lock()
 
         def scraper() -> None:
             while not stop.wait(1.0):
-                for slot in (0, 1):
-                    try:
-                        urllib.request.urlopen(
-                            f"http://127.0.0.1:{endpoint_base + slot}/metrics", timeout=5
-                        ).read()
-                        scrapes[0] += 1
-                    except OSError:
-                        scrapes[1] += 1
+                with live_lock:
+                    base = live["base"]
+                    if base is None:
+                        continue
+                    for slot in (0, 1):
+                        try:
+                            urllib.request.urlopen(f"http://127.0.0.1:{base + slot}/metrics", timeout=5).read()
+                            scrapes[0] += 1
+                        except OSError:
+                            scrapes[1] += 1
 
         t = threading.Thread(target=scraper, daemon=True)
         t.start()
-        runs: Dict[str, List[Run]] = {s.name: [] for s in servers}
-        gc_before: Optional[int] = None
+        runs: Dict[str, List[Run]] = {name: [] for name in SERVERS}
+        # paired_bare[name][round]: bare's run measured side by side with that server's.
+        paired_bare: Dict[str, List[Run]] = {name: [] for name in SERVERS}
+        collections = 0
         try:
-            for r in range(opts.rounds + 1):
-                if r == 1:
+            for r in range(opts.rounds):
+                endpoint_base = free_port_pair()
+                servers: List[Server] = []
+                try:
+                    for name in SERVERS:
+                        servers.append(start(tmp / f"round-{r}", name, name == "guarded", endpoint_base))
+                    with live_lock:
+                        live["base"] = endpoint_base
+                    measure_together(servers, wrk_bin, script, opts.warmup, opts.connections)
                     gc_before = gc_collections(endpoint_base)
-                order = servers[r % len(servers):] + servers[: r % len(servers)]
-                for server in order:
-                    run = measure(server, wrk_bin, script, opts.seconds, opts.connections)
-                    if r > 0:  # round 0 warms all up
-                        runs[server.name].append(run)
-                print(f"round {r}: " + ", ".join(
-                    f"{s.name} {runs[s.name][-1].wrk.rate:.0f} req/s {runs[s.name][-1].cpu_us:.0f} µs CPU/req"
-                    for s in servers) if r > 0 else "round 0 (warm-up) done", flush=True)
-            gc_after = gc_collections(endpoint_base)
-            # The guard really ran: the cache is reported by a worker's endpoint.
-            metrics = urllib.request.urlopen(f"http://127.0.0.1:{endpoint_base}/metrics", timeout=5).read().decode()
-            if 'leakguard_cache_hits_total{cache="orders"}' not in metrics:
-                sys.exit("the guarded workers do not report the named cache:\n" + metrics[:2000])
+                    # Each server side by side with ``bare``, sharing the service CPU at the
+                    # same moment, in an order that rotates every round.
+                    others = servers[1:]
+                    for k in range(len(others)):
+                        other = others[(k + r) % len(others)]
+                        bare_run, other_run = measure_together(
+                            [servers[0], other], wrk_bin, script, opts.seconds, opts.connections)
+                        runs[other.name].append(other_run)
+                        paired_bare[other.name].append(bare_run)
+                        if k == 0:
+                            runs["bare"].append(bare_run)
+                            paired_bare["bare"].append(bare_run)
+                    collections += gc_collections(endpoint_base) - gc_before
+                    if r == opts.rounds - 1:
+                        # The guard really ran: the cache is reported by a worker's endpoint.
+                        metrics = urllib.request.urlopen(
+                            f"http://127.0.0.1:{endpoint_base}/metrics", timeout=5).read().decode()
+                        if 'leakguard_cache_hits_total{cache="orders"}' not in metrics:
+                            sys.exit("the guarded workers do not report the named cache:\n" + metrics[:2000])
+                finally:
+                    with live_lock:
+                        live["base"] = None
+                    for s in servers:
+                        s.process.terminate()
+                    for s in servers:
+                        s.process.wait(timeout=60)
+                print(f"round {r + 1}/{opts.rounds}: " + ", ".join(
+                    f"{name} {runs[name][-1].wrk.rate:.0f} req/s {runs[name][-1].cpu_us:.0f} µs CPU/req"
+                    for name in SERVERS), flush=True)
         finally:
             stop.set()
-            for s in servers:
-                s.process.terminate()
-            for s in servers:
-                s.process.wait(timeout=60)
 
     bare = runs["bare"]
 
     def ratios(name: str, f: Callable[[Run], float]) -> List[float]:
-        return [f(x) / f(b) for x, b in zip(runs[name], bare)]
+        return [f(x) / f(b) for x, b in zip(runs[name], paired_bare[name])]
 
     def rate(x: Run) -> float:
         return x.wrk.rate
@@ -341,45 +417,39 @@ def main() -> int:
     def per_cpu_second(x: Run) -> float:
         return 1 / x.cpu_us
 
-    def show(values: List[float]) -> str:
-        q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive")
-        return f"{med:.3f} ({q1:.3f}–{q3:.3f})"
-
     print()
-    print("| server | req/s (median) | p99 ms (median) | throughput / bare (median, IQR) | CPU µs per "
-          "request (median) | requests per CPU second / bare (median, IQR) | leakguard's threads, "
+    print("| server | req/s (median) | p99 ms (median) | throughput / bare | CPU µs per "
+          "request (median) | requests per CPU second / bare | leakguard's threads, "
           "CPU ms per second (all rounds) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for s in servers:
-        rs = runs[s.name]
-        print(f"| `{s.name}` | {statistics.median(x.wrk.rate for x in rs):.0f} | "
-              f"{statistics.median(x.wrk.p99_ms for x in rs):.2f} | {show(ratios(s.name, rate))} | "
-              f"{statistics.median(x.cpu_us for x in rs):.0f} | {show(ratios(s.name, per_cpu_second))} | "
+    for name in SERVERS:
+        rs = runs[name]
+        print(f"| `{name}` | {statistics.median(x.wrk.rate for x in rs):.0f} | "
+              f"{statistics.median(x.wrk.p99_ms for x in rs):.2f} | {show(ratios(name, rate))} | "
+              f"{statistics.median(x.cpu_us for x in rs):.0f} | {show(ratios(name, per_cpu_second))} | "
               f"{sum(x.ours_s for x in rs) * 1e3 / sum(x.elapsed_s for x in rs):.2f} |")
     guarded_requests = sum(x.wrk.requests for x in runs["guarded"])
-    collections = gc_after - (gc_before or 0)
     print(f"\ngarbage collections in the guarded workers: {collections} in {guarded_requests} requests "
           f"({collections / max(guarded_requests, 1):.2f} per request)")
     print(f"scrapes of the workers' /metrics: {scrapes[0]}, failed {scrapes[1]}")
     if scrapes[1]:
         print("a scrape failed: the guarded server did not carry the scraping load; no verdict")
         return 1
-    noise_rate = spread(ratios("bare_again", rate))
-    noise_cpu = spread(ratios("bare_again", per_cpu_second))
-    print(f"noise floor (the control bare_again against bare: max(|median - 1|, IQR / 2)): "
-          f"throughput ±{noise_rate:.3f}, requests per CPU second ±{noise_cpu:.3f}")
+    coverage = (median_interval(ratios("bare_again", rate)) or (0.0, 0.0, float("nan")))[2]
+    print(f"ratios: the median over {len(bare)} rounds and its confidence interval ({coverage:.1%} "
+          "coverage, distribution-free); the control bare_again must hold 1 in each interval")
     status = 0
-    for what, values, noise in (
-        ("guarded: throughput ≥ 0.98× bare", ratios("guarded", rate), noise_rate),
-        ("guarded: requests per CPU second ≥ 0.98× bare", ratios("guarded", per_cpu_second), noise_cpu),
+    for what, values, control in (
+        ("guarded: throughput ≥ 0.98× bare", ratios("guarded", rate), ratios("bare_again", rate)),
+        ("guarded: requests per CPU second ≥ 0.98× bare", ratios("guarded", per_cpu_second),
+         ratios("bare_again", per_cpu_second)),
     ):
-        value = statistics.median(values)
-        w = word(value, noise)
+        w = word(values, control)
         if w == "FAIL":
             status = 1
         elif w == "INCONCLUSIVE" and status == 0:
             status = 2
-        print(f"{w}: {what} (median ratio {value:.3f}; noise floor ±{noise:.3f})")
+        print(f"{w}: {what} (median ratio {show(values)}; the control's {show(control)})")
     return status
 
 

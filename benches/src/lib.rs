@@ -62,6 +62,48 @@ impl Summary {
     }
 }
 
+/// A distribution-free confidence interval for the median of `values` (independent
+/// measurements of one quantity): the order statistics `x(k)` and `x(n + 1 - k)`, with `k` the
+/// largest rank such that a Binomial(n, ½) variable is below `k` with probability at most
+/// `(1 - level) / 2`. The interval holds the true median with probability at least `level`
+/// whatever the distribution, and it narrows as measurements are added (unlike the spread of
+/// the measurements themselves). Returns `(low, high, coverage)`, the coverage being the
+/// interval's exact probability; `None` when there are too few values for `level` (fewer
+/// than 6 for 0.95), or any is NaN.
+///
+/// ```
+/// let v: Vec<f64> = (1..=10).map(f64::from).collect();
+/// let (low, high, coverage) = leakguard_benches::median_interval(&v, 0.95).unwrap();
+/// assert_eq!((low, high), (2.0, 9.0));
+/// assert!((coverage - 0.9785).abs() < 1e-4);
+/// assert!(leakguard_benches::median_interval(&v[..5], 0.95).is_none());
+/// ```
+pub fn median_interval(values: &[f64], level: f64) -> Option<(f64, f64, f64)> {
+    if values.iter().any(|v| v.is_nan()) {
+        return None;
+    }
+    let n = values.len();
+    let tail = (1.0 - level) / 2.0;
+    // P(B < k) for k = 0, 1, ...: the largest k with P(B < k) <= tail.
+    let mut p_i = 0.5f64.powi(i32::try_from(n).ok()?);
+    let mut below = 0.0;
+    let mut k = 0;
+    for i in 0..n {
+        if below + p_i > tail {
+            break;
+        }
+        below += p_i;
+        k = i + 1;
+        p_i *= (n - i) as f64 / (i + 1) as f64;
+    }
+    if k == 0 {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    Some((v[k - 1], v[n - k], 1.0 - 2.0 * below))
+}
+
 /// The `q` quantile of sorted, non-empty `v`, interpolating between closest ranks.
 fn quantile(v: &[f64], q: f64) -> f64 {
     let pos = q * (v.len() - 1) as f64;
@@ -310,10 +352,8 @@ pub mod jemalloc {
     }
 }
 
-/// Restricts the whole process to one CPU (the first it may run on), so that threads started
-/// afterwards (a guard's sampler thread) share that core with the caller. Threads inherit the
-/// affinity of the thread that creates them; call this before starting any. Returns the CPU.
-pub fn pin_to_one_core() -> io::Result<usize> {
+/// The CPUs this thread may run on, in order.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data; all zeros is an empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
@@ -323,18 +363,39 @@ pub fn pin_to_one_core() -> io::Result<usize> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: CPU_ISSET only reads the set, with an index below CPU_SETSIZE.
-    let cpu = (0..libc::CPU_SETSIZE as usize)
-        .find(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .ok_or_else(|| io::Error::other("empty CPU affinity set"))?;
-    // SAFETY: as above.
-    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes one bit of `one`, with an index below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut one) };
-    // SAFETY: `one` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) };
+    Ok((0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+/// Restricts the calling thread, and the threads and processes it starts afterwards, to
+/// `cpus`.
+pub fn run_on(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: as in `allowed_cpus`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        if c >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::other(format!("no CPU {c}")));
+        }
+        // SAFETY: CPU_SET writes one bit of `set`, with an index below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Restricts the whole process to one CPU (the first it may run on), so that threads started
+/// afterwards (a guard's sampler thread) share that core with the caller. Threads inherit the
+/// affinity of the thread that creates them; call this before starting any. Returns the CPU.
+pub fn pin_to_one_core() -> io::Result<usize> {
+    let cpu = *allowed_cpus()?
+        .first()
+        .ok_or_else(|| io::Error::other("empty CPU affinity set"))?;
+    run_on(&[cpu])?;
     Ok(cpu)
 }
 
@@ -367,6 +428,37 @@ mod tests {
         assert_eq!((s.q1, s.q3), (1.75, 3.25));
         assert_eq!(s.iqr(), 1.5);
         assert!(Summary::of(&[]).is_none());
+    }
+
+    #[test]
+    fn the_median_interval_has_the_tabulated_ranks_and_covers_the_median() {
+        // Published tables: 95% intervals at the ranks (6, 15) of 20 values, (10, 21) of 30.
+        let twenty: Vec<f64> = (1..=20).rev().map(f64::from).collect();
+        let (low, high, coverage) = median_interval(&twenty, 0.95).expect("20 values");
+        assert_eq!((low, high), (6.0, 15.0));
+        assert!((coverage - 0.9586).abs() < 1e-4, "{coverage}");
+        let thirty: Vec<f64> = (1..=30).map(f64::from).collect();
+        assert_eq!(
+            median_interval(&thirty, 0.95).map(|i| (i.0, i.1)),
+            Some((10.0, 21.0))
+        );
+        // On a skewed distribution (the median of -ln(u) is ln 2), 2,000 intervals of 12
+        // values each cover it at least as often as their coverage says.
+        let mut rng = Rng::new(3);
+        let (mut hits, mut promised) = (0, 0.0);
+        for _ in 0..2000 {
+            let v: Vec<f64> = (0..12)
+                .map(|_| -((rng.below(1 << 30) as f64 + 0.5) / (1u64 << 30) as f64).ln())
+                .collect();
+            let (low, high, coverage) = median_interval(&v, 0.95).expect("12 values");
+            hits += usize::from(low <= 2f64.ln() && 2f64.ln() <= high);
+            promised += coverage;
+        }
+        assert!(
+            hits as f64 >= promised - 3.0 * (2000.0f64 * 0.05).sqrt(),
+            "{hits} {promised}"
+        );
+        assert!(median_interval(&[1.0, f64::NAN, 2.0, 3.0, 4.0, 5.0, 6.0], 0.95).is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! With heap profiles (`GET /debug/pprof/heap`, which needs `LEAKGUARD_TOKEN`):
 //!
 //! ```text
-//! _RJEM_MALLOC_CONF=prof:true LEAKGUARD_TOKEN=secret \
+//! _RJEM_MALLOC_CONF=prof:true,lg_prof_sample:21 LEAKGUARD_TOKEN=secret \
 //!     cargo run --release --example leaky_service --features profiling
 //! ```
 //!

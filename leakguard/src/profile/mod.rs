@@ -22,8 +22,9 @@
 //!    `#[global_allocator] static ALLOC: leakguard::Jemalloc = leakguard::Jemalloc;`
 //! 2. Switch the profiler on at start, either in the environment (tikv-jemallocator's
 //!    jemalloc reads `_RJEM_MALLOC_CONF`, not `MALLOC_CONF`):
-//!    `_RJEM_MALLOC_CONF=prof:true` (optionally `,lg_prof_sample:19`, the log2 of the mean
-//!    bytes between samples; 19 = 512 KiB is the default), or in the binary with
+//!    `_RJEM_MALLOC_CONF=prof:true,lg_prof_sample:21` ([`RECOMMENDED_CONF`]; `lg_prof_sample`
+//!    is the log2 of the mean bytes between samples: 21 = 2 MiB, while jemalloc's default, 19 =
+//!    512 KiB, costs more, see [`RECOMMENDED_CONF`]), or in the binary with
 //!    [`enable_heap_profiling!`](crate::enable_heap_profiling), which the environment can
 //!    still override. jemalloc reads its configuration once, before `main`: it cannot be
 //!    switched on later.
@@ -147,10 +148,19 @@ pub enum ProfilingStatus {
     },
 }
 
+/// The jemalloc configuration leakguard recommends for heap profiling, and the one
+/// [`enable_heap_profiling!`](crate::enable_heap_profiling) sets by default: the profiler on,
+/// one sample per 2 MiB allocated on average (`lg_prof_sample:21`, TCMalloc's default
+/// sampling interval). jemalloc's own default, 512 KiB (`lg_prof_sample:19`), samples four
+/// times as often: each sample walks the allocating stack, and on the overhead bench's axum
+/// service that cost 2.5–3.5% of its throughput against ~1% at 2 MiB (BENCHMARKS.md). A leak
+/// worth a restart grows by many megabytes, which 2 MiB sampling sees.
+pub const RECOMMENDED_CONF: &str = "prof:true,lg_prof_sample:21";
+
 /// How to switch profiling on, said once for every message.
-const SWITCH_ON: &str = "start the process with _RJEM_MALLOC_CONF=prof:true in its environment \
-     (tikv-jemallocator's jemalloc reads _RJEM_MALLOC_CONF, not MALLOC_CONF), or put \
-     `leakguard::enable_heap_profiling!();` in the service's binary";
+const SWITCH_ON: &str = "start the process with _RJEM_MALLOC_CONF=prof:true,lg_prof_sample:21 \
+     in its environment (tikv-jemallocator's jemalloc reads _RJEM_MALLOC_CONF, not \
+     MALLOC_CONF), or put `leakguard::enable_heap_profiling!();` in the service's binary";
 
 impl ProfilingStatus {
     /// Whether profiles can be taken.
@@ -868,7 +878,9 @@ impl MallocConf {
 }
 
 /// Switches jemalloc's heap profiler on from the service's binary, so no environment
-/// variable is needed (feature `profiling`). Put it once at the top level of the binary
+/// variable is needed (feature `profiling`); without arguments with
+/// [`RECOMMENDED_CONF`](crate::profile::RECOMMENDED_CONF)
+/// (`prof:true,lg_prof_sample:21`, a sample per 2 MiB). Put it once at the top level of the binary
 /// crate, next to the `#[global_allocator]`:
 ///
 /// ```ignore
@@ -888,7 +900,7 @@ impl MallocConf {
 #[macro_export]
 macro_rules! enable_heap_profiling {
     () => {
-        $crate::enable_heap_profiling!("prof:true");
+        $crate::enable_heap_profiling!("prof:true,lg_prof_sample:21");
     };
     ($conf:literal) => {
         const _: () = {
