@@ -8,8 +8,12 @@ measurement is a Python loop over keys (``for k in keys: c[k]``); the loop's own
 k in keys: pass``, measured at the start and end of every round) is subtracted, so the
 figures are the operations' net cost. A ratio (peer / leakguard: above 1 means leakguard is
 faster) is the median over the rounds of the ratio of their net figures in the same round,
-milliseconds apart, with a distribution-free 95% confidence interval (``intervals.py``): a
-machine whose speed drifts moves both sides of a round's ratio alike.
+milliseconds apart (a machine whose speed drifts moves both sides alike). All this runs in
+``--processes`` fresh interpreters (11 by default), one after the other: a process's own luck
+(where the extension and each cache's memory land, the hash seeds) moves a ratio by several
+percent for its whole life, so the figures are medians over the processes of each process's
+median, a ratio with a distribution-free 95% confidence interval over the processes
+(``intervals.py``).
 
 Workloads, on caches of 1,024 entries (keys are ints, scattered):
 - ``get hit``: ``c[k]`` and ``c.get(k)`` of a present key;
@@ -34,8 +38,8 @@ With ``--check``, exits 1 when leakguard is slower than cachebox on a get or set
 or TTLCache (median ratio below ``--min-ratio``, 1.0 by default) or not at least 3x
 cachetools there: a benchmark that can fail.
 
-Usage: python benches/python/cache_ops.py [--rounds 21] [--n 200000] [--check] [--json]
-                                        [--variant NAME=PATH ...]
+Usage: python benches/python/cache_ops.py [--processes 11] [--rounds 5] [--n 100000] [--check]
+                                        [--json] [--variant NAME=PATH ...]
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import importlib.util
 import inspect
 import json
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -270,6 +275,30 @@ def measure(rounds: int, n: int) -> Tuple[Results, Ratios, float]:
     return out, ratios, harness
 
 
+def in_processes(args: argparse.Namespace) -> Tuple[Results, Ratios, float]:
+    """Runs the measurement in ``--processes`` fresh interpreters, one after the other, and
+    combines them: a process's own luck (where the extension and each cache's memory land,
+    the hash seeds) moves a ratio by several percent for that process's whole life, which
+    its rounds cannot average out. Net figures are the median over the processes of each
+    process's median; a ratio is the median over the processes of each process's median
+    ratio, with its confidence interval over the processes."""
+    runs: List[Dict[str, Any]] = []
+    for _ in range(args.processes):
+        command = [sys.executable, __file__, "--child", "--rounds", str(args.rounds), "--n", str(args.n)]
+        for spec in args.variant:
+            command += ["--variant", spec]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        runs.append(json.loads(out))
+    results: Results = {}
+    ratios: Ratios = {}
+    for op, row in runs[0]["net_ns"].items():
+        for who in row:
+            results.setdefault(op, {})[who] = statistics.median(r["net_ns"][op][who] for r in runs)
+            per_process = [r["ratios"][op][who][0] for r in runs]
+            ratios.setdefault(op, {})[who] = (statistics.median(per_process), median_interval(per_process))
+    return results, ratios, statistics.median(r["harness_ns"] for r in runs)
+
+
 #: The workloads the targets are about: get and set of a present key.
 TARGETS = [
     f"{kind} {op}"
@@ -280,17 +309,25 @@ TARGETS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--min-ratio", type=float, default=1.0)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--processes", type=int, default=11)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for spec in args.variant:
-        name, _, path = spec.partition("=")
-        VARIANTS[name] = load_variant(name, path)
-    results, ratios, harness = measure(args.rounds, args.n)
+    if args.child or args.processes <= 1:
+        for spec in args.variant:
+            name, _, path = spec.partition("=")
+            VARIANTS[name] = load_variant(name, path)
+        results, ratios, harness = measure(args.rounds, args.n)
+        if args.child:
+            print(json.dumps({"harness_ns": harness, "net_ns": results, "ratios": ratios}))
+            return
+    else:
+        results, ratios, harness = in_processes(args)
 
     def span(op: str, who: str) -> str:
         interval = ratios[op][who][1]
@@ -302,10 +339,12 @@ def main() -> None:
         coverage = next(iter(ratios["LRUCache get hit c[k]"].values()))[1]
         print(
             f"Python {sys.version.split()[0]}, leakguard {leakguard.__version__}, cachebox "
-            f"{cachebox.__version__}, cachetools {cachetools.__version__}; {args.rounds} "
-            f"rounds of {args.n} operations on caches of {SIZE} entries; net ns/op (median, "
-            f"loop of {harness:.1f} ns subtracted); ratio = peer / leakguard, the median of the "
-            f"rounds' ratios and its "
+            f"{cachebox.__version__}, cachetools {cachetools.__version__}; "
+            f"{max(args.processes, 1)} processes of {args.rounds} rounds of {args.n} operations "
+            f"on caches of {SIZE} entries; net ns/op (median, loop of {harness:.1f} ns "
+            f"subtracted); ratio = peer / leakguard, the median of the "
+            + ("processes'" if args.processes > 1 else "rounds'")
+            + " ratios and its "
             + (f"{coverage[2]:.1%} confidence interval" if coverage else "interval (too few rounds)")
         )
         extra = "".join(f" {v:>12} {'cb/' + v:>10}" for v in VARIANTS)

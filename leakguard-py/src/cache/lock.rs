@@ -5,13 +5,47 @@
 //! Nothing here knows Python: how to wait (with the GIL released) is the caller's closure, so
 //! the lock is tested with plain threads (see the tests below).
 
-use parking_lot::RawMutex;
-use parking_lot::lock_api::{self, RawMutex as _, RawMutexTimed as _};
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::atomic::{
+    AtomicBool, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
+use std::time::{Duration, Instant};
+
+/// The lock word. No thread ever sleeps on it in the kernel or queues for it: a waiter polls
+/// it ([`wait_until_free`]), so releasing it is a plain store, with no waiter to wake (on
+/// x86-64 an ordinary `mov`, where a mutex that queues its waiters, such as parking_lot's,
+/// needs a second atomic read-modify-write to see whether any is queued). Taking it is one
+/// compare-and-swap.
+struct RawLock(AtomicBool);
+
+impl RawLock {
+    const fn new() -> Self {
+        Self(AtomicBool::new(false))
+    }
+
+    #[inline(always)]
+    fn try_lock(&self) -> bool {
+        self.0
+            .compare_exchange(false, true, Acquire, Relaxed)
+            .is_ok()
+    }
+
+    /// Releases the lock.
+    ///
+    /// # Safety
+    /// Only by the thread that holds it.
+    #[inline(always)]
+    unsafe fn unlock(&self) {
+        self.0.store(false, Release);
+    }
+
+    #[inline(always)]
+    fn is_locked(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+}
 
 /// An identifier of the current thread, never 0, unique among live threads: the address of
 /// its thread control block. On x86-64 Linux that is the word at `%fs:0` (the TCB's pointer
@@ -43,10 +77,18 @@ fn thread_tag() -> usize {
 /// Returns once `raw` is free, without taking it: spins briefly, then yields, then sleeps
 /// for doubling times up to 1 ms (a Python cache's lock is held for microseconds, unless a
 /// key's `__eq__` or a `getsizeof` runs long inside it).
-fn wait_until_free(raw: &RawMutex) {
+fn wait_until_free(raw: &RawLock) {
+    wait_until_free_or(raw, None);
+}
+
+/// [`wait_until_free`], giving up at `deadline`; whether the lock was seen free.
+fn wait_until_free_or(raw: &RawLock, deadline: Option<Instant>) -> bool {
     let mut round = 0u32;
     let mut nap = Duration::from_micros(10);
     while raw.is_locked() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
         if round < 64 {
             std::hint::spin_loop();
         } else if round < 128 {
@@ -57,6 +99,7 @@ fn wait_until_free(raw: &RawMutex) {
         }
         round = round.saturating_add(1);
     }
+    true
 }
 
 /// The lock was taken by the thread asking for it again (from within one of its own
@@ -66,7 +109,7 @@ pub(crate) struct Reentered;
 
 /// A mutex that tells re-entry from the holding thread.
 pub(crate) struct PyLock<T> {
-    raw: RawMutex,
+    raw: RawLock,
     /// The thread holding `raw` (its tag), 0 when none.
     owner: AtomicUsize,
     data: UnsafeCell<T>,
@@ -84,7 +127,7 @@ pub(crate) struct PyLockGuard<'a, T> {
 }
 
 // A PyLockGuard must not be Send: the lock is unlocked by the thread that locked it (`owner`
-// tells that thread; the raw lock is unlocked with `GuardNoSend`). This fails to compile when
+// tells that thread). This fails to compile when
 // the guard is Send: the call below is then ambiguous between the two impls.
 const _: fn() = || {
     trait AmbiguousIfSend<A> {
@@ -99,7 +142,7 @@ const _: fn() = || {
 impl<T> PyLock<T> {
     pub(crate) fn new(data: T) -> Self {
         Self {
-            raw: RawMutex::INIT,
+            raw: RawLock::new(),
             owner: AtomicUsize::new(0),
             data: UnsafeCell::new(data),
         }
@@ -119,7 +162,7 @@ impl<T> PyLock<T> {
         let me = thread_tag();
         loop {
             // The guard state is a stateless marker, which the unlock makes anew.
-            if self.raw.try_lock().is_some() {
+            if self.raw.try_lock() {
                 return Ok(self.locked_by(me));
             }
             // `owner` is this thread's tag only while this thread holds the lock: a value
@@ -143,14 +186,20 @@ impl<T> PyLock<T> {
     /// Locks if the lock is free, without waiting.
     #[inline]
     pub(crate) fn try_lock(&self) -> Option<PyLockGuard<'_, T>> {
-        self.raw.try_lock()?;
-        Some(self.locked_by(thread_tag()))
+        self.raw.try_lock().then(|| self.locked_by(thread_tag()))
     }
 
-    /// Locks from any thread, waiting at most `wait`.
+    /// Locks from any thread, waiting at most `wait` (polling, as every waiter does).
     pub(crate) fn lock_for(&self, wait: Duration) -> Option<PyLockGuard<'_, T>> {
-        self.raw.try_lock_for(wait)?;
-        Some(self.locked_by(thread_tag()))
+        let deadline = Instant::now().checked_add(wait);
+        loop {
+            if self.raw.try_lock() {
+                return Some(self.locked_by(thread_tag()));
+            }
+            if !wait_until_free_or(&self.raw, deadline) {
+                return None;
+            }
+        }
     }
 
     /// The guard of a lock this thread has just taken.
@@ -185,7 +234,7 @@ impl<T> Drop for PyLockGuard<'_, T> {
         self.lock.owner.store(0, Relaxed);
         // SAFETY: the guard was made when this thread took the lock, and guards are not Send,
         // so this is that thread.
-        unsafe { self.lock.raw.unlock(lock_api::GuardNoSend::new()) };
+        unsafe { self.lock.raw.unlock() };
     }
 }
 
