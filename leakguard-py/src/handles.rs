@@ -371,6 +371,20 @@ fn configure_handles(
 
 /// Marks the existing kind ``name`` as suspect (every open records its creation site) or
 /// back to its configured sampling. Returns whether the kind exists.
+/// Sets the capture budget: a kind sampled at the default rate records about this many
+/// creation sites a second at most, sampling less often while its opens come faster (each
+/// sampled handle then stands for more opens). 0: no budget.
+#[pyfunction]
+fn set_capture_budget(per_second: u32) {
+    core::set_capture_budget(per_second);
+}
+
+/// The capture budget in force (creation sites a second per kind; 0: none).
+#[pyfunction]
+fn capture_budget() -> u32 {
+    core::capture_budget()
+}
+
 #[pyfunction]
 fn set_suspect(name: &str, suspect: bool) -> bool {
     core::set_suspect(name, suspect)
@@ -399,6 +413,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open_handle, m)?)?;
     m.add_function(wrap_pyfunction!(configure_handles, m)?)?;
     m.add_function(wrap_pyfunction!(set_suspect, m)?)?;
+    m.add_function(wrap_pyfunction!(set_capture_budget, m)?)?;
+    m.add_function(wrap_pyfunction!(capture_budget, m)?)?;
     m.add_function(wrap_pyfunction!(open_by_kind, m)?)?;
     m.add_function(wrap_pyfunction!(handles_report_json, m)?)?;
     Ok(())

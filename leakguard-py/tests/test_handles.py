@@ -296,3 +296,24 @@ def test_handles_module_examples_run() -> None:
     result = doctest.testmod(leakguard._handles, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5
     assert result.failed == 0
+
+
+def test_the_capture_budget_can_be_set_and_slows_a_busy_kinds_sampling() -> None:
+    assert leakguard.capture_budget() == 10
+    leakguard.set_capture_budget(1)
+    try:
+        assert leakguard.capture_budget() == 1
+        kind = leakguard.HandleKind("py_budget_busy")
+        # Tens of thousands of opens within a second or two, at the default 1 in 128: far
+        # more captures than one a second, so the kind's sampling slows down.
+        for _ in range(60_000):
+            with leakguard.track(kind):
+                pass
+        (report,) = [k for k in leakguard.handles() if k["kind"] == "py_budget_busy"]
+        assert report["sample_every"] == 128
+        assert report["sample_every_now"] > 128, report
+    finally:
+        leakguard.set_capture_budget(10)
+    with pytest.raises(OverflowError):
+        leakguard.set_capture_budget(-1)
+    assert leakguard.capture_budget() == 10

@@ -60,6 +60,12 @@ fn the_budget_caps_captures_per_second_and_the_estimates_stay_unbiased() {
     let k = kind_report("budget_busy");
     assert_eq!(k.open, 1_000_000);
     assert_eq!(k.sample_every, 128);
+    // 20,000 opens a second against 10 captures: about one open in 2,000 sampled now.
+    assert!(
+        (1_000..=4_000).contains(&k.sample_every_now),
+        "sampled one in {} now",
+        k.sample_every_now
+    );
     assert!(
         (300..=800).contains(&k.sampled_open),
         "{} captures",
@@ -93,6 +99,8 @@ fn the_budget_caps_captures_per_second_and_the_estimates_stay_unbiased() {
     let configured = handles::configure("budget_every", KindConfig::new().sample_every(1)).unwrap();
     let kept = run(&clock, configured, 100, 20);
     assert!(kept.iter().all(HandleGuard::is_sampled));
+    let k = kind_report("budget_every");
+    assert_eq!((k.sample_every, k.sample_every_now), (1, 1));
     drop(kept);
 
     // Without a budget, the default rate holds whatever the traffic: 1 in 128 of 200,000.
@@ -104,6 +112,7 @@ fn the_budget_caps_captures_per_second_and_the_estimates_stay_unbiased() {
         (1_300..=1_850).contains(&sampled),
         "{sampled} of 200,000 sampled"
     );
+    assert_eq!(kind_report("budget_free").sample_every_now, 128);
     drop(kept);
 
     // Sites are ranked by estimated handles, not by samples: `b` opens 100 a second for

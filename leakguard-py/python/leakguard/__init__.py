@@ -17,7 +17,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict
 
 from leakguard import _leakguard
-from leakguard._handles import HandleKind, configure_handles, handles, track, tracked
+from leakguard._handles import (
+    HandleKind,
+    capture_budget,
+    configure_handles,
+    handles,
+    set_capture_budget,
+    track,
+    tracked,
+)
 from leakguard._leakguard import ConfigError, LeakguardError
 from leakguard._guard import endpoint_addr, listener, metrics, report, restart_now, running, start, stop
 from leakguard.cache import CacheInfo, LRUCache, TTLCache, cached, cachedmethod
@@ -34,6 +42,7 @@ __all__ = [
     "allocator_status",
     "cached",
     "cachedmethod",
+    "capture_budget",
     "configure_handles",
     "endpoint_addr",
     "handles",
@@ -46,6 +55,7 @@ __all__ = [
     "restart_now",
     "running",
     "sample",
+    "set_capture_budget",
     "start",
     "stop",
     "track",

@@ -28,9 +28,25 @@ import weakref
 from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
 
 from leakguard import _leakguard
-from leakguard._leakguard import Handle, HandleKind, configure_handles, track
+from leakguard._leakguard import (
+    Handle,
+    HandleKind,
+    capture_budget,
+    configure_handles,
+    set_capture_budget,
+    track,
+)
 
-__all__ = ["Handle", "HandleKind", "configure_handles", "handles", "track", "tracked"]
+__all__ = [
+    "Handle",
+    "HandleKind",
+    "capture_budget",
+    "configure_handles",
+    "handles",
+    "set_capture_budget",
+    "track",
+    "tracked",
+]
 
 _T = TypeVar("_T")
 

@@ -45,6 +45,8 @@ __all__ = [
     "open_handle",
     "configure_handles",
     "set_suspect",
+    "set_capture_budget",
+    "capture_budget",
     "open_by_kind",
     "handles_report_json",
 ]
@@ -286,6 +288,13 @@ def configure_handles(
 
 def set_suspect(name: str, suspect: bool) -> bool:
     """Marks an existing kind as suspect (every open sampled) or not; whether it exists."""
+
+def set_capture_budget(per_second: int) -> None:
+    """Sets the capture budget: a kind sampled at the default rate records about this many
+    creation sites a second at most (0: no budget)."""
+
+def capture_budget() -> int:
+    """The capture budget in force (creation sites a second per kind; 0: none)."""
 
 def open_by_kind() -> List[Tuple[str, int]]:
     """Handles open now, by kind."""

@@ -47,7 +47,8 @@
 //! captures are capped: a kind sampled at the registry default makes about
 //! [`DEFAULT_CAPTURES_PER_SECOND`] captures a second at most ([`set_capture_budget`]); its
 //! sampling slows down when its opens come faster, and each sampled handle is weighted by
-//! the rate it was sampled at, so the estimated counts per site stay unbiased. Marking a
+//! the rate it was sampled at, so the estimated counts per site stay unbiased (a kind's
+//! report gives both rates: `sample_every`, configured, and `sample_every_now`). Marking a
 //! kind as suspect at run time ([`set_suspect`]) samples every open of it, without a budget,
 //! as does a kind's own [`KindConfig::sample_every`] (at its rate).
 //!

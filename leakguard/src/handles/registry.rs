@@ -368,6 +368,15 @@ impl Kind {
         }
     }
 
+    /// The sampling rate in force now: one open in this many is sampled, the capture
+    /// budget's slowing included (0: none).
+    pub(crate) fn sample_every_now(&self) -> u32 {
+        match self.threshold.load(Ordering::Relaxed) {
+            0 => 0,
+            t => u32::try_from(((1u64 << 32) + t / 2) / t).unwrap_or(u32::MAX),
+        }
+    }
+
     fn refresh_threshold(&self) {
         let every = self.sample_every();
         let threshold = match every {

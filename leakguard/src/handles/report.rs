@@ -69,8 +69,12 @@ pub struct KindReport {
     pub max_open_exceeded: bool,
     /// `oldest_age_seconds > max_age`.
     pub max_age_exceeded: bool,
-    /// One open in this many is sampled (0: none; 1: all).
+    /// One open in this many is sampled (0: none; 1: all): the kind's configured rate.
     pub sample_every: u32,
+    /// One open in this many is sampled now: `sample_every` slowed down by the capture
+    /// budget while the kind's opens come faster than the budget allows (see
+    /// [`set_capture_budget`](super::set_capture_budget)), else equal to it.
+    pub sample_every_now: u32,
     /// Whether the operator marked the kind as suspect (every open is sampled).
     pub suspect: bool,
     /// Sampled handles of this kind still open.
@@ -253,6 +257,7 @@ pub fn report_at(proc_root: &Path) -> HandlesReport {
                 max_open_exceeded: v.max_open_exceeded(),
                 max_age_exceeded: v.max_age_exceeded(),
                 sample_every: v.kind.sample_every(),
+                sample_every_now: v.kind.sample_every_now(),
                 suspect: v.kind.suspect(),
                 sampled_open,
                 sites: site_reports(mine, now, &mut budget),
