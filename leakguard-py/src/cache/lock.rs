@@ -127,8 +127,8 @@ pub(crate) struct PyLockGuard<'a, T> {
 }
 
 // A PyLockGuard must not be Send: the lock is unlocked by the thread that locked it (`owner`
-// tells that thread). This fails to compile when
-// the guard is Send: the call below is then ambiguous between the two impls.
+// tells that thread). This fails to compile when the guard is Send: the call below is then
+// ambiguous between the two impls.
 const _: fn() = || {
     trait AmbiguousIfSend<A> {
         fn some_item() {}
@@ -161,7 +161,6 @@ impl<T> PyLock<T> {
     ) -> Result<PyLockGuard<'_, T>, Reentered> {
         let me = thread_tag();
         loop {
-            // The guard state is a stateless marker, which the unlock makes anew.
             if self.raw.try_lock() {
                 return Ok(self.locked_by(me));
             }
