@@ -53,6 +53,7 @@ def test_public_names_are_exported_and_documented() -> None:
         + ["CacheInfo", "LRUCache", "TTLCache", "cached", "cachedmethod"]
         + ["hashkey", "methodkey", "typedkey", "typedmethodkey"]
         + ["HandleKind", "configure_handles", "handles", "track", "tracked"]
+        + ["capture_budget", "set_capture_budget"]
     )
     # Submodules with optional dependencies come on first access, not in __all__.
     assert leakguard.gunicorn.post_fork.__doc__
