@@ -149,6 +149,65 @@ def test_evicts_exactly_the_least_recently_used() -> None:
     assert cache.popitem() == ("b", "b")
 
 
+def test_a_full_cache_writes_new_keys_over_the_evicted_entries() -> None:
+    # A new key that evicts one entry takes its slot: the orders, the sizes, the counters and
+    # the evicted objects' release must be those of a removal and an insertion.
+    class Box:
+        pass
+
+    cache: LRUCache[int, Box] = LRUCache(4, name="pytest-overwrite")
+    values = [Box() for _ in range(40)]
+    refs = [weakref.ref(v) for v in values]
+    for k in range(4):
+        cache[k] = values[k]
+    cache[0]
+    lru = [1, 2, 3, 0]  # least recently used first; iteration is in insertion order
+    for k in range(4, 40):
+        cache[k] = values[k]
+        evicted, lru = lru[0], lru[1:] + [k]
+        assert evicted not in cache and all(x in cache for x in lru), k
+        assert list(cache) == sorted(lru, key=lambda x: (x != 0, x)), k
+        assert len(cache) == 4 and cache.currsize == 4
+    assert lru == [36, 37, 38, 39]
+    assert cache.popitem() == (36, values[36])
+    r = report_of("pytest-overwrite")
+    assert r is not None
+    assert (r["entries"], r["inserts"]) == (3, 40)
+    assert r["evictions"]["capacity"] == 36
+    del values
+    gc.collect()
+    assert [i for i, ref in enumerate(refs) if ref() is not None] == [37, 38, 39]
+    # Weighted: a value that needs two entries gone evicts both, then fits.
+    weighted: LRUCache[str, int] = LRUCache(6, getsizeof=lambda v: v)
+    for wk, wv in (("a", 2), ("b", 2), ("c", 2)):
+        weighted[wk] = wv
+    weighted["d"] = 4
+    assert (list(weighted), weighted.currsize) == (["c", "d"], 6)
+    weighted["e"] = 2
+    assert (list(weighted), weighted.currsize) == (["d", "e"], 6)
+
+
+def test_ttl_on_the_monotonic_clock_expires_and_honours_a_frozen_timer() -> None:
+    # With the default timer the clock is read only when a key is found.
+    ttl = 0.5
+    cache: TTLCache[str, int, float] = TTLCache(4, ttl=ttl)
+    before = time.monotonic()
+    cache["a"] = 1
+    assert cache.get("missing") is None
+    assert (cache.get("a"), cache["a"], "a" in cache) == (1, 1, True)
+    with cache.timer as frozen:
+        if frozen >= before + ttl:
+            pytest.skip("the machine stalled past the entry's time to live")
+        # Wait until the clock has passed the entry's expiry: the frozen time has not.
+        while time.monotonic() < before + ttl + 0.05:
+            time.sleep(0.01)
+        assert (cache.get("a"), cache["a"], "a" in cache) == (1, 1, True)
+    assert cache.get("a") is None
+    assert "a" not in cache
+    with pytest.raises(KeyError):
+        cache["a"]
+
+
 def test_subclass_popitem_sees_every_eviction() -> None:
     evicted: List[Any] = []
 

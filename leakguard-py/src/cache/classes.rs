@@ -6,7 +6,7 @@ use super::copy;
 use super::ops::{Garbage, hooks_of, key_error};
 use super::stats::{Config, Shared, Stats, TtlConfig, bump};
 use super::structure::{Core, KeyHash, List};
-use super::time::{Time, Timer, time_monotonic};
+use super::time::{Time, Timer, When, time_monotonic};
 use super::{CONTAINS, DELITEM, EXPLICIT, GETITEM, MISSING, PyLock, SETITEM};
 use leakguard::cache::{EvictionCause, ExternalCache, Registration, register_external};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -418,10 +418,9 @@ impl CacheBase {
             slf.as_any().set_item(key, &default)?;
             return Ok(default.unbind());
         }
-        if let Some(v) = this.get_impl(py, cfg, key, now.as_ref())? {
+        if let Some(v) = this.get_impl(py, cfg, key, When::read_before(now.as_ref()))? {
             return Ok(v);
         }
-        let now = now.as_ref().map(|t| t.clone_ref(py));
         this.setitem(slf, cfg, key, &default, now)?;
         Ok(default.unbind())
     }
@@ -488,8 +487,11 @@ impl CacheBase {
         let py = slf.py();
         let this = slf.get();
         let cfg = this.cfg()?;
+        // The time is read before the lookup, not only on a hit as `get` does: a miss raises
+        // KeyError, which costs far more than the clock, and read first the clock's latency
+        // overlaps the lookup (a TTLCache hit was 4% slower with the clock read after it).
         let now = this.now(py, cfg)?;
-        if let Some(v) = this.get_impl(py, cfg, key, now.as_ref())? {
+        if let Some(v) = this.get_impl(py, cfg, key, When::read_before(now.as_ref()))? {
             return Ok(v);
         }
         if let (Some(now), Some(ttl)) = (&now, &cfg.ttl) {
@@ -517,11 +519,10 @@ impl CacheBase {
         if cfg.hooks & (GETITEM | MISSING) != 0 {
             return Ok(Lookup::Generic);
         }
-        let now = this.now(py, cfg)?;
-        if let Some(v) = this.get_impl(py, cfg, key, now.as_ref())? {
+        if let Some(v) = this.get_timed(py, cfg, key)? {
             return Ok(Lookup::Hit(v));
         }
-        if now.is_some() {
+        if cfg.ttl.is_some() {
             this.touch_expired(py, key)?;
         }
         Ok(Lookup::Miss)
@@ -550,9 +551,9 @@ impl CacheBase {
         let py = slf.py();
         let this = slf.get();
         let cfg = this.cfg()?;
-        let now = this.now(py, cfg)?;
         let default = || default.map_or_else(|| py.None(), Bound::unbind);
         if cfg.hooks & (CONTAINS | GETITEM) != 0 {
+            let now = this.now(py, cfg)?;
             let _frozen = match (&cfg.ttl, &now) {
                 (Some(t), Some(now)) => Some(t.timer.get().freeze(py, now)),
                 _ => None,
@@ -562,9 +563,7 @@ impl CacheBase {
             }
             return Ok(default());
         }
-        Ok(this
-            .get_impl(py, cfg, key, now.as_ref())?
-            .unwrap_or_else(default))
+        Ok(this.get_timed(py, cfg, key)?.unwrap_or_else(default))
     }
 }
 

@@ -4,8 +4,8 @@
 
 use super::classes::CacheBase;
 use super::stats::{Config, Stats, bump};
-use super::structure::{Core, KeyHash, List, Node, UNLINKED};
-use super::time::{Time, alive};
+use super::structure::{Core, KeyHash, List, Node};
+use super::time::{Time, When, alive};
 use super::{CAPACITY, CONTAINS, DELITEM, EXPIRE, EXPIRED, HOOKS, NIL, POPITEM, REPLACED};
 use leakguard::cache::EvictionCause;
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
@@ -121,6 +121,36 @@ impl CacheBase {
         }
     }
 
+    /// `get_impl` at the cache's time: none for an LRU cache, the clock read only when the
+    /// key is found for a TTL cache on `time.monotonic` (see [`When`]), any other timer read
+    /// before the lookup.
+    #[inline(always)]
+    pub(super) fn get_timed(
+        &self,
+        py: Python<'_>,
+        cfg: &Config,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        match &cfg.ttl {
+            None => self.get_impl(py, cfg, key, When::Untimed),
+            Some(t) if t.timer.get().monotonic => {
+                self.get_impl(py, cfg, key, When::Clock(t.timer.get()))
+            }
+            Some(_) => self.get_at_timer(py, cfg, key),
+        }
+    }
+
+    #[inline(never)]
+    fn get_at_timer(
+        &self,
+        py: Python<'_>,
+        cfg: &Config,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let now = self.now(py, cfg)?;
+        self.get_impl(py, cfg, key, When::read_before(now.as_ref()))
+    }
+
     #[inline(always)]
     pub(super) fn expired(py: Python<'_>, node: &Node, now: Option<&Time>) -> PyResult<bool> {
         match (now, &node.expires) {
@@ -205,19 +235,26 @@ impl CacheBase {
         result
     }
 
+    /// The value of `key`, moved to the most recently used end, or `None` when it is absent
+    /// or expired at `when` (counted as a hit or a miss).
     #[inline(always)]
     pub(super) fn get_impl(
         &self,
         py: Python<'_>,
         cfg: &Config,
         key: &Bound<'_, PyAny>,
-        now: Option<&Time>,
+        when: When<'_>,
     ) -> PyResult<Option<Py<PyAny>>> {
         let kh = KeyHash::of(key)?;
         let mut core = self.shared.core.lock(py)?;
         match core.find(py, key, kh)? {
             Some(i) => {
-                if Self::expired(py, core.node(i), now)? {
+                // An LRU cache's node has no expiry: not even looked at.
+                let expired = match (when, &core.node(i).expires) {
+                    (When::Untimed, _) | (_, None) => false,
+                    (when, Some(e)) => when.passed(py, e)?,
+                };
+                if expired {
                     bump(&self.stats().misses, 1);
                     return Ok(None);
                 }
@@ -258,6 +295,15 @@ impl CacheBase {
             Some(i) => size - core.node(i).size,
             None => size,
         };
+        if existing.is_none() && core.len > 1 && core.currsize + size > cfg.maxsize {
+            let head = core.lru.head;
+            if core.currsize - core.node(head).size + size <= cfg.maxsize {
+                // A new key that evicts one entry, a full cache's usual write.
+                let node = Node::new(key, value, kh, size, expires);
+                self.store_over(&mut core, head, node, garbage);
+                return Ok(());
+            }
+        }
         let evicted_before = garbage.len();
         while core.currsize + diff > cfg.maxsize && core.len > 0 {
             let head = core.lru.head;
@@ -292,21 +338,23 @@ impl CacheBase {
                 }
             }
             None => {
-                core.insert(Node {
-                    key: key.clone().unbind(),
-                    value: value.clone().unbind(),
-                    hash: kh.hash,
-                    size,
-                    expires,
-                    lru: UNLINKED,
-                    ord: UNLINKED,
-                    small_int: kh.small_int,
-                });
+                core.insert(Node::new(key, value, kh, size, expires));
             }
         }
         bump(&self.stats().inserts, 1);
         self.shared.publish(&core);
         Ok(())
+    }
+
+    /// The rest of `set_impl` for a new entry that evicts exactly the least recently used
+    /// one, `head`: it takes `head`'s slot (`Core::replace`). Out of line, so that the other
+    /// writes do not carry it.
+    #[inline(never)]
+    fn store_over(&self, core: &mut Core, head: u32, node: Node, garbage: &mut Garbage) {
+        garbage.push(core.replace(head, node));
+        self.stats().evicted(CAPACITY, 1);
+        bump(&self.stats().inserts, 1);
+        self.shared.publish(core);
     }
 
     /// `Cache.__setitem__` for a class that overrides `popitem` or `__delitem__`: evicts by

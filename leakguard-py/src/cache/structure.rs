@@ -23,6 +23,27 @@ pub(super) struct Node {
 }
 
 impl Node {
+    /// A new entry, not yet linked: `key` hashed as `kh`.
+    #[inline(always)]
+    pub(super) fn new(
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        kh: KeyHash,
+        size: f64,
+        expires: Option<Time>,
+    ) -> Node {
+        Node {
+            key: key.clone().unbind(),
+            value: value.clone().unbind(),
+            hash: kh.hash,
+            size,
+            expires,
+            lru: UNLINKED,
+            ord: UNLINKED,
+            small_int: kh.small_int,
+        }
+    }
+
     /// Drops the node's objects, the thread being attached: one `Py_DECREF` each, without
     /// the check of the thread's state that dropping a `Py` makes.
     pub(super) fn release(self, py: Python<'_>) {
@@ -383,6 +404,41 @@ impl Core {
         self.len += 1;
         self.currsize += size;
         i
+    }
+
+    /// `remove(i)` then `insert(node)` in one step, for a write whose last eviction is the
+    /// node `i` (a full cache's usual write): the new entry takes `i`'s slot and goes to the
+    /// back of both lists, without giving the slot back and taking it again. Returns the
+    /// node that left, unlinked. Not for the last entry (`remove` gives an emptied cache's
+    /// slab back).
+    #[inline(always)]
+    pub(super) fn replace(&mut self, i: u32, mut node: Node) -> Node {
+        debug_assert!(self.len > 1, "replace is not for the last entry");
+        if !node.small_int {
+            node.small_int = small_int(node.key.as_ptr());
+        }
+        let old_hash = self.node(i).hash;
+        if let Ok(entry) = self.table.find_entry(mix(old_hash), |&j| j == i) {
+            entry.remove();
+        }
+        self.move_back(i, List::Lru);
+        self.move_back(i, List::Ord);
+        let hash = node.hash;
+        let slot = self.node_mut(i);
+        node.lru = slot.lru;
+        node.ord = slot.ord;
+        let mut old = std::mem::replace(slot, node);
+        old.lru = UNLINKED;
+        old.ord = UNLINKED;
+        let slots = &self.slots;
+        self.table
+            .insert_unique(mix(hash), i, |&j| match &slots[j as usize] {
+                Some(n) => mix(n.hash),
+                None => 0,
+            });
+        self.currsize -= old.size;
+        self.currsize += self.node(i).size;
+        old
     }
 
     pub(super) fn remove(&mut self, i: u32) -> Node {

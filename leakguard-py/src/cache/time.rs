@@ -44,11 +44,64 @@ impl Time {
     }
 }
 
+/// The time a lookup compares an entry's expiry with. `get` and the memoizing decorators'
+/// lookup on a TTL cache on the monotonic clock read it only when the key is found (as
+/// cachetools does): a miss then costs no clock read (~24 ns, as much as the rest of a miss).
+/// Reading that clock runs no Python code, so it may happen under the cache's lock; any other
+/// timer is read before the lookup.
+#[derive(Clone, Copy)]
+pub(super) enum When<'a> {
+    /// An LRU cache: entries do not expire.
+    Untimed,
+    /// The time, already read.
+    At(&'a Time),
+    /// The timer (`time.monotonic`), to be read when an entry is found.
+    Clock(&'a Timer),
+}
+
+impl<'a> When<'a> {
+    /// `now` as read before the operation (`None` for an LRU cache).
+    pub(super) fn read_before(now: Option<&'a Time>) -> When<'a> {
+        match now {
+            None => When::Untimed,
+            Some(t) => When::At(t),
+        }
+    }
+
+    /// Whether `expires` has passed (`Untimed`: never). The usual cases, float times (on the
+    /// clock, with no `with cache.timer` open), are inline; the rest out of line.
+    #[inline(always)]
+    pub(super) fn passed(self, py: Python<'_>, expires: &Time) -> PyResult<bool> {
+        match (self, expires) {
+            (When::At(Time::F(now)), Time::F(e)) => Ok(!alive_f(*now, *e)),
+            (When::Clock(timer), Time::F(e)) if timer.nesting.load(Relaxed) == 0 => {
+                Ok(!alive_f(monotonic(), *e))
+            }
+            _ => self.passed_slow(py, expires),
+        }
+    }
+
+    #[inline(never)]
+    fn passed_slow(self, py: Python<'_>, expires: &Time) -> PyResult<bool> {
+        match self {
+            When::Untimed => Ok(false),
+            When::At(now) => Ok(!alive(py, now, expires)?),
+            When::Clock(timer) => Ok(!alive(py, &timer.now(py)?, expires)?),
+        }
+    }
+}
+
+/// `now < expires` for float times.
+#[inline(always)]
+fn alive_f(now: f64, expires: f64) -> bool {
+    now < expires
+}
+
 /// `now < expires`, as cachetools compares.
 #[inline(always)]
 pub(super) fn alive(py: Python<'_>, now: &Time, expires: &Time) -> PyResult<bool> {
     match (now, expires) {
-        (Time::F(n), Time::F(e)) => Ok(n < e),
+        (Time::F(n), Time::F(e)) => Ok(alive_f(*n, *e)),
         _ => alive_obj(py, now, expires),
     }
 }
