@@ -37,6 +37,7 @@
 //! held; with the token, as the operator's own tools would).
 
 use leakguard::Guard;
+use leakguard_benches::wrk::{self, Wrk};
 use leakguard_benches::{Summary, machine, workload};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -48,76 +49,11 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOC: leakguard::Jemalloc = leakguard::Jemalloc;
 
-/// What one wrk run printed.
-#[derive(Debug, Clone, Copy, Default)]
-struct Wrk {
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    requests_per_sec: f64,
-    non_2xx: u64,
-    socket_errors: u64,
-}
-
-fn millis(text: &str) -> Option<f64> {
-    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1e3)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60e3)
-    } else {
-        return None;
-    };
-    number.parse::<f64>().ok().map(|v| v * factor)
-}
-
-fn parse_wrk(out: &str) -> Wrk {
-    let mut w = Wrk::default();
-    for line in out.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["Latency", _avg, _stdev, max, ..] => w.max_ms = millis(max).unwrap_or(f64::NAN),
-            ["50%", v] => w.p50_ms = millis(v).unwrap_or(f64::NAN),
-            ["90%", v] => w.p90_ms = millis(v).unwrap_or(f64::NAN),
-            ["99%", v] => w.p99_ms = millis(v).unwrap_or(f64::NAN),
-            ["Requests/sec:", v] => w.requests_per_sec = v.parse().unwrap_or(f64::NAN),
-            ["Non-2xx", "or", "3xx", "responses:", n] => w.non_2xx = n.parse().unwrap_or(0),
-            ["Socket", "errors:", rest @ ..] => {
-                w.socket_errors = rest
-                    .iter()
-                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
-                    .sum();
-            }
-            _ => {}
-        }
-    }
-    w
-}
-
 fn wrk(addr: SocketAddr, path: &str, threads: u32, conns: u32, secs: f64) -> Wrk {
-    let out = Command::new("wrk")
-        .args([
-            format!("-t{threads}"),
-            format!("-c{conns}"),
-            format!("-d{}s", secs.ceil()),
-            "--timeout".into(),
-            "5s".into(),
-            "--latency".into(),
-            format!("http://{addr}{path}"),
-        ])
+    let out = wrk::command(addr, path, threads, conns, secs.ceil() as u32, None)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run wrk (Debian: apt-get install wrk): {e}"));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "wrk failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_wrk(&text)
+        .unwrap_or_else(|e| panic!("{}: {e}", wrk::NOT_FOUND));
+    wrk::report(&out)
 }
 
 /// Worker threads that run the workload until stopped, counting units.

@@ -58,6 +58,7 @@ use axum::extract::{Path, State};
 use axum::routing;
 use leakguard::cache::LruCache;
 use leakguard::{Guard, HandleKind};
+use leakguard_benches::wrk::{self, Wrk};
 use leakguard_benches::{Summary, machine, median_interval};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -246,57 +247,6 @@ impl Drop for Service {
     }
 }
 
-/// What one wrk run printed.
-#[derive(Debug, Clone, Copy, Default)]
-struct Wrk {
-    requests: u64,
-    requests_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    non_2xx: u64,
-    socket_errors: u64,
-}
-
-fn millis(text: &str) -> Option<f64> {
-    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1e3)
-    } else {
-        return None;
-    };
-    number.parse::<f64>().ok().map(|v| v * factor)
-}
-
-fn parse_wrk(out: &str) -> Wrk {
-    let mut w = Wrk {
-        requests_per_sec: f64::NAN,
-        p50_ms: f64::NAN,
-        p99_ms: f64::NAN,
-        ..Wrk::default()
-    };
-    for line in out.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["50%", v] => w.p50_ms = millis(v).unwrap_or(f64::NAN),
-            ["99%", v] => w.p99_ms = millis(v).unwrap_or(f64::NAN),
-            ["Requests/sec:", v] => w.requests_per_sec = v.parse().unwrap_or(f64::NAN),
-            [n, "requests", "in", ..] => w.requests = n.parse().unwrap_or(0),
-            ["Non-2xx", "or", "3xx", "responses:", n] => w.non_2xx = n.parse().unwrap_or(0),
-            ["Socket", "errors:", rest @ ..] => {
-                w.socket_errors = rest
-                    .iter()
-                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
-                    .sum();
-            }
-            _ => {}
-        }
-    }
-    w
-}
-
 /// wrk's Lua script: a uniformly random id per request.
 fn script() -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("leakguard-overhead-{}.lua", std::process::id()));
@@ -315,37 +265,21 @@ fn script() -> std::path::PathBuf {
 
 /// Starts wrk against `addr` (it runs on this driver's CPUs).
 fn spawn_wrk(addr: SocketAddr, script: &std::path::Path, conns: u32, secs: u32) -> Child {
-    Command::new("wrk")
-        .args([
-            "-t1".to_owned(),
-            format!("-c{conns}"),
-            format!("-d{secs}s"),
-            "--timeout".into(),
-            "5s".into(),
-            "--latency".into(),
-            "-s".into(),
-            script.display().to_string(),
-            format!("http://{addr}/"),
-        ])
+    wrk::command(addr, "/", 1, conns, secs, Some(script))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run wrk (Debian: apt-get install wrk): {e}"))
+        .unwrap_or_else(|e| panic!("{}: {e}", wrk::NOT_FOUND))
 }
 
 /// Waits for a wrk started by [`spawn_wrk`] and reads what it measured.
 fn finish_wrk(load: Child) -> Wrk {
     let out = load.wait_with_output().expect("wrk's output");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "wrk failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let w = parse_wrk(&text);
+    let w = wrk::report(&out);
     assert!(
         w.requests_per_sec.is_finite() && w.p99_ms.is_finite(),
-        "cannot read wrk's output: {text}"
+        "cannot read wrk's output: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
     w
 }

@@ -1,14 +1,15 @@
 //! Helpers shared by the benchmarks of leakguard (see `benches/` and `BENCHMARKS.md` at the
 //! workspace root): summary statistics for the custom harnesses, the allocation-heavy
-//! workload of the overhead bench, readings of this process's resident size and of
-//! jemalloc's counters, and pinning the process to one core.
+//! workload of the load and profiling benches, readings of this process's resident size and
+//! of jemalloc's counters, pinning the process to cores, and wrk's command line and report
+//! ([`wrk`]) for the load and overhead benches.
 //!
 //! The benches themselves live in `benches/`:
 //!
 //! | bench | harness | measures |
 //! | --- | --- | --- |
 //! | `sample` | criterion | one sample, amortized and per source (fast and full readings) |
-//! | `overhead` | custom | throughput of [`workload`] without a guard, with one at 1 s and at 100 ms |
+//! | `overhead` | custom | an axum service with everything on against the same one with leakguard off, under wrk |
 //! | `footprint` | custom | leakguard's heap and resident footprint with a full 24 h history |
 #![deny(missing_docs)]
 
@@ -246,6 +247,8 @@ fn page_size() -> u64 {
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(p).unwrap_or(4096)
 }
+
+pub mod wrk;
 
 /// jemalloc's counters (meaningful only where jemalloc is the `#[global_allocator]`).
 pub mod jemalloc {
